@@ -1,0 +1,46 @@
+# tradeguard: `make run` starts the daemon on its built-in defaults, `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench deps mosquitto clean
+
+run: deps
+	$(BIN)/tradeguard run $(if $(CONFIG),--config $(CONFIG),)
+
+test: deps
+	$(BIN)/python -m pytest -q -p no:randomly $(PYTEST_ARGS)
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python -m bench
+
+deps: mosquitto $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tradeguard needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The daemon's built-in default runs its own loopback mosquitto; tests use a real one too.
+mosquitto:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing mosquitto and mosquitto-clients with apt-get"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null) \
+	      || { echo "error: apt-get install mosquitto mosquitto-clients failed"; exit 1; }; \
+	  else \
+	    echo "error: mosquitto is missing: run 'sudo apt-get install -y mosquitto mosquitto-clients' and try again"; exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""tradeguard actors: one module per actor."""

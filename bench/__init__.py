@@ -1,0 +1,1 @@
+"""Benchmarks: ratios against a baseline taken in the same run."""

@@ -1,0 +1,1 @@
+"""tradeguard daemon host: actor base, supervisor, wiring, config, journal, MQTT session, CLI."""

@@ -1,0 +1,1 @@
+"""tradeguard wire protocol: every v1 message, topic and codec."""

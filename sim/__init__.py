@@ -1,0 +1,1 @@
+"""Paper venue: a local Alpaca-compatible broker."""
