@@ -1,0 +1,36 @@
+"""``python -m sim``: the paper venue's command line (mirrors ``tradeguard sim``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sim.cli import CLOCK_MODES, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments of CONTRACT section 9 and run the venue."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sim", description="Run tradeguard's Alpaca-compatible paper venue."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clock", choices=CLOCK_MODES, default="always-open")
+    parser.add_argument("--key-id", default=None)
+    parser.add_argument("--secret-key", default=None)
+    parser.add_argument("--control", action="store_true", help="serve the /_sim control API")
+    args = parser.parse_args(argv)
+    return run(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        clock=args.clock,
+        key_id=args.key_id,
+        secret_key=args.secret_key,
+        control=args.control,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

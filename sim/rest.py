@@ -1,0 +1,507 @@
+"""The Trading API v2 and latest-quote routes, with auth, rate limits and REST faults.
+
+Errors are answered as Alpaca answers them:
+
+* 401 ``{"message": "unauthorized"}``: missing or wrong ``APCA-API-KEY-ID`` /
+  ``APCA-API-SECRET-KEY``.
+* 403 ``{"code": 40310000, "message": "insufficient buying power", ...}`` and
+  ``"insufficient qty available for order (requested: X, available: Y)"``.
+* 404 ``{"code": 40410000, "message": "order not found"}`` (also positions, assets).
+* 422 ``{"code": 40010001, "message": "client_order_id must be unique"}`` and every
+  invalid request (the message names the field); 422 ``{"code": 42210000, ...}``
+  when an order cannot be cancelled or replaced any more.
+* 429 ``{"code": 42910000, "message": "rate limit exceeded"}`` past
+  ``rate_limit_per_min`` requests per minute per key (market data has its own budget).
+
+Every ``/v2`` response carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``
+and ``X-RateLimit-Reset`` (Unix time the window restarts).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+import structlog
+from aiohttp import web
+
+from sim.engine import ZERO
+from sim.errors import OrderRejected
+from sim.prices import is_valid_symbol
+from sim.wire import (
+    NOT_FOUND,
+    asset_id_of,
+    asset_json,
+    clock_json,
+    dec,
+    exchange_of,
+    invalid,
+    parse_order_request,
+    quote_json,
+    ts,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from sim.engine import SimOrder
+    from sim.venue import PaperVenue
+
+log = structlog.get_logger(__name__)
+
+RATE_WINDOW_S = 60.0
+RATE_LIMITED = 42910000
+PCT_STEP = Decimal("0.000001")
+_ERROR_BODIES: dict[int, dict[str, Any]] = {
+    429: {"code": RATE_LIMITED, "message": "rate limit exceeded"},
+    500: {"code": 50010000, "message": "internal server error occurred"},
+    502: {"message": "Bad Gateway"},
+    503: {"message": "Service Unavailable"},
+    504: {"message": "Gateway Timeout"},
+}
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """A JSON response encoded with msgspec."""
+    return web.Response(
+        body=msgspec.json.encode(body), status=status, content_type="application/json"
+    )
+
+
+def route_key(request: web.Request) -> str:
+    """``"METHOD /path/template"`` of the matched route (the fault plan's route names)."""
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else request.path
+    return f"{request.method} {template}"
+
+
+class RateLimiter:
+    """Fixed one-minute windows per key.
+
+    Args:
+        limit: Requests allowed per window.
+    """
+
+    def __init__(self, limit: int) -> None:
+        """Start with no windows."""
+        self.limit = limit
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def reset(self) -> None:
+        """Forget every window."""
+        self._windows.clear()
+
+    def hit(self, key: str) -> tuple[bool, int, int]:
+        """Count one request of ``key``.
+
+        Returns:
+            Whether it is allowed, the requests remaining, and the reset time (Unix s).
+        """
+        now = time.time()
+        start, count = self._windows.get(key, (now, 0))
+        if now - start >= RATE_WINDOW_S:
+            start, count = now, 0
+        count += 1
+        self._windows[key] = (start, count)
+        return count <= self.limit, max(self.limit - count, 0), math.ceil(start + RATE_WINDOW_S)
+
+
+class TradingApi:
+    """aiohttp routes of the Trading API v2 and the latest-quote data API.
+
+    Args:
+        venue: The venue whose engine, prices, clock and faults the routes serve.
+    """
+
+    def __init__(self, venue: PaperVenue) -> None:
+        """Bind to ``venue``."""
+        self._venue = venue
+        self._engine = venue.engine
+        self.limiter = RateLimiter(venue.config.rate_limit_per_min)
+
+    def routes(self) -> list[web.RouteDef]:
+        """Every route of the API."""
+        return [
+            web.get("/v2/account", self.get_account),
+            web.get("/v2/clock", self.get_clock),
+            web.get("/v2/assets/{symbol}", self.get_asset),
+            web.post("/v2/orders", self.post_order),
+            web.get("/v2/orders", self.get_orders),
+            web.delete("/v2/orders", self.delete_orders),
+            web.get("/v2/orders:by_client_order_id", self.get_order_by_client_id),
+            web.get("/v2/orders/{order_id}", self.get_order),
+            web.patch("/v2/orders/{order_id}", self.patch_order),
+            web.delete("/v2/orders/{order_id}", self.delete_order),
+            web.get("/v2/positions", self.get_positions),
+            web.delete("/v2/positions", self.delete_positions),
+            web.get("/v2/positions/{symbol}", self.get_position),
+            web.delete("/v2/positions/{symbol}", self.delete_position),
+            web.get("/v2/stocks/quotes/latest", self.get_latest_quotes),
+            web.get("/v2/stocks/{symbol}/quotes/latest", self.get_latest_quote),
+        ]
+
+    # ------------------------------------------------------------ middleware
+
+    @web.middleware
+    async def middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Latency, rate limit, auth, injected errors and accept-then-drop for ``/v2``."""
+        if not request.path.startswith("/v2/"):
+            return await handler(request)
+        faults = self._venue.faults
+        route = route_key(request)
+        latency = faults.latency_for(route)
+        if latency > 0:
+            await anyio.sleep(latency)
+        key_id = request.headers.get("APCA-API-KEY-ID", "")
+        secret = request.headers.get("APCA-API-SECRET-KEY", "")
+        budget = "data" if request.path.startswith("/v2/stocks/") else "trading"
+        allowed, remaining, reset = self.limiter.hit(f"{budget}:{key_id}")
+        response = await self._answer(request, handler, route, key_id, secret, allowed=allowed)
+        response.headers["X-RateLimit-Limit"] = str(self.limiter.limit)
+        response.headers["X-RateLimit-Remaining"] = str(remaining)
+        response.headers["X-RateLimit-Reset"] = str(reset)
+        return response
+
+    async def _answer(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+        route: str,
+        key_id: str,
+        secret: str,
+        *,
+        allowed: bool,
+    ) -> web.StreamResponse:
+        faults = self._venue.faults
+        if not self._venue.authorize(key_id, secret):
+            return json_response({"message": "unauthorized"}, 401)
+        if not allowed:
+            log.warning("sim.http.rate_limited", route=route)
+            return json_response(_ERROR_BODIES[429], 429)
+        injected = faults.take_error(route)
+        if injected is not None:
+            log.info("sim.fault.error", route=route, status=injected)
+            return json_response(_ERROR_BODIES[injected], injected)
+        drop = faults.take_drop(route)
+        try:
+            response = await handler(request)
+        except OrderRejected as exc:
+            response = json_response(exc.body(), exc.status)
+        if drop is None:
+            return response
+        log.info("sim.fault.accept_then_drop", route=route, mode=drop, status=response.status)
+        if drop == "504":
+            return json_response(_ERROR_BODIES[504], 504)
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise ConnectionResetError("sim: response dropped after accept")
+
+    # ---------------------------------------------------------------- account
+
+    async def get_account(self, _request: web.Request) -> web.Response:
+        """``GET /v2/account``."""
+        return json_response(self.account_json())
+
+    def account_json(self) -> dict[str, Any]:
+        """The Account entity."""
+        engine = self._engine
+        account = engine.account()
+        equity = dec(account.equity)
+        return {
+            "id": engine.account_id,
+            "account_number": engine.account_number,
+            "status": "ACTIVE",
+            "crypto_status": "ACTIVE",
+            "currency": "USD",
+            "buying_power": dec(account.buying_power),
+            "regt_buying_power": dec(account.buying_power),
+            "daytrading_buying_power": "0",
+            "effective_buying_power": dec(account.buying_power),
+            "non_marginable_buying_power": dec(account.buying_power),
+            "options_buying_power": dec(account.buying_power),
+            "bod_dtbp": "0",
+            "cash": dec(account.cash),
+            "accrued_fees": "0",
+            "pending_transfer_in": "0",
+            "pending_transfer_out": "0",
+            "portfolio_value": equity,
+            "pattern_day_trader": False,
+            "trading_blocked": False,
+            "transfers_blocked": False,
+            "account_blocked": False,
+            "created_at": ts(engine.created_at),
+            "trade_suspended_by_user": False,
+            "multiplier": "1",
+            "shorting_enabled": self._venue.config.shorting_enabled,
+            "equity": equity,
+            "last_equity": dec(Decimal(repr(self._venue.config.starting_cash))),
+            "long_market_value": dec(account.long_market_value),
+            "short_market_value": dec(account.short_market_value),
+            "position_market_value": dec(account.long_market_value - account.short_market_value),
+            "initial_margin": dec(account.long_market_value - account.short_market_value),
+            "maintenance_margin": "0",
+            "last_maintenance_margin": "0",
+            "sma": "0",
+            "daytrade_count": 0,
+            "balance_asof": self._venue.clock.now().date().isoformat(),
+            "options_approved_level": 0,
+            "options_trading_level": 0,
+            "intraday_adjustments": "0",
+            "pending_reg_taf_fees": "0",
+        }
+
+    async def get_clock(self, _request: web.Request) -> web.Response:
+        """``GET /v2/clock``."""
+        return json_response(clock_json(self._venue.clock))
+
+    async def get_asset(self, request: web.Request) -> web.Response:
+        """``GET /v2/assets/{symbol}``."""
+        symbol = request.match_info["symbol"]
+        if not is_valid_symbol(symbol):
+            raise OrderRejected(404, NOT_FOUND, "asset not found")
+        return json_response(asset_json(symbol))
+
+    # ----------------------------------------------------------------- orders
+
+    async def post_order(self, request: web.Request) -> web.Response:
+        """``POST /v2/orders``."""
+        spec = parse_order_request(await _json_body(request))
+        order = self._engine.submit(spec)
+        self._venue.wake_matcher()
+        return json_response(order.to_json())
+
+    async def get_orders(self, request: web.Request) -> web.Response:
+        """``GET /v2/orders`` with status, limit, after, until, direction, symbols, side."""
+        query = request.query
+        status = query.get("status", "open")
+        if status not in {"open", "closed", "all"}:
+            raise invalid(f"invalid status: {status!r}")
+        direction = query.get("direction", "desc")
+        if direction not in {"asc", "desc"}:
+            raise invalid(f"invalid direction: {direction!r}")
+        try:
+            limit = int(query.get("limit", "50"))
+        except ValueError as exc:
+            raise invalid("invalid limit") from exc
+        if not 1 <= limit <= 500:
+            raise invalid("limit must be between 1 and 500")
+        side = query.get("side")
+        if side is not None and side not in {"buy", "sell"}:
+            raise invalid(f"invalid side: {side!r}")
+        symbols_raw = query.get("symbols")
+        symbols = [s for s in symbols_raw.split(",") if s] if symbols_raw else None
+        orders = self._engine.list_orders(
+            status=status,
+            limit=limit,
+            after=_parse_time(query.get("after"), "after"),
+            until=_parse_time(query.get("until"), "until"),
+            direction=direction,
+            symbols=symbols,
+            side=side,
+        )
+        return json_response([order.to_json() for order in orders])
+
+    async def delete_orders(self, _request: web.Request) -> web.Response:
+        """``DELETE /v2/orders``: cancel every open order (207 multi-status)."""
+        canceled = self._engine.cancel_all()
+        body = [{"id": order.id, "status": 200, "body": order.to_json()} for order in canceled]
+        return json_response(body, 207)
+
+    async def get_order(self, request: web.Request) -> web.Response:
+        """``GET /v2/orders/{order_id}``."""
+        return json_response(self._order(request).to_json())
+
+    async def get_order_by_client_id(self, request: web.Request) -> web.Response:
+        """``GET /v2/orders:by_client_order_id?client_order_id=``."""
+        client_order_id = request.query.get("client_order_id")
+        if not client_order_id:
+            raise invalid("client_order_id is required")
+        return json_response(self._engine.get_by_client_id(client_order_id).to_json())
+
+    async def delete_order(self, request: web.Request) -> web.Response:
+        """``DELETE /v2/orders/{order_id}``: 204, or 422 if the order is final."""
+        self._engine.cancel(self._order(request).id)
+        return web.Response(status=204)
+
+    async def patch_order(self, request: web.Request) -> web.Response:
+        """``PATCH /v2/orders/{order_id}``: replace; answers the new order."""
+        order = self._order(request)
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise invalid("request body must be a JSON object")
+        tif = body.get("time_in_force")
+        if tif is not None and tif not in {"day", "gtc", "opg", "cls", "ioc", "fok"}:
+            raise invalid(f"invalid time_in_force: {tif!r}")
+        client_order_id = body.get("client_order_id")
+        if client_order_id is not None and not isinstance(client_order_id, str):
+            raise invalid("invalid client_order_id")
+        new = self._engine.replace(
+            order.id,
+            qty=_decimal(body.get("qty"), "qty"),
+            limit_price=_decimal(body.get("limit_price"), "limit_price"),
+            stop_price=_decimal(body.get("stop_price"), "stop_price"),
+            time_in_force=tif,
+            client_order_id=client_order_id,
+        )
+        self._venue.wake_matcher()
+        return json_response(new.to_json())
+
+    def _order(self, request: web.Request) -> SimOrder:
+        order_id = request.match_info["order_id"]
+        try:
+            return self._engine.get(order_id)
+        except OrderRejected:
+            raise OrderRejected(404, NOT_FOUND, f"order not found for {order_id}") from None
+
+    # -------------------------------------------------------------- positions
+
+    def position_json(self, symbol: str) -> dict[str, Any]:
+        """The Position entity of an open position."""
+        engine = self._engine
+        position = engine.positions[symbol]
+        quote = self._venue.prices.quote(symbol)
+        mark = quote.mid
+        lastday = self._venue.prices.lastday_price(symbol)
+        qty = position.qty
+        size = abs(qty)
+        avg = position.avg_entry_price.quantize(Decimal("0.0001"))
+        cost_basis = qty * position.avg_entry_price
+        market_value = qty * mark
+        unrealized = market_value - cost_basis
+        intraday = qty * (mark - lastday)
+        held = engine.sell_holds(symbol) if qty > 0 else ZERO
+        return {
+            "asset_id": asset_id_of(symbol),
+            "symbol": symbol,
+            "exchange": exchange_of(symbol),
+            "asset_class": "us_equity",
+            "asset_marginable": True,
+            "avg_entry_price": dec(avg),
+            "qty": dec(qty),
+            "qty_available": dec(max(size - held, ZERO)),
+            "side": "long" if qty > 0 else "short",
+            "market_value": dec(market_value),
+            "cost_basis": dec(cost_basis),
+            "unrealized_pl": dec(unrealized),
+            "unrealized_plpc": dec(_ratio(unrealized, abs(cost_basis))),
+            "unrealized_intraday_pl": dec(intraday),
+            "unrealized_intraday_plpc": dec(_ratio(intraday, size * lastday)),
+            "current_price": dec(mark),
+            "lastday_price": dec(lastday),
+            "change_today": dec(_ratio(mark - lastday, lastday)),
+        }
+
+    async def get_positions(self, _request: web.Request) -> web.Response:
+        """``GET /v2/positions``."""
+        return json_response([self.position_json(s) for s in sorted(self._engine.positions)])
+
+    async def get_position(self, request: web.Request) -> web.Response:
+        """``GET /v2/positions/{symbol}``."""
+        symbol = self._position_symbol(request)
+        return json_response(self.position_json(symbol))
+
+    def _position_symbol(self, request: web.Request) -> str:
+        symbol = request.match_info["symbol"]
+        if symbol not in self._engine.positions:
+            by_asset = {asset_id_of(s): s for s in self._engine.positions}
+            if symbol in by_asset:
+                return by_asset[symbol]
+            raise OrderRejected(404, NOT_FOUND, "position does not exist")
+        return symbol
+
+    async def delete_position(self, request: web.Request) -> web.Response:
+        """``DELETE /v2/positions/{symbol}?qty=|percentage=``: a market order closing it."""
+        symbol = self._position_symbol(request)
+        qty = _decimal(request.query.get("qty"), "qty")
+        percentage = _decimal(request.query.get("percentage"), "percentage")
+        order = self._venue.close_position(symbol, qty=qty, percentage=percentage)
+        return json_response(order.to_json())
+
+    async def delete_positions(self, request: web.Request) -> web.Response:
+        """``DELETE /v2/positions?cancel_orders=``: close every position (207)."""
+        if request.query.get("cancel_orders", "false").lower() == "true":
+            self._engine.cancel_all()
+        results: list[dict[str, Any]] = []
+        for symbol in sorted(self._engine.positions):
+            try:
+                order = self._venue.close_position(symbol)
+            except OrderRejected as exc:
+                results.append({"symbol": symbol, "status": exc.status, "body": exc.body()})
+            else:
+                results.append(
+                    {"symbol": symbol, "status": 200, "order_id": order.id, "body": order.to_json()}
+                )
+        return json_response(results, 207)
+
+    # ----------------------------------------------------------------- quotes
+
+    async def get_latest_quotes(self, request: web.Request) -> web.Response:
+        """``GET /v2/stocks/quotes/latest?symbols=A,B``."""
+        raw = request.query.get("symbols", "")
+        symbols = [s for s in raw.split(",") if s]
+        if not symbols:
+            return json_response({"code": 40010001, "message": "missing symbols"}, 400)
+        for symbol in symbols:
+            if not is_valid_symbol(symbol):
+                return json_response({"message": f"invalid symbol: {symbol}"}, 400)
+        prices = self._venue.prices
+        return json_response({"quotes": {s: quote_json(prices.quote(s)) for s in symbols}})
+
+    async def get_latest_quote(self, request: web.Request) -> web.Response:
+        """``GET /v2/stocks/{symbol}/quotes/latest``."""
+        symbol = request.match_info["symbol"]
+        if not is_valid_symbol(symbol):
+            return json_response({"message": f"invalid symbol: {symbol}"}, 400)
+        quote = self._venue.prices.quote(symbol)
+        return json_response({"symbol": symbol, "quote": quote_json(quote)})
+
+
+async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise invalid("request body format is invalid") from exc
+
+
+def _decimal(raw: object, name: str) -> Decimal | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise invalid(f"invalid {name}")
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation as exc:
+        raise invalid(f"invalid {name}") from exc
+    if not value.is_finite():
+        raise invalid(f"invalid {name}")
+    return value
+
+
+def _parse_time(raw: str | None, name: str) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(raw + "T00:00:00+00:00")
+        except ValueError as exc:
+            raise invalid(f"invalid {name}: {raw!r}") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _ratio(numerator: Decimal, denominator: Decimal) -> Decimal:
+    if denominator == 0:
+        return ZERO
+    return (numerator / denominator).quantize(PCT_STEP)

@@ -1,0 +1,196 @@
+"""Alpaca JSON shapes: rendering the venue's state and parsing order requests.
+
+Decimals are rendered as strings, as the Trading API does; nullable fields
+are ``null`` only where alpaca-py's pydantic models and the OpenAPI spec allow
+it. Order requests accept numbers or strings for every decimal field (alpaca-py
+sends numbers, the spec says strings).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+
+from sim.clock import NEW_YORK
+from sim.errors import OrderRejected
+
+if TYPE_CHECKING:
+    from sim.clock import MarketClock
+    from sim.prices import Quote
+
+Side = Literal["buy", "sell"]
+OrderTypeName = Literal["market", "limit", "stop", "stop_limit"]
+TimeInForceName = Literal["day", "gtc", "opg", "cls", "ioc", "fok"]
+
+INVALID_REQUEST = 40010001
+FORBIDDEN = 40310000
+NOT_FOUND = 40410000
+NOT_CANCELABLE = 42210000
+
+_EXCHANGES = {"SPY": "ARCA", "QQQ": "NASDAQ", "IWM": "ARCA", "DIA": "ARCA"}
+
+
+def exchange_of(symbol: str) -> str:
+    """Listing exchange the venue reports for ``symbol``."""
+    return _EXCHANGES.get(symbol, "NASDAQ")
+
+
+def asset_id_of(symbol: str) -> str:
+    """Stable asset id of ``symbol`` (independent of the seed, as real ids are)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"tradeguard-sim:asset:{symbol}"))
+
+
+def dec(value: Decimal | None) -> str | None:
+    """Render a decimal the way Alpaca does: plain notation, no exponent."""
+    if value is None:
+        return None
+    text = format(value.normalize(), "f")
+    return "0" if text in {"-0", ""} else text
+
+
+def ts(value: datetime | None) -> str | None:
+    """Render a timestamp as RFC 3339 UTC with microseconds."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OrderSpec:
+    """A validated order request, independent of the wire format."""
+
+    symbol: str
+    side: Side
+    type: OrderTypeName
+    time_in_force: TimeInForceName
+    qty: Decimal | None = None
+    notional: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    client_order_id: str | None = None
+    extended_hours: bool = False
+
+
+def invalid(message: str) -> OrderRejected:
+    """A 422 ``40010001`` error with ``message`` (which names the field)."""
+    return OrderRejected(422, INVALID_REQUEST, message)
+
+
+def _decimal_field(body: dict[str, Any], name: str) -> Decimal | None:
+    raw = body.get(name)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise invalid(f"invalid {name}")
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation as exc:
+        raise invalid(f"invalid {name}") from exc
+    if not value.is_finite():
+        raise invalid(f"invalid {name}")
+    return value
+
+
+def _choice(body: dict[str, Any], name: str, allowed: Any) -> str:
+    raw = body.get(name)
+    if raw is None:
+        raise invalid(f"{name} is required")
+    if not isinstance(raw, str) or raw not in get_args(allowed):
+        raise invalid(f"invalid {name}: {raw!r}")
+    return raw
+
+
+def parse_order_request(body: object) -> OrderSpec:
+    """Validate a ``POST /v2/orders`` body.
+
+    Args:
+        body: Decoded JSON body.
+
+    Returns:
+        The order request.
+
+    Raises:
+        OrderRejected: 422 naming the offending field.
+    """
+    if not isinstance(body, dict):
+        raise invalid("request body must be a JSON object")
+    order_class = body.get("order_class")
+    if order_class not in {None, "", "simple"}:
+        raise invalid(f"invalid order_class: {order_class!r} (the paper venue trades simple)")
+    symbol = body.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise invalid("symbol is required")
+    side = cast("Side", _choice(body, "side", Side))
+    order_type = cast("OrderTypeName", _choice(body, "type", OrderTypeName))
+    tif = cast("TimeInForceName", _choice(body, "time_in_force", TimeInForceName))
+    client_order_id = body.get("client_order_id")
+    if client_order_id is not None and (
+        not isinstance(client_order_id, str) or not 0 < len(client_order_id) <= 128
+    ):
+        raise invalid("client_order_id must be 1-128 characters")
+    extended_hours = body.get("extended_hours", False)
+    if not isinstance(extended_hours, bool):
+        raise invalid("invalid extended_hours")
+    return OrderSpec(
+        symbol=symbol,
+        side=side,
+        type=order_type,
+        time_in_force=tif,
+        qty=_decimal_field(body, "qty"),
+        notional=_decimal_field(body, "notional"),
+        limit_price=_decimal_field(body, "limit_price"),
+        stop_price=_decimal_field(body, "stop_price"),
+        client_order_id=client_order_id,
+        extended_hours=extended_hours,
+    )
+
+
+def quote_json(quote: Quote) -> dict[str, Any]:
+    """A latest-quote object of the market data API (``/v2/stocks/...``)."""
+    return {
+        "t": ts(quote.timestamp),
+        "ax": "V",
+        "ap": float(quote.ask),
+        "as": quote.ask_size,
+        "bx": "V",
+        "bp": float(quote.bid),
+        "bs": quote.bid_size,
+        "c": ["R"],
+        "z": "C",
+    }
+
+
+def asset_json(symbol: str) -> dict[str, Any]:
+    """An Asset entity for ``symbol``."""
+    return {
+        "id": asset_id_of(symbol),
+        "class": "us_equity",
+        "exchange": exchange_of(symbol),
+        "symbol": symbol,
+        "name": f"{symbol} (tradeguard paper venue)",
+        "status": "active",
+        "tradable": True,
+        "marginable": True,
+        "maintenance_margin_requirement": 30,
+        "margin_requirement_long": "30",
+        "margin_requirement_short": "30",
+        "shortable": True,
+        "easy_to_borrow": True,
+        "borrow_status": "easy_to_borrow",
+        "fractionable": True,
+        "attributes": [],
+    }
+
+
+def clock_json(clock: MarketClock) -> dict[str, Any]:
+    """The ``GET /v2/clock`` body (New York time, as Alpaca reports it)."""
+    now = clock.now()
+    return {
+        "timestamp": now.astimezone(NEW_YORK).isoformat(),
+        "is_open": clock.is_open(now),
+        "next_open": clock.next_open(now).isoformat(),
+        "next_close": clock.next_close(now).isoformat(),
+    }
