@@ -1,0 +1,448 @@
+"""The kill-switch authority: global and per-strategy switches, persisted and audited.
+
+Engaging needs no code and is idempotent; releasing needs an admin code. Every
+change is journaled before it takes effect, then published (retained state and
+an audit record) and announced to the order managers and the broker gateway,
+which cancel the scope's open orders (and flatten when asked).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Final, assert_never
+
+import anyio
+import msgspec
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.home_assistant import HomeAssistantDiscovery
+from daemon.actor import Actor, TradingHalt
+from daemon.admin_code import AdminCodeVerifier
+from daemon.channels import Heartbeat, InboundKillCommand, KillChanged, Publish, TriggerPress
+from daemon.config import TriggerConfig
+from daemon.journal import Journal, JournalWriter, Write, set_meta
+from protocol.codec import DecodeFailure, decode_json, encode
+from protocol.messages import AuditRecord, Disengage, Engage, KillState, SwitchState
+from protocol.reasons import ReasonCode
+from protocol.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+GLOBAL: Final = "global"
+_TOTP_META_KEY: Final = "kill.last_totp_step"
+
+
+class KillGate:
+    """The read-only view of the switches that other actors consult.
+
+    Only the authority writes it; readers call :meth:`blocked` right before
+    acting (the order manager before journaling, the gateway before every POST).
+    """
+
+    def __init__(self, switches: Mapping[str, SwitchState] | None = None) -> None:
+        """Start from persisted switches (key ``global`` or a strategy id)."""
+        self._switches: dict[str, SwitchState] = dict(switches or {})
+
+    def blocked(self, strategy_id: str) -> ReasonCode | None:
+        """Why ``strategy_id`` may not trade right now, or None."""
+        if self._switches.get(GLOBAL, _OFF).engaged:
+            return ReasonCode.KILL_SWITCH_GLOBAL
+        if self._switches.get(strategy_id, _OFF).engaged:
+            return ReasonCode.KILL_SWITCH_STRATEGY
+        return None
+
+    def engaged(self, strategy_id: str | None) -> bool:
+        """Whether that exact switch (None: global) is engaged."""
+        return self._switches.get(strategy_id or GLOBAL, _OFF).engaged
+
+    def switch(self, key: str) -> SwitchState:
+        """One switch's state."""
+        return self._switches.get(key, _OFF)
+
+    def _set(self, key: str, state: SwitchState) -> None:
+        self._switches[key] = state
+
+
+_OFF: Final = SwitchState()
+
+
+def load_gate(journal: Journal) -> KillGate:
+    """Read the persisted switches; called at start-up before any intent is answered."""
+    rows = journal.query("SELECT scope_key, engaged, since, reason, source FROM kill_switch")
+    return KillGate(
+        {
+            key: SwitchState(engaged=bool(engaged), since=since, reason=reason, source=source)
+            for key, engaged, since, reason, source in rows
+        }
+    )
+
+
+class KillSwitchAuthority(Actor):
+    """Holds the switches and decides every engage and release.
+
+    Inputs: kill commands (MQTT JSON and plain text, the CLI through MQTT,
+    internal sources such as the circuit breaker), heartbeats (dead-man check),
+    trigger presses (IoT buttons) and Home Assistant messages.
+    Outputs: journal rows, retained ``P/v1/kill/state``, ``P/v1/audit`` records,
+    and :class:`KillChanged` to every listener.
+
+    Edge cases: retained trigger or release messages are ignored (a restart must
+    not replay a press or a code); a trigger never releases; plain text never
+    releases; a strategy scope must name a configured strategy; every refused
+    release is audited without the code. Fail-closed: if this actor crashes,
+    trading halts.
+    """
+
+    fail_closed = True
+
+    def __init__(
+        self,
+        *,
+        gate: KillGate,
+        journal: JournalWriter,
+        verifier: AdminCodeVerifier,
+        topics: Topics,
+        strategies: frozenset[str],
+        commands: MemoryObjectReceiveStream[InboundKillCommand],
+        heartbeats: MemoryObjectReceiveStream[Heartbeat],
+        triggers: MemoryObjectReceiveStream[TriggerPress],
+        outbound: MemoryObjectSendStream[Publish],
+        listeners: Sequence[MemoryObjectSendStream[KillChanged]],
+        trigger_configs: Sequence[TriggerConfig] = (),
+        heartbeat_timeouts: Mapping[str, float] | None = None,
+        home_assistant: HomeAssistantDiscovery | None = None,
+        halt: TradingHalt,
+    ) -> None:
+        """Wire the authority; see the class docstring."""
+        super().__init__("kill_switch", halt=halt)
+        self.gate = gate
+        self._journal = journal
+        self._verifier = verifier
+        self._topics = topics
+        self._strategies = strategies
+        self._commands = commands
+        self._heartbeats = heartbeats
+        self._triggers = triggers
+        self._outbound = outbound
+        self._listeners = listeners
+        self._trigger_configs = trigger_configs
+        self._timeouts = dict(heartbeat_timeouts or {})
+        self._ha = home_assistant
+        self._lock = anyio.Lock()
+        now = time.monotonic()
+        self._last_heartbeat = dict.fromkeys(self._timeouts, now)
+        self._deadline_changed = anyio.Event()
+
+    async def _run(self) -> None:
+        await self._publish_state()
+        if self._ha is not None:
+            for message in self._ha.discovery_messages():
+                await self._outbound.send(message)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._consume_heartbeats)
+            tg.start_soon(self._consume_triggers)
+            if self._timeouts:
+                tg.start_soon(self._dead_man)
+            async for inbound in self._commands:
+                await self._handle_command(inbound)
+            tg.cancel_scope.cancel()
+
+    # ------------------------------------------------------------------ commands
+
+    async def _handle_command(self, inbound: InboundKillCommand) -> None:
+        command = inbound.command
+        match command:
+            case DecodeFailure():
+                await self._audit(
+                    AuditRecord(
+                        type="kill.invalid_command",
+                        ok=False,
+                        detail=command.message,
+                        ts=time.time(),
+                        source=inbound.origin,
+                    )
+                )
+            case Engage():
+                await self.engage(
+                    strategy_id=command.strategy_id if command.scope == "strategy" else None,
+                    reason=command.reason or "engaged",
+                    source=command.source or inbound.origin,
+                    flatten=command.flatten,
+                )
+            case Disengage():
+                await self.disengage(
+                    strategy_id=command.strategy_id if command.scope == "strategy" else None,
+                    code=command.code,
+                    operator=command.operator,
+                    source=command.source or inbound.origin,
+                )
+            case _:
+                assert_never(command)
+
+    async def engage(
+        self, *, strategy_id: str | None, reason: str, source: str, flatten: bool = False
+    ) -> bool:
+        """Engage a switch (None: global). Idempotent; journaled before it takes effect.
+
+        Returns:
+            False when refused (unknown strategy), else True.
+        """
+        scope = "strategy" if strategy_id else GLOBAL
+        async with self._lock:
+            now = time.time()
+            if strategy_id is not None and strategy_id not in self._strategies:
+                await self._audit(
+                    AuditRecord(
+                        type="kill.engage",
+                        ok=False,
+                        scope=scope,
+                        strategy_id=strategy_id,
+                        source=source,
+                        detail=f"unknown strategy {strategy_id!r}",
+                        ts=now,
+                    )
+                )
+                return False
+            key = strategy_id or GLOBAL
+            current = self.gate.switch(key)
+            state = (
+                current
+                if current.engaged
+                else SwitchState(engaged=True, since=now, reason=reason, source=source)
+            )
+            detail = "already engaged" if current.engaged else f"engaged: {reason}"
+            if flatten:
+                detail += " (flatten)"
+            record = AuditRecord(
+                type="kill.engage",
+                ok=True,
+                scope=scope,
+                strategy_id=strategy_id,
+                source=source,
+                detail=detail,
+                ts=now,
+            )
+            await self._journal.write(_switch_row(key, state), _audit_row(record))
+            self.gate._set(key, state)  # noqa: SLF001  # the authority is the gate's only writer
+            log.warning(
+                "kill.engaged",
+                scope=scope,
+                strategy_id=strategy_id,
+                reason=reason,
+                source=source,
+                flatten=flatten,
+            )
+            await self._publish_audit(record)
+            await self._publish_state()
+            change = KillChanged(
+                strategy_id=strategy_id, engaged=True, flatten=flatten, reason=reason
+            )
+            for listener in self._listeners:
+                await listener.send(change)
+            return True
+
+    async def disengage(
+        self, *, strategy_id: str | None, code: str | None, operator: str | None, source: str
+    ) -> bool:
+        """Release a switch if ``code`` is a valid admin code. Every attempt is audited."""
+        scope = "strategy" if strategy_id else GLOBAL
+        async with self._lock:
+            now = time.time()
+            verdict = self._verifier.verify(code)
+            if verdict.ok and strategy_id is not None and strategy_id not in self._strategies:
+                verdict = msgspec.structs.replace(
+                    verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
+                )
+            key = strategy_id or GLOBAL
+            writes: list[Write] = []
+            if verdict.totp_step is not None:
+                writes.append(set_meta(_TOTP_META_KEY, str(verdict.totp_step)))
+            if not verdict.ok:
+                record = AuditRecord(
+                    type="kill.disengage",
+                    ok=False,
+                    scope=scope,
+                    strategy_id=strategy_id,
+                    source=source,
+                    operator=operator,
+                    detail=f"denied: {verdict.detail}",
+                    ts=now,
+                )
+                await self._journal.write(*writes, _audit_row(record))
+                log.warning(
+                    "kill.disengage_denied",
+                    scope=scope,
+                    strategy_id=strategy_id,
+                    source=source,
+                    operator=operator,
+                    detail=verdict.detail,
+                )
+                await self._publish_audit(record)
+                return False
+            was = self.gate.switch(key)
+            record = AuditRecord(
+                type="kill.disengage",
+                ok=True,
+                scope=scope,
+                strategy_id=strategy_id,
+                source=source,
+                operator=operator,
+                detail=f"released ({verdict.detail})"
+                if was.engaged
+                else f"was not engaged ({verdict.detail})",
+                ts=now,
+            )
+            writes += [_switch_row(key, SwitchState()), _audit_row(record)]
+            await self._journal.write(*writes)
+            self.gate._set(key, SwitchState())  # noqa: SLF001  # the authority is the only writer
+            if strategy_id in self._last_heartbeat:
+                self._last_heartbeat[strategy_id] = time.monotonic()
+            log.warning(
+                "kill.disengaged",
+                scope=scope,
+                strategy_id=strategy_id,
+                operator=operator,
+                source=source,
+            )
+            await self._publish_audit(record)
+            await self._publish_state()
+            change = KillChanged(strategy_id=strategy_id, engaged=False)
+            for listener in self._listeners:
+                await listener.send(change)
+            return True
+
+    # ------------------------------------------------------------------ triggers and HA
+
+    async def _consume_triggers(self) -> None:
+        async for press in self._triggers:
+            if self._ha is not None and press.topic in self._ha.watched_topics():
+                await self._handle_home_assistant(press)
+                continue
+            if press.retained:
+                log.info("trigger.retained_ignored", topic=press.topic)
+                continue
+            for trigger in self._trigger_configs:
+                if trigger.topic == press.topic and _matches(trigger, press.payload):
+                    await self.engage(
+                        strategy_id=trigger.strategy_id if trigger.scope == "strategy" else None,
+                        reason=f"trigger {trigger.name or trigger.topic}",
+                        source=trigger.name or press.topic,
+                        flatten=trigger.flatten,
+                    )
+                    break
+
+    async def _handle_home_assistant(self, press: TriggerPress) -> None:
+        assert self._ha is not None
+        if press.topic == self._ha.birth_topic:
+            if press.payload.strip() == b"online":
+                for message in self._ha.discovery_messages():
+                    await self._outbound.send(message)
+            return
+        if press.topic == self._ha.release_topic:
+            if press.retained:
+                log.warning("homeassistant.retained_release_ignored")
+                return
+            try:
+                code = press.payload.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                code = None
+            await self.disengage(
+                strategy_id=None, code=code, operator="homeassistant", source="homeassistant"
+            )
+
+    # ------------------------------------------------------------------ dead-man
+
+    async def _consume_heartbeats(self) -> None:
+        async for beat in self._heartbeats:
+            if beat.strategy_id in self._last_heartbeat:
+                self._last_heartbeat[beat.strategy_id] = time.monotonic()
+
+    async def _dead_man(self) -> None:
+        """Engage a strategy whose heartbeats stopped for longer than its timeout."""
+        while True:
+            now = time.monotonic()
+            wait = 1.0
+            for sid, timeout in self._timeouts.items():
+                overdue = now - self._last_heartbeat[sid] - timeout
+                if overdue >= 0:
+                    if not self.gate.engaged(sid):
+                        await self.engage(
+                            strategy_id=sid, reason="heartbeat_lost", source="dead-man"
+                        )
+                    self._last_heartbeat[sid] = now
+                    wait = min(wait, timeout)
+                else:
+                    wait = min(wait, -overdue)
+            await anyio.sleep(max(wait, 0.05))
+
+    # ------------------------------------------------------------------ publishing
+
+    def kill_state(self) -> KillState:
+        """The current state message."""
+        return KillState(
+            global_=self.gate.switch(GLOBAL),
+            strategies={sid: self.gate.switch(sid) for sid in sorted(self._strategies)},
+            ts=time.time(),
+        )
+
+    async def _publish_state(self) -> None:
+        await self._outbound.send(
+            Publish(topic=self._topics.kill_state, payload=encode(self.kill_state()), retain=True)
+        )
+
+    async def _audit(self, record: AuditRecord) -> None:
+        await self._journal.write(_audit_row(record))
+        await self._publish_audit(record)
+
+    async def _publish_audit(self, record: AuditRecord) -> None:
+        await self._outbound.send(Publish(topic=self._topics.audit, payload=encode(record)))
+
+
+def _matches(trigger: TriggerConfig, payload: bytes) -> bool:
+    """Exact match of every configured field; an empty match accepts any payload."""
+    if not trigger.match:
+        return True
+    try:
+        body = decode_json(payload)
+    except msgspec.DecodeError:
+        return False
+    if not isinstance(body, dict):
+        return False
+    return all(
+        field in body and body[field] == value and type(body[field]) is type(value)
+        for field, value in trigger.match.items()
+    )
+
+
+def _switch_row(key: str, state: SwitchState) -> Write:
+    return Write(
+        "INSERT INTO kill_switch (scope_key, engaged, since, reason, source) VALUES (?,?,?,?,?) "
+        "ON CONFLICT(scope_key) DO UPDATE SET engaged=excluded.engaged, since=excluded.since, "
+        "reason=excluded.reason, source=excluded.source",
+        (key, int(state.engaged), state.since, state.reason, state.source),
+    )
+
+
+def _audit_row(record: AuditRecord) -> Write:
+    return Write(
+        "INSERT INTO audit (ts, type, scope, strategy_id, source, operator, ok, detail) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (
+            record.ts,
+            record.type,
+            record.scope,
+            record.strategy_id,
+            record.source,
+            record.operator,
+            int(record.ok),
+            record.detail,
+        ),
+    )
+
+
+def load_last_totp_step(journal: Journal) -> int | None:
+    """The last accepted TOTP step, so that a restart cannot accept it again."""
+    value = journal.get_meta(_TOTP_META_KEY)
+    return int(value) if value is not None else None

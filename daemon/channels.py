@@ -1,0 +1,78 @@
+"""In-process messages between actors, and the bounded channels that carry them."""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from protocol.codec import DecodeFailure
+from protocol.messages import Intent, KillCommand
+
+T = TypeVar("T")
+
+
+class Publish(msgspec.Struct, frozen=True, kw_only=True):
+    """An MQTT message for the session to publish."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+class InboundIntent(msgspec.Struct, frozen=True, kw_only=True):
+    """A decoded, well-formed intent for a configured strategy."""
+
+    strategy_id: str
+    intent: Intent
+    received_at: float
+
+
+class InboundKillCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """A kill command from MQTT, the CLI (through MQTT), a trigger or an internal source."""
+
+    command: KillCommand | DecodeFailure
+    origin: str
+    received_at: float
+
+
+class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """A strategy's heartbeat (the body is ignored)."""
+
+    strategy_id: str
+    received_at: float
+
+
+class TriggerPress(msgspec.Struct, frozen=True, kw_only=True):
+    """A message on a trigger topic or another topic the kill-switch authority watches."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+    retained: bool = False
+
+
+class Channel(Generic[T]):  # Python 3.11 has no PEP 695 syntax
+    """A bounded memory object stream pair, created by the wiring."""
+
+    def __init__(self, size: int) -> None:
+        """Create the pair with ``size`` slots."""
+        send, receive = anyio.create_memory_object_stream[T](size)
+        self.sender: MemoryObjectSendStream[T] = send
+        self.receiver: MemoryObjectReceiveStream[T] = receive
+
+
+class KillChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """A switch changed. ``strategy_id`` None is the global switch.
+
+    Sent to every order manager and the broker gateway: on engage they cancel
+    the scope's open orders, then close its positions when ``flatten`` is set.
+    """
+
+    strategy_id: str | None
+    engaged: bool
+    flatten: bool = False
+    reason: str | None = None

@@ -1,0 +1,199 @@
+"""The ``tradeguard`` command line (CONTRACT §9).
+
+Every command takes ``--config F`` (default ``$TRADEGUARD_CONFIG``, else the
+built-in defaults). Bad input is a one-line error naming what is wrong, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import anyio
+
+from daemon.config import Config, load_config
+from daemon.errors import TradeguardError
+from daemon.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+EXIT_DENIED = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, exit 2."""
+        self.exit(EXIT_USAGE, f"tradeguard: error: {message}\n")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("--config", metavar="F", help="config file (default $TRADEGUARD_CONFIG)")
+    parser = _Parser(prog="tradeguard", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+
+    p = sub.add_parser("kill", parents=[common], help="engage the kill switch")
+    p.add_argument("--strategy", metavar="SID")
+    p.add_argument("--flatten", action="store_true", help="close positions after cancelling")
+    p.add_argument("--reason", default="cli")
+
+    p = sub.add_parser("disengage", parents=[common], help="release the kill switch")
+    p.add_argument("--strategy", metavar="SID")
+    p.add_argument("--code", required=True, metavar="C")
+    p.add_argument("--operator", default=None)
+
+    p = sub.add_parser("status", parents=[common], help="print kill, daemon and strategy state")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("sim", parents=[common], help="run the Alpaca-compatible paper venue")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8790)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", choices=["always-open", "us-equities"], default="always-open")
+    p.add_argument("--key-id", default=None)
+    p.add_argument("--secret-key", default=None)
+    p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
+
+    sub.add_parser("schema", parents=[common], help="print the JSON Schema of every v1 message")
+
+    p = sub.add_parser("check-config", parents=[common], help="validate a config file")
+    p.add_argument("file", metavar="F")
+
+    sub.add_parser(
+        "hash-code", parents=[common], help="hash a static admin code (read from stdin or a prompt)"
+    )
+
+    p = sub.add_parser("totp-setup", parents=[common], help="create a TOTP secret for phone apps")
+    p.add_argument("--output", required=True, metavar="FILE", help="where to write the secret")
+    p.add_argument("--account", default="kill-switch")
+    return parser
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"tradeguard: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tradeguard`` console script."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except TradeguardError as exc:
+        return _fail(str(exc))
+    except BaseExceptionGroup as group:
+        # anyio task groups wrap errors; a tradeguard error inside is still one line.
+        matched, _rest = group.split(TradeguardError)
+        if matched is None:
+            raise
+        return _fail(str(_first_leaf(matched)), EXIT_FAIL)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "check-config":
+        config = load_config(args.file)
+        print(f"{args.file}: valid ({len(config.strategies)} strategies)")
+        return EXIT_OK
+    if command == "schema":
+        from protocol.codec import json_schema  # noqa: PLC0415  # keep start-up light
+
+        print(json.dumps(json_schema(), indent=2, sort_keys=True))
+        return EXIT_OK
+    if command == "hash-code":
+        return _hash_code()
+    if command == "totp-setup":
+        return _totp_setup(Path(args.output), args.account)
+    if command == "sim":
+        from sim.cli import run as run_sim  # noqa: PLC0415  # the venue is optional at run time
+
+        return run_sim(
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+            clock=args.clock,
+            key_id=args.key_id,
+            secret_key=args.secret_key,
+            control=args.control,
+        )
+    config = load_config(args.config)
+    if command == "run":
+        return _run(config)
+    from daemon import client_commands  # noqa: PLC0415  # only the MQTT commands need it
+
+    configure_logging("warning", json=False)
+    if command == "status":
+        return client_commands.status(config, as_json=args.json)
+    if command == "kill":
+        return client_commands.kill(
+            config, strategy_id=args.strategy, flatten=args.flatten, reason=args.reason
+        )
+    if command == "disengage":
+        return client_commands.disengage(
+            config, strategy_id=args.strategy, code=args.code, operator=args.operator
+        )
+    return _fail(f"unknown command {command!r}")
+
+
+def _run(config: Config) -> int:
+    from daemon.wiring import Daemon  # noqa: PLC0415  # heavy imports only for `run`
+
+    configure_logging(config.log.level, json=config.log.json)
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    daemon = Daemon(config, announce=announce)
+    anyio.run(daemon.run, backend="asyncio")
+    return EXIT_OK
+
+
+def _hash_code() -> int:
+    from daemon.admin_code import hash_code  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        code = getpass.getpass("admin code: ")
+        if getpass.getpass("again: ") != code:
+            return _fail("the two codes differ")
+    else:
+        code = sys.stdin.readline().strip()
+    print(hash_code(code))
+    return EXIT_OK
+
+
+def _totp_setup(output: Path, account: str) -> int:
+    import pyotp  # noqa: PLC0415
+    import qrcode  # noqa: PLC0415
+
+    if output.exists():
+        return _fail(f"{output} exists: refusing to overwrite a TOTP secret")
+    secret = pyotp.random_base32(32)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secret + "\n")
+    uri = pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name="tradeguard")
+    qr = qrcode.QRCode(border=1)
+    qr.add_data(uri)
+    qr.print_ascii(invert=True)
+    print(f"secret written to {output} (mode 0600); set kill.totp_secret_file to it")
+    print(f"secret: {secret}")
+    print(f"uri:    {uri}")
+    return EXIT_OK

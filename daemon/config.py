@@ -1,0 +1,331 @@
+"""Configuration: TOML decoded into frozen msgspec types (CONTRACT §10).
+
+Every error names the key that is wrong, e.g.
+``risk.max_notional: expected a number > 0``. Secrets are never in the file:
+only paths to files holding them (or names inside ``$CREDENTIALS_DIRECTORY``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from daemon.errors import ConfigError, SecretError
+from protocol.messages import STRATEGY_ID_PATTERN
+
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+NonNegativeFloat = Annotated[float, Meta(ge=0)]
+Port = Annotated[int, Meta(ge=1, le=65535)]
+PortOrZero = Annotated[int, Meta(ge=0, le=65535)]
+StrategyId = Annotated[str, Meta(pattern=STRATEGY_ID_PATTERN)]
+TopicPrefix = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_./-]{1,64}$")]
+
+
+class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[mqtt]``: where the daemon's MQTT broker is and how to log in."""
+
+    host: str | None = None
+    port: PortOrZero = 1883
+    embedded: bool | None = None
+    topic_prefix: TopicPrefix = "tradeguard"
+    username: str | None = None
+    password_file: str | None = None
+    client_id: Annotated[str, Meta(min_length=1, max_length=64)] = "tradeguard-daemon"
+    keepalive_s: Annotated[int, Meta(ge=2, le=600)] = 10
+    session_expiry_s: Annotated[int, Meta(ge=0)] = 3600
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    reconnect_min_s: PositiveFloat = 0.1
+    reconnect_max_s: PositiveFloat = 5.0
+    mosquitto_binary: str | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        """Whether the daemon runs its own loopback mosquitto."""
+        return self.host is None or self.embedded is True
+
+
+class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[broker.sim]``: the embedded paper venue (``broker.kind = "sim"``)."""
+
+    host: str = "127.0.0.1"
+    port: PortOrZero = 8790
+    seed: int = 0
+    clock: Literal["always-open", "us-equities"] = "always-open"
+    starting_cash: PositiveFloat = 100_000.0
+
+
+class BrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[broker]``: the Alpaca-compatible endpoint (or the embedded paper venue)."""
+
+    kind: Literal["sim", "alpaca"] = "sim"
+    mode: Literal["paper", "live"] = "paper"
+    url: str | None = None
+    stream_url: str | None = None
+    data_url: str | None = None
+    key_id_file: str | None = None
+    secret_key_file: str | None = None
+    request_timeout_s: PositiveFloat = 10.0
+    rate_limit_per_min: PositiveFloat = 190.0
+    reconcile_interval_s: PositiveFloat = 60.0
+    sim: SimSettings = msgspec.field(default_factory=SimSettings)
+
+
+class StateConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[state]``: where the journal lives."""
+
+    path: str = "./tradeguard-state/state.db"
+
+
+class TriggerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[[kill.triggers]]``: an IoT button topic that engages a switch."""
+
+    topic: Annotated[str, Meta(min_length=1, max_length=256)]
+    match: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
+    scope: Literal["global", "strategy"] = "global"
+    strategy_id: StrategyId | None = None
+    flatten: bool = False
+    name: str | None = None
+
+
+class KillConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[kill]``: how releases are authorised and which buttons engage."""
+
+    totp_secret_file: str | None = None
+    admin_code_hash: str | None = None
+    triggers: list[TriggerConfig] = msgspec.field(default_factory=list)
+    max_failures: Annotated[int, Meta(ge=1)] = 5
+    failure_window_s: PositiveFloat = 60.0
+    lockout_s: PositiveFloat = 60.0
+
+
+class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[risk]``: portfolio and order limits, seed defaults of CONTRACT §10."""
+
+    max_daily_drawdown: Fraction = 0.03
+    max_total_drawdown: Fraction = 0.10
+    warn_daily_drawdown: Fraction = 0.02
+    max_capital_deployed: Fraction = 0.80
+    max_positions: Annotated[int, Meta(ge=0)] = 20
+    max_risk_per_trade: Fraction = 0.02
+    max_notional: PositiveFloat = 25_000.0
+    min_price: NonNegativeFloat = 5.0
+    max_price_deviation: Fraction = 0.05
+    max_intent_age_s: PositiveFloat = 5.0
+    max_intents_per_second: PositiveFloat = 20.0
+    duplicate_window_s: NonNegativeFloat = 2.0
+    reduce_only_on_warn: bool = True
+    quote_max_age_s: PositiveFloat = 10.0
+    restricted_symbols: list[str] = msgspec.field(default_factory=list)
+
+
+class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[strategies.SID]``: a strategy allowed to trade, and its own limits.
+
+    Any risk key may be set here to override ``[risk]`` for this strategy.
+    """
+
+    allocation: Fraction = 0.25
+    max_daily_loss: PositiveFloat = 1_000.0
+    heartbeat_timeout_s: PositiveFloat | None = None
+    min_confidence: Fraction | None = None
+    approval_above_notional: PositiveFloat | None = None
+    approval_timeout_s: PositiveFloat = 120.0
+    max_notional: PositiveFloat | None = None
+    min_price: NonNegativeFloat | None = None
+    max_price_deviation: Fraction | None = None
+    max_risk_per_trade: Fraction | None = None
+    max_intent_age_s: PositiveFloat | None = None
+    max_intents_per_second: PositiveFloat | None = None
+    duplicate_window_s: NonNegativeFloat | None = None
+    restricted_symbols: list[str] | None = None
+
+
+class HomeAssistantConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[homeassistant]``: MQTT discovery of the kill switch in Home Assistant."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+    node_id: str = "tradeguard"
+
+
+class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[log]``."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json: bool | None = None
+
+
+class DaemonConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[daemon]``: host-level settings."""
+
+    shutdown_timeout_s: PositiveFloat = 10.0
+    inbox_size: Annotated[int, Meta(ge=1, le=100_000)] = 1024
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole configuration. ``source`` is the file it came from (None: defaults)."""
+
+    mqtt: MqttConfig = msgspec.field(default_factory=MqttConfig)
+    broker: BrokerConfig = msgspec.field(default_factory=BrokerConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    kill: KillConfig = msgspec.field(default_factory=KillConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    strategies: dict[StrategyId, StrategyConfig] = msgspec.field(default_factory=dict)
+    homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    source: str | None = None
+
+
+_TYPE_WORDS = (
+    ("`float`", "a number"),
+    ("`int`", "an integer"),
+    ("`str`", "a string"),
+    ("`bool`", "a boolean"),
+    ("`object`", "a table"),
+    ("`array`", "an array"),
+)
+
+
+def _explain(error: msgspec.ValidationError) -> str:
+    text = str(error)
+    detail, _, where = text.partition(" - at `")
+    path = where.rstrip("`").removeprefix("$").lstrip(".")
+    path = re.sub(r"\[(\d+)\]", r"[\1]", path)
+    unknown = re.match(r"Object contains unknown field `(.+)`", detail)
+    if unknown:
+        key = f"{path}.{unknown.group(1)}" if path else unknown.group(1)
+        return f"{key}: unknown key"
+    missing = re.match(r"Object missing required field `(.+)`", detail)
+    if missing:
+        key = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        return f"{key}: required key is missing"
+    for typename, words in _TYPE_WORDS:
+        detail = detail.replace(typename, words)
+    detail = detail.replace(" | null", "").replace("Expected", "expected", 1)
+    detail = re.sub(r"(\d+)\.0\b", r"\1", detail)
+    return f"{path or 'config'}: {detail}"
+
+
+def _check_semantics(config: Config) -> None:
+    """Rules across keys that types cannot say."""
+    risk = config.risk
+    if risk.warn_daily_drawdown > risk.max_daily_drawdown:
+        raise ConfigError(
+            "risk.warn_daily_drawdown: must not exceed risk.max_daily_drawdown "
+            f"({risk.warn_daily_drawdown} > {risk.max_daily_drawdown})"
+        )
+    if config.mqtt.reconnect_min_s > config.mqtt.reconnect_max_s:
+        raise ConfigError("mqtt.reconnect_min_s: must not exceed mqtt.reconnect_max_s")
+    if config.broker.kind == "alpaca":
+        for key in ("url", "stream_url", "key_id_file", "secret_key_file"):
+            if getattr(config.broker, key) is None:
+                raise ConfigError(f"broker.{key}: required when broker.kind is 'alpaca'")
+    for index, trigger in enumerate(config.kill.triggers):
+        if trigger.scope == "strategy" and trigger.strategy_id is None:
+            raise ConfigError(f"kill.triggers[{index}].strategy_id: required for scope 'strategy'")
+    total = sum(s.allocation for s in config.strategies.values())
+    if total > 1.0 + 1e-9:
+        raise ConfigError(f"strategies: allocations add up to {total:.2f}, more than 1.0")
+
+
+def parse_config(text: str | bytes, *, source: str | None = None) -> Config:
+    """Decode and validate TOML text.
+
+    Raises:
+        ConfigError: naming the key that is wrong.
+    """
+    try:
+        raw = tomllib.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from exc
+    if "source" in raw:
+        raise ConfigError("source: unknown key")
+    strategies = raw.get("strategies", {})
+    if isinstance(strategies, dict):
+        # Checked one by one so that an error names the strategy, not `strategies[...]`.
+        for sid, table in strategies.items():
+            if re.fullmatch(STRATEGY_ID_PATTERN, sid) is None:
+                raise ConfigError(
+                    f"strategies.{sid}: a strategy id is 1-32 characters of [A-Za-z0-9_-]"
+                )
+            try:
+                msgspec.convert(table, StrategyConfig)
+            except msgspec.ValidationError as exc:
+                raise ConfigError(
+                    f"strategies.{sid}.{_explain(exc)}".replace(".config:", ":")
+                ) from exc
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc)) from exc
+    config = msgspec.structs.replace(config, source=source)
+    _check_semantics(config)
+    return config
+
+
+def builtin_defaults() -> Config:
+    """The configuration of ``make run``: embedded mosquitto, paper venue, one ``demo`` strategy."""
+    return Config(strategies={"demo": StrategyConfig()})
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load the configuration from ``path``, ``$TRADEGUARD_CONFIG``, or the built-in defaults.
+
+    Relative paths inside the file (state, secrets) are resolved against the file's folder.
+    """
+    if path is None:
+        path = os.environ.get("TRADEGUARD_CONFIG") or None
+    if path is None:
+        return builtin_defaults()
+    file = Path(path)
+    try:
+        text = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
+    return parse_config(text, source=str(file.resolve()))
+
+
+def resolve_path(config: Config, value: str) -> Path:
+    """A path from the config, relative to the config file's folder (or the cwd)."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or config.source is None:
+        return path
+    return Path(config.source).parent / path
+
+
+def read_secret(config: Config, value: str, *, key: str) -> str:
+    """Read a secret from a file named in the config.
+
+    A bare file name is looked up first in ``$CREDENTIALS_DIRECTORY`` (systemd
+    ``LoadCredential=``), then as a path. The secret is never logged.
+
+    Raises:
+        SecretError: naming the config key whose file cannot be read.
+    """
+    candidates: list[Path] = []
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and "/" not in value:
+        candidates.append(Path(credentials) / value)
+    candidates.append(resolve_path(config, value))
+    for candidate in candidates:
+        try:
+            secret = candidate.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise SecretError(f"{key}: cannot read {candidate}: {exc.strerror}") from exc
+        if not secret:
+            raise SecretError(f"{key}: {candidate} is empty")
+        return secret
+    raise SecretError(f"{key}: file {value!r} not found")

@@ -1,0 +1,209 @@
+"""The journal: one SQLite file (WAL, ``synchronous=FULL``) holding every decision.
+
+Reads happen at start-up, before any actor runs. At run time only the
+:class:`JournalWriter` actor touches the connection: it takes write requests
+from a bounded channel, commits everything queued at that moment in one
+transaction (group commit: one fsync for many intents) and then releases every
+waiter. A caller that awaits :meth:`JournalWriter.write` returns only once its
+rows are durable, so "journaled before it takes effect" is a plain ``await``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import msgspec
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from daemon.actor import Actor, TradingHalt
+from daemon.errors import JournalError
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS kill_switch (
+    scope_key TEXT PRIMARY KEY,          -- 'global' or the strategy id
+    engaged INTEGER NOT NULL,
+    since REAL, reason TEXT, source TEXT
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL, type TEXT NOT NULL, scope TEXT, strategy_id TEXT,
+    source TEXT, operator TEXT, ok INTEGER NOT NULL, detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    strategy_id TEXT NOT NULL, intent_id TEXT NOT NULL,
+    accepted INTEGER NOT NULL, event BLOB NOT NULL, ts REAL NOT NULL,
+    PRIMARY KEY (strategy_id, intent_id)
+);
+CREATE TABLE IF NOT EXISTS orders (
+    client_order_id TEXT PRIMARY KEY,
+    strategy_id TEXT NOT NULL, intent_id TEXT NOT NULL,
+    intent BLOB NOT NULL, status TEXT NOT NULL, broker_order_id TEXT,
+    filled_qty REAL NOT NULL DEFAULT 0, filled_avg_price REAL,
+    created_ts REAL NOT NULL, updated_ts REAL NOT NULL, detail TEXT
+);
+CREATE INDEX IF NOT EXISTS orders_open ON orders (status);
+CREATE TABLE IF NOT EXISTS fills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_order_id TEXT NOT NULL, strategy_id TEXT NOT NULL, symbol TEXT NOT NULL,
+    side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, ts REAL NOT NULL,
+    cum_qty REAL NOT NULL,
+    UNIQUE (client_order_id, cum_qty)
+);
+"""
+
+
+class Write(msgspec.Struct, frozen=True):
+    """One SQL statement to run inside the next group commit."""
+
+    sql: str
+    params: Sequence[Any] = ()
+
+
+class _Request:
+    __slots__ = ("done", "error", "writes")
+
+    def __init__(self, writes: Sequence[Write]) -> None:
+        self.writes = writes
+        self.done = anyio.Event()
+        self.error: BaseException | None = None
+
+
+class Journal:
+    """The SQLite file. Open it once at start-up; read it; hand it to the writer.
+
+    Args:
+        path: the database file; its folder is created (mode 0700) if missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Open (and create) the database."""
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query (start-up and tests)."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal read failed: {exc}") from exc
+
+    def commit(self, writes: Sequence[Write]) -> None:
+        """Run ``writes`` in one durable transaction (blocking; used by the writer)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for write in writes:
+                    self._db.execute(write.sql, write.params)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal write failed: {exc}") from exc
+
+    def get_meta(self, key: str) -> str | None:
+        """A value from the key-value ``meta`` table."""
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+
+def set_meta(key: str, value: str) -> Write:
+    """A write that stores ``value`` under ``key`` in ``meta``."""
+    return Write(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+class JournalWriter(Actor):
+    """Owns the journal at run time and commits writes in groups.
+
+    Inputs: write requests through :meth:`write` (a bounded channel).
+    Outputs: durable rows; each waiter is released after its group's COMMIT.
+    Edge cases: a failed commit fails every waiter of that group with
+    :class:`JournalError` and halts trading (fail-closed: nothing may take
+    effect that is not journaled).
+    """
+
+    fail_closed = True
+
+    def __init__(self, journal: Journal, *, halt: TradingHalt, size: int = 4096) -> None:
+        """Create the request channel (owned here: only ``write`` feeds it)."""
+        super().__init__("journal", halt=halt)
+        self.journal = journal
+        send, receive = anyio.create_memory_object_stream[_Request](size)
+        self._requests: MemoryObjectSendStream[_Request] = send
+        self._pending: MemoryObjectReceiveStream[_Request] = receive
+        self.commits = 0
+        self.commit_seconds_total = 0.0
+
+    async def write(self, *writes: Write) -> None:
+        """Queue ``writes`` and return once they are durable.
+
+        Raises:
+            JournalError: if the commit failed.
+        """
+        request = _Request(writes)
+        await self._requests.send(request)
+        await request.done.wait()
+        if request.error is not None:
+            raise JournalError("journal commit failed") from request.error
+
+    def close_input(self) -> None:
+        """No more writes will come: the writer finishes what is queued and returns."""
+        self._requests.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                first = await self._pending.receive()
+            except anyio.EndOfStream:
+                return
+            batch = [first]
+            while True:
+                try:
+                    batch.append(self._pending.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            writes = [w for request in batch for w in request.writes]
+            started = time.perf_counter()
+            try:
+                await anyio.to_thread.run_sync(self.journal.commit, writes)
+            except JournalError as exc:
+                for request in batch:
+                    request.error = exc
+                    request.done.set()
+                raise
+            self.commits += 1
+            self.commit_seconds_total += time.perf_counter() - started
+            for request in batch:
+                request.done.set()

@@ -1,0 +1,311 @@
+"""Wiring: the one place where channels are created and actors are connected.
+
+Start-up order: journal (state loaded before any intent is answered), embedded
+mosquitto if configured, then the actors; READY=1 once the MQTT session is
+subscribed. Shutdown (SIGTERM/SIGINT or :meth:`Daemon.request_stop`): stop
+taking intents, let the order managers finish what they hold under a shielded
+timeout, stop the other actors, publish ``offline``, disconnect, stop mosquitto.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectSendStream
+
+from actors.home_assistant import HomeAssistantDiscovery
+from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_step
+from actors.order_manager import OrderManager, load_decisions
+from actors.risk_guardian import RiskGuardian
+from daemon.actor import Actor, TradingHalt
+from daemon.admin_code import AdminCodeVerifier
+from daemon.channels import (
+    Channel,
+    Heartbeat,
+    InboundIntent,
+    InboundKillCommand,
+    KillChanged,
+    Publish,
+    TriggerPress,
+)
+from daemon.config import Config, read_secret, resolve_path
+from daemon.embedded_broker import EmbeddedMosquitto
+from daemon.journal import Journal, JournalWriter
+from daemon.mqtt_session import MqttEndpoint, MqttSession, make_tls_context
+from daemon.notify import SystemdNotifier
+from daemon.version import tradeguard_version
+from protocol.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+
+def mqtt_endpoint(
+    config: Config, *, port: int | None = None, client_id: str | None = None
+) -> MqttEndpoint:
+    """The MQTT endpoint described by the config (the CLI uses it too)."""
+    mqtt = config.mqtt
+    password = (
+        read_secret(config, mqtt.password_file, key="mqtt.password_file")
+        if mqtt.password_file
+        else None
+    )
+    tls = (
+        make_tls_context(
+            str(resolve_path(config, mqtt.ca_file)) if mqtt.ca_file else None,
+            str(resolve_path(config, mqtt.cert_file)) if mqtt.cert_file else None,
+            str(resolve_path(config, mqtt.key_file)) if mqtt.key_file else None,
+        )
+        if mqtt.tls
+        else None
+    )
+    return MqttEndpoint(
+        host="127.0.0.1" if mqtt.is_embedded else (mqtt.host or "127.0.0.1"),
+        port=mqtt.port if port is None else port,
+        client_id=client_id or mqtt.client_id,
+        keepalive_s=mqtt.keepalive_s,
+        session_expiry_s=mqtt.session_expiry_s,
+        username=mqtt.username,
+        password=password,
+        tls_context=tls,
+    )
+
+
+class Daemon:
+    """The tradeguard daemon: builds everything from a config and runs it.
+
+    Args:
+        config: the validated configuration.
+        notifier: systemd notifier (a no-op outside systemd).
+        announce: called with one line once the daemon is ready (the CLI prints it).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        notifier: SystemdNotifier | None = None,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
+        """Open the journal and load persisted state; nothing runs yet."""
+        self.config = config
+        self.version = tradeguard_version()
+        self.notifier = notifier or SystemdNotifier()
+        self._announce = announce
+        self.halt = TradingHalt()
+        self.topics = Topics(config.mqtt.topic_prefix)
+        self.state_path = resolve_path(config, config.state.path)
+        self.journal = Journal(self.state_path)
+        self.gate = load_gate(self.journal)
+        self._decisions = load_decisions(self.journal)
+        kill = config.kill
+        self.verifier = AdminCodeVerifier(
+            totp_secret=read_secret(config, kill.totp_secret_file, key="kill.totp_secret_file")
+            if kill.totp_secret_file
+            else None,
+            code_hash=kill.admin_code_hash,
+            last_totp_step=load_last_totp_step(self.journal),
+            max_failures=kill.max_failures,
+            window_s=kill.failure_window_s,
+            lockout_s=kill.lockout_s,
+        )
+        self._stop = anyio.Event()
+        self.ready = anyio.Event()
+        self.session: MqttSession | None = None
+        self.authority: KillSwitchAuthority | None = None
+        self.guardian: RiskGuardian | None = None
+        self.managers: dict[str, OrderManager] = {}
+        self.mqtt_port: int | None = None
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (what SIGTERM does)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Run until stopped; returns after a clean shutdown."""
+        try:
+            async with anyio.create_task_group() as root:
+                root.start_soon(self._watch_signals)
+                root.start_soon(self.notifier.run_watchdog)
+                port = self.config.mqtt.port
+                if self.config.mqtt.is_embedded:
+                    mosquitto = EmbeddedMosquitto(
+                        state_dir=self.state_path.parent,
+                        port=port,
+                        binary=self.config.mqtt.mosquitto_binary,
+                    )
+                    port = await root.start(mosquitto.run)
+                self.mqtt_port = port
+                await self._run_actors(port)
+                root.cancel_scope.cancel()
+        finally:
+            self.journal.close()
+            self.notifier.close()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("daemon.signal", signal=signal.Signals(signum).name)
+                self._stop.set()
+                return
+
+    async def _run_actors(self, mqtt_port: int) -> None:
+        config = self.config
+        size = config.daemon.inbox_size
+        strategies = frozenset(config.strategies)
+        outbound = Channel[Publish](size * 4)
+        kill_commands = Channel[InboundKillCommand](64)
+        heartbeats = Channel[Heartbeat](256)
+        triggers = Channel[TriggerPress](64)
+        intents = {sid: Channel[InboundIntent](size) for sid in strategies}
+        kill_changes = {sid: Channel[KillChanged](64) for sid in strategies}
+
+        writer = JournalWriter(self.journal, halt=self.halt)
+        ha = (
+            HomeAssistantDiscovery(config.homeassistant, self.topics, strategies, self.version)
+            if config.homeassistant.enabled
+            else None
+        )
+        authority = KillSwitchAuthority(
+            gate=self.gate,
+            journal=writer,
+            verifier=self.verifier,
+            topics=self.topics,
+            strategies=strategies,
+            commands=kill_commands.receiver,
+            heartbeats=heartbeats.receiver,
+            triggers=triggers.receiver,
+            outbound=outbound.sender.clone(),
+            listeners=[c.sender for c in kill_changes.values()],
+            trigger_configs=config.kill.triggers,
+            heartbeat_timeouts={
+                sid: s.heartbeat_timeout_s
+                for sid, s in config.strategies.items()
+                if s.heartbeat_timeout_s is not None
+            },
+            home_assistant=ha,
+            halt=self.halt,
+        )
+        guardian = RiskGuardian(
+            config=config,
+            gate=self.gate,
+            topics=self.topics,
+            outbound=outbound.sender.clone(),
+            version=self.version,
+            halt=self.halt,
+        )
+        managers = {
+            sid: OrderManager(
+                strategy_id=sid,
+                intents=intents[sid].receiver,
+                kill_changes=kill_changes[sid].receiver,
+                outbound=outbound.sender.clone(),
+                journal=writer,
+                decisions=self._decisions.get(sid, {}),
+                guardian=guardian,
+                gate=self.gate,
+                topics=self.topics,
+                halt=self.halt,
+            )
+            for sid in strategies
+        }
+        session = MqttSession(
+            endpoint=mqtt_endpoint(config, port=mqtt_port),
+            topics=self.topics,
+            strategies=strategies,
+            outbound=outbound.receiver,
+            loopback=outbound.sender.clone(),
+            intents={sid: c.sender for sid, c in intents.items()},
+            kill_commands=kill_commands.sender,
+            heartbeats=heartbeats.sender,
+            triggers=triggers.sender,
+            trigger_topics=frozenset(t.topic for t in config.kill.triggers),
+            extra_subscriptions=ha.watched_topics() if ha else frozenset(),
+            halt=self.halt,
+            reconnect_min_s=config.mqtt.reconnect_min_s,
+            reconnect_max_s=config.mqtt.reconnect_max_s,
+        )
+        self.session, self.authority, self.guardian, self.managers = (
+            session,
+            authority,
+            guardian,
+            managers,
+        )
+
+        async with anyio.create_task_group() as core:
+            writer_done, session_done = anyio.Event(), anyio.Event()
+            core.start_soon(_run_then_close, writer, [], writer_done)
+            core.start_soon(_run_then_close, session, [], session_done)
+            async with anyio.create_task_group() as services:
+                services.start_soon(_run_then_close, authority, [authority._outbound])  # noqa: SLF001
+                services.start_soon(_run_then_close, guardian, [guardian._outbound])  # noqa: SLF001
+                services.start_soon(self._announce_ready, session)
+                with anyio.CancelScope() as desks_scope:
+                    services.start_soon(self._stop_intake, session, intents, desks_scope)
+                    async with anyio.create_task_group() as desks:
+                        for manager in managers.values():
+                            desks.start_soon(_run_then_close, manager, [manager._outbound])  # noqa: SLF001
+                # Every order manager has finished (or the shutdown timeout cut them off).
+                services.cancel_scope.cancel()
+            # Every actor's outbound clone is closed now; the session drains, says offline, leaves.
+            outbound.sender.close()
+            session._loopback.close()  # noqa: SLF001
+            kill_commands.sender.close()
+            writer.close_input()
+            with anyio.move_on_after(config.daemon.shutdown_timeout_s, shield=True) as scope:
+                await session_done.wait()
+                await writer_done.wait()
+            if scope.cancelled_caught:
+                # Last resort: a session that cannot say goodbye (broker gone) is cut off.
+                log.warning("daemon.forced_stop", after_s=config.daemon.shutdown_timeout_s)
+            core.cancel_scope.cancel()
+        log.info("daemon.stopped")
+
+    async def _stop_intake(
+        self,
+        session: MqttSession,
+        intents: dict[str, Channel[InboundIntent]],
+        desks: anyio.CancelScope,
+    ) -> None:
+        """On stop: take no more intents, give in-flight work a bounded time, then cut it off."""
+        await self._stop.wait()
+        log.info("daemon.stopping")
+        self.notifier.stopping()
+        session.close_intake()
+        for channel in intents.values():
+            channel.sender.close()
+        timeout = self.config.daemon.shutdown_timeout_s
+        await anyio.sleep(timeout)
+        log.warning("daemon.shutdown_timeout", waited_s=timeout)
+        desks.cancel()
+
+    async def _announce_ready(self, session: MqttSession) -> None:
+        await session.connected.wait()
+        line = (
+            f"tradeguard {self.version} ready: mqtt 127.0.0.1:{self.mqtt_port}"
+            if self.config.mqtt.is_embedded
+            else f"tradeguard {self.version} ready: mqtt {self.config.mqtt.host}:{self.mqtt_port}"
+        )
+        line += f" prefix {self.topics.prefix!r}; state {self.state_path}"
+        self.notifier.ready(line)
+        self.ready.set()
+        log.info("daemon.ready", mqtt_port=self.mqtt_port, prefix=self.topics.prefix)
+        if self._announce is not None:
+            self._announce(line)
+
+
+async def _run_then_close(
+    actor: Actor,
+    closables: list[MemoryObjectSendStream[Publish]],
+    done: anyio.Event | None = None,
+) -> None:
+    """Run an actor; when it stops for any reason, close its outbound sender."""
+    try:
+        await actor.run()
+    finally:
+        for closable in closables:
+            closable.close()
+        if done is not None:
+            done.set()

@@ -1,0 +1,356 @@
+"""Every v1 wire message of CONTRACT §3-§7 as a frozen, kw-only msgspec Struct.
+
+Inbound messages (intents, kill commands) forbid unknown fields and carry their
+constraints in their types, so that decoding *is* validation. Cross-field rules
+live in ``__post_init__``; msgspec turns the ``ValueError`` they raise into a
+``ValidationError`` whose message names the rule.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from protocol.reasons import ReasonCode
+
+__all__ = [
+    "Accepted",
+    "AuditRecord",
+    "CancelAllIntent",
+    "CancelIntent",
+    "DaemonState",
+    "Disengage",
+    "Engage",
+    "Event",
+    "FillEvent",
+    "Intent",
+    "KillCommand",
+    "KillState",
+    "OrderEvent",
+    "OrderIntent",
+    "OrderStatus",
+    "Reason",
+    "Rejected",
+    "StrategyState",
+    "SwitchState",
+]
+
+STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
+INTENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+SYMBOL_PATTERN = r"^[A-Z0-9./]{1,12}$"
+
+StrategyId = Annotated[str, Meta(pattern=STRATEGY_ID_PATTERN, description="1-32 of [A-Za-z0-9_-]")]
+IntentId = Annotated[str, Meta(pattern=INTENT_ID_PATTERN, description="1-64 of [A-Za-z0-9._:-]")]
+Symbol = Annotated[str, Meta(pattern=SYMBOL_PATTERN, description="1-12 of [A-Z0-9./]")]
+PositiveNumber = Annotated[float, Meta(gt=0)]
+UnitInterval = Annotated[float, Meta(ge=0, le=1)]
+ShortText = Annotated[str, Meta(max_length=200)]
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop", "stop_limit"]
+TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
+Scope = Literal["global", "strategy"]
+OrderStatus = Literal[
+    "pending",
+    "submitted",
+    "accepted",
+    "partially_filled",
+    "filled",
+    "pending_cancel",
+    "cancelled",
+    "rejected",
+    "expired",
+]
+CircuitState = Literal["closed", "half_open", "open"]
+
+
+def _require_finite(**values: float | None) -> None:
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"`{name}` must be a finite number")
+
+
+# --------------------------------------------------------------------------- intents (§3)
+
+
+class OrderIntent(
+    msgspec.Struct,
+    tag="order",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """A request to place one order."""
+
+    intent_id: IntentId
+    symbol: Symbol
+    side: Side
+    qty: PositiveNumber | None = None
+    notional: PositiveNumber | None = None
+    order_type: OrderType = "market"
+    limit_price: PositiveNumber | None = None
+    stop_price: PositiveNumber | None = None
+    time_in_force: TimeInForce = "day"
+    extended_hours: bool = False
+    stop_loss: PositiveNumber | None = None
+    confidence: UnitInterval | None = None
+    ts: float | None = None
+
+    def __post_init__(self) -> None:
+        """Apply the cross-field rules of CONTRACT §3."""
+        _require_finite(
+            qty=self.qty,
+            notional=self.notional,
+            limit_price=self.limit_price,
+            stop_price=self.stop_price,
+            stop_loss=self.stop_loss,
+            ts=self.ts,
+        )
+        if (self.qty is None) == (self.notional is None):
+            raise ValueError("exactly one of `qty` or `notional` is required")
+        if self.notional is not None and self.order_type != "market":
+            raise ValueError("`notional` is only allowed with order_type `market`")
+        if self.order_type in ("limit", "stop_limit") and self.limit_price is None:
+            raise ValueError(f"`limit_price` is required for order_type `{self.order_type}`")
+        if self.order_type in ("stop", "stop_limit") and self.stop_price is None:
+            raise ValueError(f"`stop_price` is required for order_type `{self.order_type}`")
+        if self.order_type in ("market", "stop") and self.limit_price is not None:
+            raise ValueError(f"`limit_price` is not allowed for order_type `{self.order_type}`")
+        if self.order_type in ("market", "limit") and self.stop_price is not None:
+            raise ValueError(f"`stop_price` is not allowed for order_type `{self.order_type}`")
+
+
+class CancelIntent(
+    msgspec.Struct,
+    tag="cancel",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Cancel the order made from one earlier intent."""
+
+    intent_id: IntentId
+    ts: float | None = None
+
+
+class CancelAllIntent(
+    msgspec.Struct,
+    tag="cancel_all",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Cancel every open order of the strategy."""
+
+    ts: float | None = None
+
+
+Intent = OrderIntent | CancelIntent | CancelAllIntent
+
+
+# --------------------------------------------------------------------------- events (§4)
+
+
+class Reason(msgspec.Struct, frozen=True, kw_only=True):
+    """One broken limit: a reason code and a message a person can act on."""
+
+    code: ReasonCode
+    message: str
+
+
+class Accepted(
+    msgspec.Struct,
+    tag="accepted",
+    frozen=True,
+    kw_only=True,
+    tag_field="type",
+):
+    """The intent passed every check and was journaled."""
+
+    intent_id: str
+    client_order_id: str
+    ts: float
+    duplicate: bool = False
+
+
+class Rejected(
+    msgspec.Struct,
+    tag="rejected",
+    frozen=True,
+    kw_only=True,
+    tag_field="type",
+):
+    """The intent was refused; ``reasons`` lists every limit it breaks."""
+
+    intent_id: str | None
+    reasons: list[Reason]
+    ts: float
+    duplicate: bool = False
+
+
+class OrderEvent(
+    msgspec.Struct,
+    tag="order",
+    frozen=True,
+    kw_only=True,
+    tag_field="type",
+):
+    """A change of an order's status."""
+
+    intent_id: str
+    client_order_id: str
+    broker_order_id: str | None
+    status: OrderStatus
+    filled_qty: float
+    filled_avg_price: float | None
+    ts: float
+    detail: str | None = None
+
+
+class FillEvent(
+    msgspec.Struct,
+    tag="fill",
+    frozen=True,
+    kw_only=True,
+    tag_field="type",
+):
+    """One execution; ``position_qty`` is the strategy's position after it."""
+
+    intent_id: str
+    client_order_id: str
+    qty: float
+    price: float
+    position_qty: float
+    ts: float
+    symbol: str | None = None
+    side: Side | None = None
+
+
+Event = Accepted | Rejected | OrderEvent | FillEvent
+
+
+# --------------------------------------------------------------------------- kill switch (§5)
+
+
+class Engage(
+    msgspec.Struct,
+    tag="engage",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Engage the global switch or one strategy's. Needs no code."""
+
+    scope: Scope = "global"
+    strategy_id: StrategyId | None = None
+    reason: ShortText | None = None
+    source: ShortText | None = None
+    flatten: bool = False
+
+    def __post_init__(self) -> None:
+        """A strategy scope names its strategy; a global one does not."""
+        _check_scope(self.scope, self.strategy_id)
+
+
+class Disengage(
+    msgspec.Struct,
+    tag="disengage",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Release a switch. Authorised by an admin code (CONTRACT §8)."""
+
+    scope: Scope = "global"
+    strategy_id: StrategyId | None = None
+    code: Annotated[str, Meta(max_length=128)] | None = None
+    operator: ShortText | None = None
+    source: ShortText | None = None
+
+    def __post_init__(self) -> None:
+        """A strategy scope names its strategy; a global one does not."""
+        _check_scope(self.scope, self.strategy_id)
+
+
+def _check_scope(scope: Scope, strategy_id: str | None) -> None:
+    if scope == "strategy" and strategy_id is None:
+        raise ValueError("`strategy_id` is required when scope is `strategy`")
+    if scope == "global" and strategy_id is not None:
+        raise ValueError("`strategy_id` is only allowed when scope is `strategy`")
+
+
+KillCommand = Engage | Disengage
+
+
+class SwitchState(msgspec.Struct, frozen=True, kw_only=True):
+    """One switch: whether it is engaged, since when, why and by whom."""
+
+    engaged: bool = False
+    since: float | None = None
+    reason: str | None = None
+    source: str | None = None
+
+
+class KillState(msgspec.Struct, frozen=True, kw_only=True):
+    """Retained on ``P/v1/kill/state``."""
+
+    global_: SwitchState = msgspec.field(name="global")
+    strategies: dict[str, SwitchState]
+    ts: float
+
+
+# --------------------------------------------------------------------------- state topics (§6)
+
+
+class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
+    """Retained on ``P/v1/daemon/state``."""
+
+    version: str
+    mode: Literal["paper", "live"]
+    broker: Literal["sim", "alpaca"]
+    broker_connected: bool
+    circuit: CircuitState
+    equity: float | None
+    daily_drawdown: float | None
+    total_drawdown: float | None
+    ts: float
+    trading_halted: bool = False
+    halt_reason: str | None = None
+    strategies: list[str] = msgspec.field(default_factory=list)
+
+
+class StrategyState(msgspec.Struct, frozen=True, kw_only=True):
+    """Retained on ``P/v1/strategy/SID/state``."""
+
+    strategy_id: str
+    kill_engaged: bool
+    open_orders: int
+    positions: dict[str, float]
+    ts: float
+    paused: bool = False
+    realized_pnl: float = 0.0
+    abstentions: int = 0
+
+
+# --------------------------------------------------------------------------- audit (§7)
+
+
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One audited decision; written to the journal before it takes effect."""
+
+    type: str
+    ok: bool
+    detail: str
+    ts: float
+    scope: str | None = None
+    strategy_id: str | None = None
+    source: str | None = None
+    operator: str | None = None

@@ -1,0 +1,91 @@
+"""MQTT topic names of CONTRACT §2: builders, subscription filters and a parser."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import NamedTuple
+
+_STRATEGY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+class TopicKind(StrEnum):
+    """What an inbound topic carries."""
+
+    INTENT = "intent"
+    HEARTBEAT = "heartbeat"
+    KILL_COMMAND = "kill_command"
+
+
+class ParsedTopic(NamedTuple):
+    """An inbound topic split into its kind and, for strategy topics, the strategy id."""
+
+    kind: TopicKind
+    strategy_id: str | None
+
+
+class Topics:
+    """Every topic of one daemon, under its prefix ``P`` (``mqtt.topic_prefix``).
+
+    Args:
+        prefix: the topic prefix, without a trailing slash.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        """Build the fixed topics once."""
+        self.prefix = prefix
+        self.root = f"{prefix}/v1"
+        self.kill_command = f"{self.root}/kill/command"
+        self.kill_state = f"{self.root}/kill/state"
+        self.audit = f"{self.root}/audit"
+        self.daemon_status = f"{self.root}/daemon/status"
+        self.daemon_state = f"{self.root}/daemon/state"
+        self._strategy = f"{self.root}/strategy/"
+
+    def intent(self, strategy_id: str) -> str:
+        """``P/v1/strategy/SID/intent``."""
+        return f"{self._strategy}{strategy_id}/intent"
+
+    def event(self, strategy_id: str) -> str:
+        """``P/v1/strategy/SID/event``."""
+        return f"{self._strategy}{strategy_id}/event"
+
+    def heartbeat(self, strategy_id: str) -> str:
+        """``P/v1/strategy/SID/heartbeat``."""
+        return f"{self._strategy}{strategy_id}/heartbeat"
+
+    def strategy_state(self, strategy_id: str) -> str:
+        """``P/v1/strategy/SID/state``."""
+        return f"{self._strategy}{strategy_id}/state"
+
+    def subscriptions(self) -> list[str]:
+        """Topic filters the daemon subscribes to."""
+        return [
+            f"{self._strategy}+/intent",
+            f"{self._strategy}+/heartbeat",
+            self.kill_command,
+        ]
+
+    def parse(self, topic: str) -> ParsedTopic | None:
+        """Classify an inbound topic; ``None`` for anything that is not ours.
+
+        A strategy topic whose id breaks the id rule parses with the raw id so
+        that the caller can answer it; the id is then never trusted further.
+        """
+        if topic == self.kill_command:
+            return ParsedTopic(TopicKind.KILL_COMMAND, None)
+        if not topic.startswith(self._strategy):
+            return None
+        sid, sep, leaf = topic[len(self._strategy) :].partition("/")
+        if not sep or not sid:
+            return None
+        if leaf == "intent":
+            return ParsedTopic(TopicKind.INTENT, sid)
+        if leaf == "heartbeat":
+            return ParsedTopic(TopicKind.HEARTBEAT, sid)
+        return None
+
+
+def valid_strategy_id(strategy_id: str) -> bool:
+    """Whether ``strategy_id`` follows the id rule of CONTRACT §2."""
+    return _STRATEGY_ID.fullmatch(strategy_id) is not None
