@@ -1,0 +1,275 @@
+"""Test harness: a real mosquitto, a real daemon (in-process or as a process), MQTT probes.
+
+No sleeps for synchronisation: every wait is on the message or line we expect,
+with a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from daemon.embedded_broker import find_mosquitto, mosquitto_config
+from daemon.mqtt_session import MqttEndpoint, MqttLink, Received
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Mosquitto:
+    """A mosquitto process started for tests with its own generated config."""
+
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start (or restart) on the same port and wait until it accepts connections."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(mosquitto_config(port=self.port, data_dir=self.workdir), encoding="utf-8")
+        self.process = subprocess.Popen(  # noqa: S603  # our own binary and config
+            [find_mosquitto(), "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert self.process.stderr is not None
+        for raw in self.process.stderr:
+            if b" running" in raw:
+                break
+        else:
+            raise RuntimeError(f"mosquitto did not start on port {self.port}")
+        # Keep draining its stderr so that it never blocks on a full pipe.
+        stream = self.process.stderr
+        import threading  # noqa: PLC0415
+
+        threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def endpoint(self) -> MqttEndpoint:
+        """An endpoint for clients."""
+        return MqttEndpoint(host="127.0.0.1", port=self.port, client_id="unused")
+
+
+def unique_prefix() -> str:
+    """A topic prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class Probe:
+    """An MQTT client that records what it receives and waits for what a test expects."""
+
+    link: MqttLink
+    received: list[Received] = field(default_factory=list)
+    _changed: anyio.Event = field(default_factory=anyio.Event)
+
+    async def pump(self) -> None:
+        """Record every message (run in a task group)."""
+        async for message in self.link.messages():
+            self.received.append(message)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def expect(
+        self,
+        topic: str,
+        predicate: Callable[[Any], bool] = lambda _: True,
+        *,
+        timeout: float = 10.0,
+        start: int = 0,
+        raw: bool = False,
+    ) -> Any:
+        """The first message on ``topic`` (from index ``start``) whose JSON body matches."""
+        seen = start
+        with anyio.fail_after(timeout):
+            while True:
+                for message in self.received[seen:]:
+                    seen += 1
+                    if message.topic != topic:
+                        continue
+                    body: Any = message.payload if raw else _loads(message.payload)
+                    if body is not None and predicate(body):
+                        return body
+                await self._changed.wait()
+
+    def bodies(self, topic: str) -> list[Any]:
+        """Every JSON body received on ``topic`` so far."""
+        return [_loads(m.payload) for m in self.received if m.topic == topic]
+
+    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], **kw: Any) -> None:
+        """Publish JSON (for dicts) or raw bytes."""
+        if isinstance(payload, dict):
+            data = msgspec.json.encode(payload)
+        elif isinstance(payload, str):
+            data = payload.encode()
+        else:
+            data = payload
+        await self.link.publish(topic, data, **kw)
+
+
+def _loads(payload: bytes) -> Any:
+    try:
+        return msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return payload.decode("utf-8", "replace")
+
+
+@asynccontextmanager
+async def probe(broker: Mosquitto, *topic_filters: str) -> AsyncIterator[Probe]:
+    """A subscribed probe whose pump runs for the duration of the block."""
+    async with MqttLink(broker.endpoint()) as link:
+        p = Probe(link)
+        await link.subscribe(*topic_filters)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(p.pump)
+            yield p
+            tg.cancel_scope.cancel()
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a scalar or a flat list."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_config(directory: Path, tables: dict[str, dict[str, Any]], extra: str = "") -> Path:
+    """Write a TOML config of ``{table: {key: value}}`` (dotted table names allowed)."""
+    lines: list[str] = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+        lines.append("")
+    path = directory / "tradeguard.toml"
+    path.write_text("\n".join(lines) + extra, encoding="utf-8")
+    return path
+
+
+def base_tables(broker: Mosquitto, prefix: str, state_dir: Path, **strategies: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Config tables for a daemon on the test broker with one or more strategies."""
+    tables: dict[str, dict[str, Any]] = {
+        "mqtt": {
+            "host": "127.0.0.1",
+            "port": broker.port,
+            "topic_prefix": prefix,
+            "client_id": f"daemon-{prefix}",
+            "keepalive_s": 2,
+            "reconnect_max_s": 1.0,
+        },
+        "state": {"path": str(state_dir / "state.db")},
+        "daemon": {"shutdown_timeout_s": 5.0},
+    }
+    for sid, values in (strategies or {"s1": {}}).items():
+        tables[f"strategies.{sid}"] = {"allocation": 0.2, **values}
+    return tables
+
+
+@dataclass
+class DaemonProcess:
+    """``tradeguard run`` as a child process, so that tests can SIGTERM or SIGKILL it."""
+
+    config: Path
+    process: subprocess.Popen[str] | None = None
+    ready_line: str | None = None
+    log_file: Path | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start and wait for the ready line on stdout."""
+        self.log_file = Path(tempfile.mkstemp(prefix="tradeguard-", suffix=".log")[1])
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("TRADEGUARD_CONFIG", None)
+        with self.log_file.open("w") as log:
+            self.process = subprocess.Popen(  # noqa: S603  # our own console script
+                [str(VENV_BIN / "tradeguard"), "run", "--config", str(self.config)],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=env,
+            )
+        line = _readline_with_timeout(self.process, timeout)
+        if line is None or "ready" not in line:
+            raise RuntimeError(f"daemon did not become ready: {line!r}\n{self.log_text()}")
+        self.ready_line = line
+
+    def log_text(self) -> str:
+        """What the daemon logged."""
+        return self.log_file.read_text() if self.log_file else ""
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill9(self) -> None:
+        """SIGKILL and reap."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop_quietly(self) -> None:
+        """Make sure it is gone (fixture teardown)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def _readline_with_timeout(process: subprocess.Popen[str], timeout: float) -> str | None:
+    import selectors  # noqa: PLC0415
+
+    assert process.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    if not selector.select(timeout):
+        return None
+    return process.stdout.readline().strip()
+
+
+@asynccontextmanager
+async def running_daemon(config_path: Path, *, ready_timeout: float = 15.0) -> AsyncIterator[Any]:
+    """A daemon in this process (faster than a child process); stopped gracefully at exit."""
+    from daemon.config import load_config  # noqa: PLC0415
+    from daemon.wiring import Daemon  # noqa: PLC0415
+
+    daemon = Daemon(load_config(config_path))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        with anyio.fail_after(ready_timeout):
+            await daemon.ready.wait()
+        try:
+            yield daemon
+        finally:
+            daemon.request_stop()
