@@ -72,6 +72,19 @@ class StreamHub:
         self._queue_size = queue_size
         self._connections: set[_Connection] = set()
         self._by_key: dict[str, _Connection] = {}
+        self._changed: anyio.Event | None = None
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_for_listener(self, key_id: str) -> None:
+        """Return once ``key_id`` has a connection listening to trade_updates."""
+        while key_id not in self.listening_keys():
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
 
     @property
     def connection_count(self) -> int:
@@ -140,6 +153,7 @@ class StreamHub:
             if conn.key_id is not None and self._by_key.get(conn.key_id) is conn:
                 del self._by_key[conn.key_id]
             outbox.close()
+            self._notify()
             log.info("sim.stream.disconnected", key_id=conn.key_id)
         return ws
 
@@ -189,6 +203,7 @@ class StreamHub:
             raw = data.get("streams")
             names = raw if isinstance(raw, list) else []
             conn.streams = frozenset(n for n in names if isinstance(n, str) and n in KNOWN_STREAMS)
+            self._notify()
             self._send(conn, {"stream": "listening", "data": {"streams": sorted(conn.streams)}})
             return True
         self._send(
