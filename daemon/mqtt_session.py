@@ -261,20 +261,24 @@ class MqttSession(Actor):
             client = self._endpoint.client(
                 will=aiomqtt.Will(self._topics.daemon_status, b"offline", qos=1, retain=True)
             )
+            failure: BaseException | None = None
             try:
                 async with client:
                     attempt = 0
                     await self._serve(client)
-                    return
-            except aiomqtt.MqttError as exc:
-                self._client = None
-                self.connected = anyio.Event()
-                cap = min(self._reconnect_max_s, self._reconnect_min_s * 2**attempt)
-                delay = cap * random.uniform(0.5, 1.0)  # noqa: S311  # jitter, not crypto
-                attempt += 1
-                self.reconnects += 1
-                log.warning("mqtt.disconnected", error=str(exc), retry_in_s=round(delay, 3))
-                await anyio.sleep(delay)
+            except* aiomqtt.MqttError as group:
+                # The receive and publish tasks run in a task group, so errors come grouped.
+                failure = group.exceptions[0]
+            if failure is None:
+                return
+            self._client = None
+            self.connected = anyio.Event()
+            cap = min(self._reconnect_max_s, self._reconnect_min_s * 2**attempt)
+            delay = cap * random.uniform(0.5, 1.0)  # noqa: S311  # jitter, not crypto
+            attempt += 1
+            self.reconnects += 1
+            log.warning("mqtt.disconnected", error=str(failure), retry_in_s=round(delay, 3))
+            await anyio.sleep(delay)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """One connection: subscribe, announce, then pump both ways until it drops."""

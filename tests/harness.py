@@ -50,7 +50,7 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(mosquitto_config(port=self.port, data_dir=self.workdir), encoding="utf-8")
-        self.process = subprocess.Popen(  # noqa: S603  # our own binary and config
+        self.process = subprocess.Popen(  # our own binary and config
             [find_mosquitto(), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -104,7 +104,7 @@ class Probe:
         topic: str,
         predicate: Callable[[Any], bool] = lambda _: True,
         *,
-        timeout: float = 10.0,
+        timeout: float = 10.0,  # noqa: ASYNC109  # one knob per wait reads best in tests
         start: int = 0,
         raw: bool = False,
     ) -> Any:
@@ -178,7 +178,9 @@ def write_config(directory: Path, tables: dict[str, dict[str, Any]], extra: str 
     return path
 
 
-def base_tables(broker: Mosquitto, prefix: str, state_dir: Path, **strategies: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def base_tables(
+    broker: Mosquitto, prefix: str, state_dir: Path, **strategies: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """Config tables for a daemon on the test broker with one or more strategies."""
     tables: dict[str, dict[str, Any]] = {
         "mqtt": {
@@ -212,7 +214,7 @@ class DaemonProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("TRADEGUARD_CONFIG", None)
         with self.log_file.open("w") as log:
-            self.process = subprocess.Popen(  # noqa: S603  # our own console script
+            self.process = subprocess.Popen(  # our own console script
                 [str(VENV_BIN / "tradeguard"), "run", "--config", str(self.config)],
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -1,0 +1,120 @@
+"""Configuration: every error names its key; check-config exits 2; secrets come from files."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import VENV_BIN
+
+from daemon.config import builtin_defaults, load_config, parse_config, read_secret
+from daemon.errors import ConfigError, SecretError
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[risk]\nmax_notional = -1", "risk.max_notional: expected a number > 0"),
+        ("[risk]\nmax_notional = 'lots'", "risk.max_notional: expected a number, got a string"),
+        ("[risk]\nmax_notionl = 5", "risk.max_notionl: unknown key"),
+        ("[mqtt]\nport = 70000", "mqtt.port: expected an integer <= 65535"),
+        ("[broker]\nkind = 'ibkr'", "broker.kind"),
+        ("[strategies.s1]\nallocation = 1.5", "strategies.s1.allocation"),
+        ("[strategies.'bad id']\n", "strategies.bad id: a strategy id"),
+        ("[strategies.s1]\nmax_notional = 0", "strategies.s1.max_notional: expected a number > 0"),
+        ("[risk]\nwarn_daily_drawdown = 0.5", "risk.warn_daily_drawdown: must not exceed"),
+        ("[broker]\nkind = 'alpaca'", "broker.url: required"),
+        ("[[kill.triggers]]\ntopic = 'x'\nscope = 'strategy'", "kill.triggers[0].strategy_id"),
+        (
+            "[strategies.a]\nallocation = 0.6\n[strategies.b]\nallocation = 0.6",
+            "allocations add up",
+        ),
+        ("not toml at all ===", "not valid TOML"),
+    ],
+)
+def test_errors_name_the_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert message in str(info.value)
+
+
+def test_defaults_match_the_contract() -> None:
+    config = builtin_defaults()
+    risk = config.risk
+    assert (risk.max_daily_drawdown, risk.max_total_drawdown, risk.warn_daily_drawdown) == (
+        0.03,
+        0.10,
+        0.02,
+    )
+    assert (risk.max_capital_deployed, risk.max_positions, risk.max_risk_per_trade) == (
+        0.8,
+        20,
+        0.02,
+    )
+    assert (risk.max_notional, risk.min_price, risk.max_price_deviation) == (25000.0, 5.0, 0.05)
+    assert (risk.max_intent_age_s, risk.max_intents_per_second, risk.duplicate_window_s) == (
+        5.0,
+        20.0,
+        2.0,
+    )
+    assert config.mqtt.is_embedded
+    assert config.broker.kind == "sim"
+    assert config.mqtt.topic_prefix == "tradeguard"
+    assert "demo" in config.strategies
+
+
+def test_a_file_without_strategies_trades_nothing() -> None:
+    assert parse_config("[mqtt]\nhost = '127.0.0.1'").strategies == {}
+
+
+def test_check_config_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text("[strategies.s1]\nallocation = 0.1\n")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[risk]\nmax_notional = -3\n")
+    tg = str(VENV_BIN / "tradeguard")
+    ok = subprocess.run(
+        [tg, "check-config", str(good)], capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0, ok.stderr
+    no = subprocess.run([tg, "check-config", str(bad)], capture_output=True, text=True, check=False)
+    assert no.returncode == 2
+    assert no.stderr.strip().count("\n") == 0
+    assert "risk.max_notional" in no.stderr
+    missing = subprocess.run(
+        [tg, "check-config", str(tmp_path / "nope.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert "cannot read config file" in missing.stderr
+    run_bad = subprocess.run(
+        [tg, "run", "--config", str(bad)], capture_output=True, text=True, check=False
+    )
+    assert run_bad.returncode == 2
+    assert "risk.max_notional" in run_bad.stderr
+
+
+def test_secrets_from_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    config = parse_config(
+        "[mqtt]\npassword_file = 'mqtt-password'", source=str(tmp_path / "c.toml")
+    )
+    assert read_secret(config, "mqtt-password", key="mqtt.password_file") == "s3cret"
+    with pytest.raises(SecretError, match=r"mqtt\.password_file"):
+        read_secret(config, "absent", key="mqtt.password_file")
+
+
+def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("abc")
+    path = tmp_path / "c.toml"
+    path.write_text("[state]\npath = 'st/state.db'\n")
+    config = load_config(path)
+    assert read_secret(config, "./secret.txt", key="k") == "abc"
