@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import structlog
+
 from sim.cli import CLOCK_MODES, run
 
 
@@ -21,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-key", default=None)
     parser.add_argument("--control", action="store_true", help="serve the /_sim control API")
     args = parser.parse_args(argv)
+    # stdout carries only the "listening on" line; logs go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     return run(
         host=args.host,
         port=args.port,

@@ -201,10 +201,11 @@ class TradingApi:
         log.info("sim.fault.accept_then_drop", route=route, mode=drop, status=response.status)
         if drop == "504":
             return json_response(_ERROR_BODIES[504], 504)
+        # Cut the connection; aiohttp then fails (quietly) to write the response.
         transport = request.transport
         if transport is not None:
             transport.abort()
-        raise ConnectionResetError("sim: response dropped after accept")
+        return response
 
     # ---------------------------------------------------------------- account
 

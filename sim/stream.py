@@ -73,15 +73,23 @@ class StreamHub:
         self._connections: set[_Connection] = set()
         self._by_key: dict[str, _Connection] = {}
         self._changed: anyio.Event | None = None
+        self.sessions = 0
 
     def _notify(self) -> None:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
 
-    async def wait_for_listener(self, key_id: str) -> None:
-        """Return once ``key_id`` has a connection listening to trade_updates."""
-        while key_id not in self.listening_keys():
+    async def wait_for_listener(self, key_id: str, *, min_sessions: int = 0) -> None:
+        """Return once ``key_id`` listens to trade_updates.
+
+        Args:
+            key_id: The key.
+            min_sessions: Also wait until :attr:`sessions` (successful
+                authentications so far, all keys) reaches this, e.g. to wait for a
+                reconnect after a drop.
+        """
+        while key_id not in self.listening_keys() or self.sessions < min_sessions:
             if self._changed is None:
                 self._changed = anyio.Event()
             await self._changed.wait()
@@ -244,6 +252,7 @@ class StreamHub:
             return False
         conn.key_id = key_id
         self._by_key[key_id] = conn
+        self.sessions += 1
         self._send(
             conn,
             {"stream": "authorization", "data": {"status": "authorized", "action": "authenticate"}},

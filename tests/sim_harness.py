@@ -21,8 +21,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import pytest
+from alpaca.data.historical import StockHistoricalDataClient
+from alpaca.data.models import Quote
+from alpaca.data.requests import StockLatestQuoteRequest
+from alpaca.trading.client import TradingClient
+from alpaca.trading.models import (
+    Asset,
+    Clock,
+    ClosePositionResponse,
+    Order,
+    Position,
+    TradeAccount,
+)
+from alpaca.trading.requests import CancelOrderResponse
 from alpaca.trading.stream import TradingStream
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]  # no stubs in the dev dependencies
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -30,8 +43,15 @@ from sim import PaperVenue, SimConfig
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+    from uuid import UUID
 
     from alpaca.trading.models import TradeUpdate
+    from alpaca.trading.requests import (
+        ClosePositionRequest,
+        GetOrdersRequest,
+        OrderRequest,
+        ReplaceOrderRequest,
+    )
 
 T = TypeVar("T")
 
@@ -66,8 +86,111 @@ async def running_venue(config: SimConfig | None = None) -> AsyncIterator[PaperV
 
 
 async def rest(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking alpaca-py call in a worker thread."""
+    """Run a blocking call (alpaca-py, requests) in a worker thread."""
     return await anyio.to_thread.run_sync(partial(func, *args, **kwargs))
+
+
+def _narrow(value: object, kind: type[T]) -> T:
+    assert isinstance(value, kind), value
+    return value
+
+
+def _narrow_list(value: object, kind: type[T]) -> list[T]:
+    assert isinstance(value, list), value
+    return [_narrow(item, kind) for item in value]
+
+
+class Broker:
+    """Unmodified alpaca-py clients pointed at the venue, called from worker threads.
+
+    alpaca-py annotates every result as ``Model | RawData``; these methods narrow
+    the result to the model so tests stay typed.
+
+    Args:
+        base_url: The venue's base URL.
+        key_id: API key id.
+        secret_key: API secret key.
+        retry_wait_s: Wait between alpaca-py's 429/504 retries (its default is 3 s).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        key_id: str = KEY_ID,
+        secret_key: str = SECRET_KEY,
+        retry_wait_s: int | None = None,
+    ) -> None:
+        """Create the trading and data clients."""
+        self.trading = TradingClient(key_id, secret_key, url_override=base_url)
+        if retry_wait_s is not None:
+            self.trading._retry_wait = retry_wait_s
+        self.data = StockHistoricalDataClient(key_id, secret_key, url_override=base_url)
+
+    async def account(self) -> TradeAccount:
+        """``get_account``."""
+        return _narrow(await rest(self.trading.get_account), TradeAccount)
+
+    async def clock(self) -> Clock:
+        """``get_clock``."""
+        return _narrow(await rest(self.trading.get_clock), Clock)
+
+    async def asset(self, symbol: str) -> Asset:
+        """``get_asset``."""
+        return _narrow(await rest(self.trading.get_asset, symbol), Asset)
+
+    async def submit(self, request: OrderRequest) -> Order:
+        """``submit_order``."""
+        return _narrow(await rest(self.trading.submit_order, request), Order)
+
+    async def order(self, order_id: UUID | str) -> Order:
+        """``get_order_by_id``."""
+        return _narrow(await rest(self.trading.get_order_by_id, order_id), Order)
+
+    async def order_by_client_id(self, client_order_id: str) -> Order:
+        """``get_order_by_client_id``."""
+        return _narrow(await rest(self.trading.get_order_by_client_id, client_order_id), Order)
+
+    async def orders(self, query: GetOrdersRequest | None = None) -> list[Order]:
+        """``get_orders``."""
+        return _narrow_list(await rest(self.trading.get_orders, query), Order)
+
+    async def replace(self, order_id: UUID | str, request: ReplaceOrderRequest) -> Order:
+        """``replace_order_by_id``."""
+        return _narrow(await rest(self.trading.replace_order_by_id, order_id, request), Order)
+
+    async def cancel(self, order_id: UUID | str) -> None:
+        """``cancel_order_by_id``."""
+        await rest(self.trading.cancel_order_by_id, order_id)
+
+    async def cancel_all(self) -> list[CancelOrderResponse]:
+        """``cancel_orders``."""
+        return _narrow_list(await rest(self.trading.cancel_orders), CancelOrderResponse)
+
+    async def positions(self) -> list[Position]:
+        """``get_all_positions``."""
+        return _narrow_list(await rest(self.trading.get_all_positions), Position)
+
+    async def position(self, symbol: str) -> Position:
+        """``get_open_position``."""
+        return _narrow(await rest(self.trading.get_open_position, symbol), Position)
+
+    async def close_position(
+        self, symbol: str, request: ClosePositionRequest | None = None
+    ) -> Order:
+        """``close_position``."""
+        return _narrow(await rest(self.trading.close_position, symbol, request), Order)
+
+    async def close_all(self, *, cancel_orders: bool) -> list[ClosePositionResponse]:
+        """``close_all_positions``."""
+        closed = await rest(self.trading.close_all_positions, cancel_orders=cancel_orders)
+        return _narrow_list(closed, ClosePositionResponse)
+
+    async def latest_quotes(self, symbols: str | list[str]) -> dict[str, Quote]:
+        """``StockHistoricalDataClient.get_stock_latest_quote``."""
+        request = StockLatestQuoteRequest(symbol_or_symbols=symbols)
+        quotes = await rest(self.data.get_stock_latest_quote, request)
+        assert isinstance(quotes, dict)
+        return {str(symbol): _narrow(quote, Quote) for symbol, quote in quotes.items()}
 
 
 class Recorder:
@@ -85,11 +208,11 @@ class Recorder:
         changed.set()
 
     async def wait_for(
-        self, predicate: Callable[[TradeUpdate], bool], timeout: float = WAIT_S
+        self, predicate: Callable[[TradeUpdate], bool], within_s: float = WAIT_S
     ) -> TradeUpdate:
         """The first recorded update matching ``predicate`` (waits for it)."""
         seen = 0
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(within_s):
             while True:
                 changed = self._changed
                 for update in self.updates[seen:]:
@@ -98,18 +221,21 @@ class Recorder:
                 seen = len(self.updates)
                 await changed.wait()
 
-    async def wait_event(self, order_id: object, event: str, timeout: float = WAIT_S) -> TradeUpdate:
+    async def wait_event(
+        self, order_id: object, event: str, within_s: float = WAIT_S
+    ) -> TradeUpdate:
         """The update ``event`` of the order with ``order_id``."""
         return await self.wait_for(
-            lambda u: str(u.order.id) == str(order_id) and _event_name(u) == event, timeout
+            lambda u: str(u.order.id) == str(order_id) and event_name(u) == event, within_s
         )
 
     def events_of(self, order_id: object) -> list[str]:
         """Event names recorded for one order, in arrival order."""
-        return [_event_name(u) for u in self.updates if str(u.order.id) == str(order_id)]
+        return [event_name(u) for u in self.updates if str(u.order.id) == str(order_id)]
 
 
-def _event_name(update: TradeUpdate) -> str:
+def event_name(update: TradeUpdate) -> str:
+    """The event of an update as a plain string (alpaca-py gives an enum)."""
     event = update.event
     return str(getattr(event, "value", event))
 
@@ -133,7 +259,7 @@ async def trade_stream(
 
     async def run() -> None:
         try:
-            await stream._run_forever()
+            await stream._run_forever()  # type: ignore[no-untyped-call]  # unannotated in alpaca-py
         finally:
             finished.set()
 
@@ -208,7 +334,9 @@ class SpecValidator:
         response = operation["responses"][str(status)]
         assert "application/json" in response.get("content", {}), (path, method, status)
         escaped = path.replace("~", "~0").replace("/", "~1")
-        return f"/paths/{escaped}/{method.lower()}/responses/{status}/content/application~1json/schema"
+        return (
+            f"/paths/{escaped}/{method.lower()}/responses/{status}/content/application~1json/schema"
+        )
 
     def validate_response(self, path: str, method: str, status: int, body: Any) -> None:
         """Raise ``jsonschema.ValidationError`` unless ``body`` fits the spec."""

@@ -69,15 +69,40 @@ def _walk(walker: Walker) -> None:
     orders = "/v2/orders"
     bodies = [
         {"symbol": "AAPL", "qty": "5", "side": "buy", "type": "market", "time_in_force": "day"},
-        {"symbol": "MSFT", "notional": "1234.5", "side": "buy", "type": "market",
-         "time_in_force": "day"},
+        {
+            "symbol": "MSFT",
+            "notional": "1234.5",
+            "side": "buy",
+            "type": "market",
+            "time_in_force": "day",
+        },
         {"symbol": "TSLA", "qty": "2", "side": "sell", "type": "market", "time_in_force": "day"},
-        {"symbol": "AAPL", "qty": "1", "side": "buy", "type": "limit", "limit_price": "1.5",
-         "time_in_force": "gtc", "client_order_id": "schema-limit"},
-        {"symbol": "AAPL", "qty": "1", "side": "buy", "type": "stop", "stop_price": "999",
-         "time_in_force": "day"},
-        {"symbol": "AAPL", "qty": "1", "side": "buy", "type": "stop_limit", "stop_price": "999",
-         "limit_price": "1000", "time_in_force": "day"},
+        {
+            "symbol": "AAPL",
+            "qty": "1",
+            "side": "buy",
+            "type": "limit",
+            "limit_price": "1.5",
+            "time_in_force": "gtc",
+            "client_order_id": "schema-limit",
+        },
+        {
+            "symbol": "AAPL",
+            "qty": "1",
+            "side": "buy",
+            "type": "stop",
+            "stop_price": "999",
+            "time_in_force": "day",
+        },
+        {
+            "symbol": "AAPL",
+            "qty": "1",
+            "side": "buy",
+            "type": "stop_limit",
+            "stop_price": "999",
+            "limit_price": "1000",
+            "time_in_force": "day",
+        },
         {"symbol": "AAPL", "qty": "0.5", "side": "buy", "type": "market", "time_in_force": "day"},
     ]
     created = [call("POST", orders, orders, 200, json=body) for body in bodies]
@@ -109,7 +134,9 @@ def _walk_positions(walker: Walker) -> None:
     positions = call("GET", "/v2/positions", "/v2/positions", 200)
     assert {p["side"] for p in positions} == {"long", "short"}
     for position in positions:
-        call("GET", f"/v2/positions/{position['symbol']}", "/v2/positions/{symbol_or_asset_id}", 200)
+        call(
+            "GET", f"/v2/positions/{position['symbol']}", "/v2/positions/{symbol_or_asset_id}", 200
+        )
     call(
         "DELETE",
         "/v2/positions/AAPL",
@@ -141,7 +168,11 @@ async def test_every_response_body_validates_against_the_spec() -> None:
         await recorder.wait_for(lambda u: u.event == "canceled")
         raw_orders = [event.order for event in venue.events]
         assert {event.event for event in venue.events} >= {
-            "pending_new", "new", "fill", "canceled", "replaced"
+            "pending_new",
+            "new",
+            "fill",
+            "canceled",
+            "replaced",
         }
         for order in raw_orders:
             spec.validate_schema("Order", order)

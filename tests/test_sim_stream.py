@@ -7,10 +7,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, ReplaceOrderRequest
-from sim_harness import KEY_ID, SECRET_KEY, fast_config, rest, running_venue, trade_stream
+from sim_harness import KEY_ID, SECRET_KEY, Broker, fast_config, running_venue, trade_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -26,11 +25,10 @@ def _limit(symbol: str, qty: float, limit_price: float, tif: TimeInForce) -> Lim
 async def test_every_trade_update_event_reaches_alpaca_py() -> None:
     config = fast_config(partial_fill_probability=1.0, tick_interval_s=0)
     async with running_venue(config) as venue, trade_stream(venue) as (recorder, _):
-        client = TradingClient(KEY_ID, SECRET_KEY, url_override=venue.base_url)
+        broker = Broker(venue.base_url)
 
-        # pending_new, new, partial_fill(s), fill
-        bought = await rest(
-            client.submit_order,
+        # A market order with forced partial fills: pending_new, new, partial fills, fill.
+        bought = await broker.submit(
             MarketOrderRequest(
                 symbol="AAPL", qty=20, side=OrderSide.BUY, time_in_force=TimeInForce.DAY
             ),
@@ -49,24 +47,22 @@ async def test_every_trade_update_event_reaches_alpaca_py() -> None:
         assert fill.execution_id is not None
 
         # canceled
-        resting = await rest(client.submit_order, _limit("AAPL", 1, 1.0, TimeInForce.GTC))
+        resting = await broker.submit(_limit("AAPL", 1, 1.0, TimeInForce.GTC))
         await recorder.wait_event(resting.id, "new")
-        await rest(client.cancel_order_by_id, resting.id)
+        await broker.cancel(resting.id)
         canceled = await recorder.wait_event(resting.id, "canceled")
         assert canceled.order.canceled_at is not None
 
         # replaced (the old order), then the replacement's own new
-        to_replace = await rest(client.submit_order, _limit("AAPL", 1, 2.0, TimeInForce.DAY))
-        replacement = await rest(
-            client.replace_order_by_id, to_replace.id, ReplaceOrderRequest(limit_price=3.0)
-        )
+        to_replace = await broker.submit(_limit("AAPL", 1, 2.0, TimeInForce.DAY))
+        replacement = await broker.replace(to_replace.id, ReplaceOrderRequest(limit_price=3.0))
         replaced = await recorder.wait_event(to_replace.id, "replaced")
         assert replaced.order.replaced_by == replacement.id
         assert (await recorder.wait_event(replacement.id, "new")).order.replaces == to_replace.id
 
         # rejected (accepted, then refused by the venue)
         venue.reject_next_orders(1)
-        doomed = await rest(client.submit_order, _limit("AAPL", 1, 2.0, TimeInForce.DAY))
+        doomed = await broker.submit(_limit("AAPL", 1, 2.0, TimeInForce.DAY))
         rejected = await recorder.wait_event(doomed.id, "rejected")
         assert rejected.order.failed_at is not None
 
@@ -92,15 +88,42 @@ async def _raw_messages(ws: aiohttp.ClientWebSocketResponse, count: int) -> list
 
 
 async def test_handshake_binary_frames_and_one_connection_per_key() -> None:
-    async with running_venue(fast_config()) as venue, aiohttp.ClientSession() as session:
-        async with session.ws_connect(venue.stream_url) as ws:
-            await ws.send_str(json.dumps({"action": "listen", "data": {"streams": ["x"]}}))
-            await ws.send_str(
-                json.dumps(
-                    {"action": "authenticate", "data": {"key_id": KEY_ID, "secret_key": ""}}
-                )
+    async with (
+        running_venue(fast_config()) as venue,
+        aiohttp.ClientSession() as session,
+        session.ws_connect(venue.stream_url) as ws,
+    ):
+        await ws.send_str(json.dumps({"action": "listen", "data": {"streams": ["x"]}}))
+        await ws.send_str(
+            json.dumps({"action": "authenticate", "data": {"key_id": KEY_ID, "secret_key": ""}})
+        )
+        await ws.send_str(
+            json.dumps(
+                {
+                    "action": "authenticate",
+                    "data": {"key_id": KEY_ID, "secret_key": SECRET_KEY},
+                }
             )
-            await ws.send_str(
+        )
+        await ws.send_str(
+            json.dumps({"action": "listen", "data": {"streams": ["trade_updates", "nonsense"]}})
+        )
+        assert await _raw_messages(ws, 4) == [
+            {"stream": "authorization", "data": {"status": "unauthorized", "action": "listen"}},
+            {
+                "stream": "authorization",
+                "data": {"status": "unauthorized", "action": "authenticate"},
+            },
+            {
+                "stream": "authorization",
+                "data": {"status": "authorized", "action": "authenticate"},
+            },
+            {"stream": "listening", "data": {"streams": ["trade_updates"]}},
+        ]
+
+        # A second connection for the same key is refused; the first keeps working.
+        async with session.ws_connect(venue.stream_url) as second:
+            await second.send_str(
                 json.dumps(
                     {
                         "action": "authenticate",
@@ -108,58 +131,29 @@ async def test_handshake_binary_frames_and_one_connection_per_key() -> None:
                     }
                 )
             )
-            await ws.send_str(
-                json.dumps(
-                    {"action": "listen", "data": {"streams": ["trade_updates", "nonsense"]}}
-                )
-            )
-            assert await _raw_messages(ws, 4) == [
-                {"stream": "authorization", "data": {"status": "unauthorized", "action": "listen"}},
-                {
-                    "stream": "authorization",
-                    "data": {"status": "unauthorized", "action": "authenticate"},
+            (refusal,) = await _raw_messages(second, 1)
+            assert refusal == {
+                "stream": "authorization",
+                "data": {
+                    "status": "unauthorized",
+                    "action": "authenticate",
+                    "code": 429,
+                    "message": "connection limit exceeded",
                 },
-                {
-                    "stream": "authorization",
-                    "data": {"status": "authorized", "action": "authenticate"},
-                },
-                {"stream": "listening", "data": {"streams": ["trade_updates"]}},
-            ]
+            }
+            closing = await second.receive(timeout=5)
+            assert closing.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
+            assert second.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
 
-            # A second connection for the same key is refused; the first keeps working.
-            async with session.ws_connect(venue.stream_url) as second:
-                await second.send_str(
-                    json.dumps(
-                        {
-                            "action": "authenticate",
-                            "data": {"key_id": KEY_ID, "secret_key": SECRET_KEY},
-                        }
-                    )
-                )
-                (refusal,) = await _raw_messages(second, 1)
-                assert refusal == {
-                    "stream": "authorization",
-                    "data": {
-                        "status": "unauthorized",
-                        "action": "authenticate",
-                        "code": 429,
-                        "message": "connection limit exceeded",
-                    },
-                }
-                closing = await second.receive(timeout=5)
-                assert closing.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}
-                assert second.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
-
-            client = TradingClient(KEY_ID, SECRET_KEY, url_override=venue.base_url)
-            order = await rest(
-                client.submit_order,
-                MarketOrderRequest(
-                    symbol="SPY", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY
-                ),
-            )
-            events = [m for m in await _raw_messages(ws, 3) if m["stream"] == "trade_updates"]
-            data = [m["data"] for m in events]
-            assert [d["event"] for d in data] == ["pending_new", "new", "fill"]
-            assert all(d["order"]["id"] == str(order.id) for d in data)
-            fill = data[-1]
-            assert {"timestamp", "price", "qty", "position_qty", "order"} <= set(fill)
+        broker = Broker(venue.base_url)
+        order = await broker.submit(
+            MarketOrderRequest(
+                symbol="SPY", qty=1, side=OrderSide.BUY, time_in_force=TimeInForce.DAY
+            ),
+        )
+        events = [m for m in await _raw_messages(ws, 3) if m["stream"] == "trade_updates"]
+        data = [m["data"] for m in events]
+        assert [d["event"] for d in data] == ["pending_new", "new", "fill"]
+        assert all(d["order"]["id"] == str(order.id) for d in data)
+        fill = data[-1]
+        assert {"timestamp", "price", "qty", "position_qty", "order"} <= set(fill)
