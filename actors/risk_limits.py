@@ -72,7 +72,8 @@ Exposure
 
 Bounds
     Limits written "at most" pass at the bound; drawdowns and the daily loss
-    reject at the bound ("reaches"). Comparisons allow ``1e-9`` relative so a
+    reject at the bound ("reaches"; a drawdown limit of 0 means no loss at all is
+    tolerated, not that trading is always off). Comparisons allow ``1e-9`` relative so a
     value equal to its bound up to float rounding counts as at the bound.
     With ``equity <= 0`` every equity-relative limit is broken.
 
@@ -463,7 +464,7 @@ def _check_opening_gates(
     equity = portfolio.equity
     start = portfolio.start_of_day_equity
     daily = _drawdown(start, equity)
-    if start > 0 and _reaches(daily, limits.max_daily_drawdown):
+    if daily > 0 and _reaches(daily, limits.max_daily_drawdown):
         reasons.append(
             _reason(
                 ReasonCode.DAILY_DRAWDOWN,
@@ -473,7 +474,7 @@ def _check_opening_gates(
         )
     peak = portfolio.peak_equity
     total = _drawdown(peak, equity)
-    if peak > 0 and _reaches(total, limits.max_total_drawdown):
+    if total > 0 and _reaches(total, limits.max_total_drawdown):
         reasons.append(
             _reason(
                 ReasonCode.TOTAL_DRAWDOWN,
