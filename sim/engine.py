@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
-from sim.errors import OrderRejected
+from sim.errors import RequestRefusedError
 from sim.prices import is_valid_symbol
 from sim.wire import (
     FORBIDDEN,
@@ -252,7 +252,7 @@ class MatchingEngine:
         """Wipe orders and positions, restore starting cash and the id sequence."""
         self._id_rng = random.Random(f"{self._config.seed}:ids")  # noqa: S311 - simulation
         self.account_id = self._new_uuid()
-        self.account_number = f"PA{random.Random(self._config.seed).randrange(10**9):09d}"  # noqa: S311
+        self.account_number = f"PA{random.Random(self._config.seed).randrange(10**9):09d}"  # noqa: S311 - simulation
         self.created_at = self._clock.now()
         self.cash = Decimal(repr(self._config.starting_cash))
         self.positions: dict[str, SimPosition] = {}
@@ -350,22 +350,22 @@ class MatchingEngine:
         """The order with ``order_id``.
 
         Raises:
-            OrderRejected: 404 if there is none.
+            RequestRefusedError: 404 if there is none.
         """
         order = self.orders.get(order_id)
         if order is None:
-            raise OrderRejected(404, NOT_FOUND, "order not found")
+            raise RequestRefusedError(404, NOT_FOUND, "order not found")
         return order
 
     def get_by_client_id(self, client_order_id: str) -> SimOrder:
         """The order with ``client_order_id``.
 
         Raises:
-            OrderRejected: 404 if there is none.
+            RequestRefusedError: 404 if there is none.
         """
         order = self._by_client_id.get(client_order_id)
         if order is None:
-            raise OrderRejected(404, NOT_FOUND, "order not found")
+            raise RequestRefusedError(404, NOT_FOUND, "order not found")
         return order
 
     def list_orders(
@@ -399,7 +399,7 @@ class MatchingEngine:
 
     def _validate(self, spec: OrderSpec) -> None:  # noqa: C901, PLR0912 - one rule per branch
         if not is_valid_symbol(spec.symbol):
-            raise OrderRejected(422, 40010001, f'asset "{spec.symbol}" not found')
+            raise RequestRefusedError(422, 40010001, f'asset "{spec.symbol}" not found')
         if (spec.qty is None) == (spec.notional is None):
             raise invalid("qty or notional is required (exactly one)")
         if spec.qty is not None:
@@ -432,7 +432,7 @@ class MatchingEngine:
         ):
             raise invalid("extended hours order must be DAY or GTC limit orders")
         if spec.client_order_id is not None and spec.client_order_id in self._by_client_id:
-            raise OrderRejected(422, 40010001, "client_order_id must be unique")
+            raise RequestRefusedError(422, 40010001, "client_order_id must be unique")
 
     def _check_funds(self, spec: OrderSpec, quote: Quote, releasing: SimOrder | None) -> None:
         if spec.side == "buy":
@@ -445,7 +445,7 @@ class MatchingEngine:
                 cost = (spec.qty or ZERO) * price
             buying_power = self.account(exclude_hold=releasing).buying_power
             if cost > buying_power:
-                raise OrderRejected(
+                raise RequestRefusedError(
                     403,
                     FORBIDDEN,
                     "insufficient buying power",
@@ -459,7 +459,7 @@ class MatchingEngine:
         if requested <= available:
             return
         if not self._config.shorting_enabled:
-            raise OrderRejected(
+            raise RequestRefusedError(
                 403,
                 FORBIDDEN,
                 f"insufficient qty available for order (requested: {dec(requested)}, "
@@ -474,7 +474,7 @@ class MatchingEngine:
         short_value = (requested - max(available, ZERO)) * quote.bid
         buying_power = self.account(exclude_hold=releasing).buying_power
         if short_value > buying_power:
-            raise OrderRejected(
+            raise RequestRefusedError(
                 403,
                 FORBIDDEN,
                 "insufficient buying power",
@@ -498,7 +498,7 @@ class MatchingEngine:
             The accepted order, status ``new``.
 
         Raises:
-            OrderRejected: 422 (invalid, duplicate client_order_id), 403 (funds, qty).
+            RequestRefusedError: 422 (invalid, duplicate client_order_id), 403 (funds, qty).
         """
         self._validate(spec)
         quote = self._prices.quote(spec.symbol)
@@ -528,7 +528,7 @@ class MatchingEngine:
             position_intent=intent,
             created_at=now,
             expires_at=self._expiry(spec.time_in_force, now),
-            fill_rng=random.Random(f"{self._config.seed}:fill:{self._seq}"),  # noqa: S311
+            fill_rng=random.Random(f"{self._config.seed}:fill:{self._seq}"),  # noqa: S311 - simulation
             replaces=releasing.id if releasing is not None else None,
         )
         if self.rejects_armed > 0:
@@ -555,11 +555,13 @@ class MatchingEngine:
         """Reject an accepted order that has no fills (the ``rejected`` event).
 
         Raises:
-            OrderRejected: 404 unknown order, 422 if it is final or has fills.
+            RequestRefusedError: 404 unknown order, 422 if it is final or has fills.
         """
         order = self.get(order_id)
         if order.is_final or order.filled_qty > 0:
-            raise OrderRejected(422, NOT_CANCELABLE, f'order is already in "{order.status}" state')
+            raise RequestRefusedError(
+                422, NOT_CANCELABLE, f'order is already in "{order.status}" state'
+            )
         now = now or self._clock.now()
         order.status = "rejected"
         order.failed_at = now
@@ -571,11 +573,13 @@ class MatchingEngine:
         """Cancel an open order (event ``canceled``).
 
         Raises:
-            OrderRejected: 404 unknown order, 422 if already final.
+            RequestRefusedError: 404 unknown order, 422 if already final.
         """
         order = self.get(order_id)
         if order.is_final:
-            raise OrderRejected(422, NOT_CANCELABLE, f'order is already in "{order.status}" state')
+            raise RequestRefusedError(
+                422, NOT_CANCELABLE, f'order is already in "{order.status}" state'
+            )
         self._cancel(order, self._clock.now())
         return order
 
@@ -606,11 +610,13 @@ class MatchingEngine:
         """Replace an open order without fills by a new one (events ``replaced``, then new).
 
         Raises:
-            OrderRejected: 404 unknown, 422 final / notional / partially filled / invalid.
+            RequestRefusedError: 404 unknown, 422 final / notional / partially filled / invalid.
         """
         old = self.get(order_id)
         if old.is_final:
-            raise OrderRejected(422, NOT_CANCELABLE, f'order is already in "{old.status}" state')
+            raise RequestRefusedError(
+                422, NOT_CANCELABLE, f'order is already in "{old.status}" state'
+            )
         if old.notional is not None:
             raise invalid("notional orders cannot be replaced")
         if old.filled_qty > 0:

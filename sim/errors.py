@@ -11,8 +11,8 @@ class SimConfigError(SimError):
     """The venue configuration cannot be used (bad CSV, bad value)."""
 
 
-class OrderRejected(SimError):  # noqa: N818 - an outcome named after the Alpaca response
-    """The venue refuses an order request; carries the HTTP status and Alpaca body.
+class RequestRefusedError(SimError):
+    """The venue refuses a request (order, cancel, lookup); carries the Alpaca answer.
 
     Args:
         status: HTTP status Alpaca answers with (403, 404, 422).

@@ -31,7 +31,7 @@ import structlog
 from aiohttp import web
 
 from sim.engine import ZERO
-from sim.errors import OrderRejected
+from sim.errors import RequestRefusedError
 from sim.prices import is_valid_symbol
 from sim.wire import (
     NOT_FOUND,
@@ -194,7 +194,7 @@ class TradingApi:
         drop = faults.take_drop(route)
         try:
             response = await handler(request)
-        except OrderRejected as exc:
+        except RequestRefusedError as exc:
             response = json_response(exc.body(), exc.status)
         if drop is None:
             return response
@@ -269,7 +269,7 @@ class TradingApi:
         """``GET /v2/assets/{symbol}``."""
         symbol = request.match_info["symbol"]
         if not is_valid_symbol(symbol):
-            raise OrderRejected(404, NOT_FOUND, "asset not found")
+            raise RequestRefusedError(404, NOT_FOUND, "asset not found")
         return json_response(asset_json(symbol))
 
     # ----------------------------------------------------------------- orders
@@ -361,8 +361,8 @@ class TradingApi:
         order_id = request.match_info["order_id"]
         try:
             return self._engine.get(order_id)
-        except OrderRejected:
-            raise OrderRejected(404, NOT_FOUND, f"order not found for {order_id}") from None
+        except RequestRefusedError:
+            raise RequestRefusedError(404, NOT_FOUND, f"order not found for {order_id}") from None
 
     # -------------------------------------------------------------- positions
 
@@ -417,7 +417,7 @@ class TradingApi:
             by_asset = {asset_id_of(s): s for s in self._engine.positions}
             if symbol in by_asset:
                 return by_asset[symbol]
-            raise OrderRejected(404, NOT_FOUND, "position does not exist")
+            raise RequestRefusedError(404, NOT_FOUND, "position does not exist")
         return symbol
 
     async def delete_position(self, request: web.Request) -> web.Response:
@@ -436,7 +436,7 @@ class TradingApi:
         for symbol in sorted(self._engine.positions):
             try:
                 order = self._venue.close_position(symbol)
-            except OrderRejected as exc:
+            except RequestRefusedError as exc:
                 results.append({"symbol": symbol, "status": exc.status, "body": exc.body()})
             else:
                 results.append(

@@ -36,7 +36,7 @@ from aiohttp import web
 from sim.clock import MarketClock
 from sim.control import ControlApi
 from sim.engine import QTY_STEP, MatchingEngine, SimOrder, TradeEvent
-from sim.errors import OrderRejected
+from sim.errors import RequestRefusedError
 from sim.faults import FaultPlan
 from sim.prices import PriceModel, Quote
 from sim.rest import TradingApi
@@ -188,12 +188,12 @@ class PaperVenue:
         """Submit the market order that closes (part of) a position.
 
         Raises:
-            OrderRejected: 404 no position, 422 bad qty/percentage, 403 shares held.
+            RequestRefusedError: 404 no position, 422 bad qty/percentage, 403 shares held.
         """
         engine = self.engine
         position = engine.positions.get(symbol)
         if position is None:
-            raise OrderRejected(404, 40410000, "position does not exist")
+            raise RequestRefusedError(404, 40410000, "position does not exist")
         size = abs(position.qty)
         if qty is not None and percentage is not None:
             raise invalid("qty and percentage cannot be used together")
@@ -201,7 +201,7 @@ class PaperVenue:
             if qty <= 0:
                 raise invalid("qty must be > 0")
             if qty > size:
-                raise OrderRejected(
+                raise RequestRefusedError(
                     403,
                     FORBIDDEN,
                     f"insufficient qty available for order (requested: {dec(qty)}, "

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from sim.clock import NEW_YORK
-from sim.errors import OrderRejected
+from sim.errors import RequestRefusedError
 
 if TYPE_CHECKING:
     from sim.clock import MarketClock
@@ -74,9 +74,9 @@ class OrderSpec:
     extended_hours: bool = False
 
 
-def invalid(message: str) -> OrderRejected:
+def invalid(message: str) -> RequestRefusedError:
     """A 422 ``40010001`` error with ``message`` (which names the field)."""
-    return OrderRejected(422, INVALID_REQUEST, message)
+    return RequestRefusedError(422, INVALID_REQUEST, message)
 
 
 def _decimal_field(body: dict[str, Any], name: str) -> Decimal | None:
@@ -113,7 +113,7 @@ def parse_order_request(body: object) -> OrderSpec:
         The order request.
 
     Raises:
-        OrderRejected: 422 naming the offending field.
+        RequestRefusedError: 422 naming the offending field.
     """
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object")

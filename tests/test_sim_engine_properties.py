@@ -21,7 +21,7 @@ from hypothesis.stateful import (
 from sim.clock import MarketClock
 from sim.config import SimConfig
 from sim.engine import FINAL_STATUSES, MatchingEngine, TradeEvent
-from sim.errors import OrderRejected
+from sim.errors import RequestRefusedError
 from sim.prices import PriceModel
 from sim.wire import OrderSpec, OrderTypeName, Side, TimeInForceName
 
@@ -48,7 +48,7 @@ def _refusal(call: Callable[[T], object], argument: T) -> int | None:
     """The HTTP status the engine refuses with, or None if it accepts."""
     try:
         call(argument)
-    except OrderRejected as exc:
+    except RequestRefusedError as exc:
         return exc.status
     return None
 

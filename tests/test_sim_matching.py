@@ -11,7 +11,7 @@ import pytest
 from sim.clock import MarketClock
 from sim.config import SimConfig, SymbolSpec
 from sim.engine import MatchingEngine, TradeEvent
-from sim.errors import OrderRejected, SimConfigError
+from sim.errors import RequestRefusedError, SimConfigError
 from sim.prices import PriceModel
 from sim.wire import OrderSpec, OrderTypeName, Side, TimeInForceName
 
@@ -124,7 +124,7 @@ def test_partial_fills_then_the_rest_and_sells_never_short_by_default() -> None:
     assert order.status == "filled"
     assert "partial_fill" in _names(events, order.id)
     engine.submit(_spec("sell", 2))
-    with pytest.raises(OrderRejected) as refused:
+    with pytest.raises(RequestRefusedError) as refused:
         engine.submit(_spec("sell", 2))  # 3 held, 2 already promised to an open sell
     assert refused.value.status == 403
     assert refused.value.body()["available"] == "1"
@@ -139,7 +139,7 @@ def test_shorting_enabled_allows_short_sells_within_buying_power() -> None:
     account = engine.account()
     assert account.short_market_value < 0
     assert account.cash + account.short_market_value == account.equity
-    with pytest.raises(OrderRejected) as refused:
+    with pytest.raises(RequestRefusedError) as refused:
         engine.submit(_spec("sell", 100))
     assert refused.value.message == "insufficient buying power"
     cover = engine.submit(_spec("buy", 10))
