@@ -1,0 +1,513 @@
+"""The shipped broker setup (systemd/mosquitto/) enforces who may publish and read what.
+
+A real mosquitto runs the shipped ``tradeguard.conf``, with the password file, ACL and
+certificates that the shipped ``install.sh`` creates (staged with ``--root`` in a
+temporary folder; only paths and ports are rewritten). MQTT 5 clients connect over
+TLS and verify the broker's certificate against the generated CA.
+
+Every denied publish must get PUBACK 0x87 (mosquitto 2.0 sends it to MQTT 5
+clients) and must never reach the daemon: after each one the same client publishes
+an allowed marker, and the daemon must see the marker without having seen the
+denied message first (one connection's messages are handled in order, so a leak
+would have arrived before the marker).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import paho.mqtt.client as paho
+import pytest
+from harness import REPO, free_port
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from daemon.embedded_broker import find_mosquitto
+
+INSTALL = REPO / "systemd" / "mosquitto" / "install.sh"
+P = "tradeguard"  # the default prefix: the broker is this module's own
+TRIGGER = "zigbee2mqtt/panic_button"
+NOT_AUTHORIZED = 0x87
+# mosquitto 2.0's ACL file does not check SUBSCRIBE (2.0.11 grants QoS 1 for any
+# filter) and filters on delivery instead; a newer broker may answer 0x87. Either
+# way the tests prove that nothing forbidden is delivered.
+REFUSED_OR_FILTERED = {0, 1, NOT_AUTHORIZED}
+TIMEOUT = 5.0
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
+    reason="needs the openssl and mosquitto_passwd commands (apt-get install openssl mosquitto)",
+)
+
+
+@dataclass
+class SecuredBroker:
+    """The shipped broker config, running."""
+
+    root: Path
+    tls_port: int
+    plain_port: int
+    ca_file: Path
+    process: subprocess.Popen[bytes]
+    log: list[str] = field(default_factory=list)
+
+    def password(self, user: str) -> str:
+        """The password install.sh generated for ``user``."""
+        path = self.root / "etc/mosquitto/tradeguard/passwords" / user
+        return path.read_text(encoding="utf-8").strip()
+
+
+def _render_conf(text: str, *, root: Path, tls_port: int, plain_port: int) -> str:
+    """The shipped tradeguard.conf with paths under ``root`` and free ports."""
+    replacements = {
+        "/etc/mosquitto/": f"{root}/etc/mosquitto/",
+        "\nlistener 8883\n": f"\nlistener {tls_port} 127.0.0.1\n",
+        "\nlistener 1883 127.0.0.1\n": f"\nlistener {plain_port} 127.0.0.1\n",
+    }
+    for old, new in replacements.items():
+        assert old in text, f"tradeguard.conf no longer contains {old.strip()!r}"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    base = tmp_path_factory.mktemp("secured-mosquitto")
+    root = base / "root"
+    subprocess.run(
+        [
+            "bash",
+            str(INSTALL),
+            "--root",
+            str(root),
+            "--make-certs",
+            "broker.test",
+            "--trigger",
+            f"button={TRIGGER}",
+            "s1",
+            "s2",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    tls_port, plain_port = free_port(), free_port()
+    conf_d = base / "conf.d"
+    conf_d.mkdir()
+    shipped = (root / "etc/mosquitto/conf.d/tradeguard.conf").read_text(encoding="utf-8")
+    rendered = _render_conf(shipped, root=root, tls_port=tls_port, plain_port=plain_port)
+    (conf_d / "tradeguard.conf").write_text(rendered, encoding="utf-8")
+    # What Debian's /etc/mosquitto/mosquitto.conf adds around conf.d.
+    main = [
+        "persistence true",
+        f"persistence_location {base}/",
+        "log_dest stderr",
+        f"include_dir {conf_d}",
+    ]
+    if os.geteuid() == 0:
+        main.append(f"user {getpass.getuser()}")  # else mosquitto drops to 'mosquitto'
+    (base / "mosquitto.conf").write_text("\n".join(main) + "\n", encoding="utf-8")
+    process = subprocess.Popen(
+        [find_mosquitto(), "-c", str(base / "mosquitto.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log: list[str] = []
+    for raw in process.stderr:
+        log.append(raw.decode(errors="replace").rstrip())
+        if " running" in log[-1]:
+            break
+    else:
+        pytest.fail("mosquitto did not start with the shipped config:\n" + "\n".join(log))
+    stream = process.stderr
+    drain = threading.Thread(target=lambda: log.extend(r.decode() for r in stream), daemon=True)
+    drain.start()
+    running = SecuredBroker(
+        root=root,
+        tls_port=tls_port,
+        plain_port=plain_port,
+        ca_file=root / "etc/mosquitto/ca_certificates/tradeguard-ca.crt",
+        process=process,
+        log=log,
+    )
+    yield running
+    process.terminate()
+    process.wait(10)
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+
+
+class Client:
+    """A blocking MQTT client: every call waits for the broker's answer, with a timeout."""
+
+    def __init__(
+        self,
+        broker: SecuredBroker,
+        user: str | None,
+        password: str | None = None,
+        *,
+        tls: bool = True,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+    ) -> None:
+        self.broker = broker
+        self.port = broker.tls_port if tls else broker.plain_port
+        self.user = user
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{user or 'anonymous'}-{uuid.uuid4().hex[:8]}",
+            protocol=protocol,
+        )
+        if tls:
+            self._client.tls_set(ca_certs=str(broker.ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if user is not None:
+            self._client.username_pw_set(user, password)
+        self._lock = threading.Condition()
+        self.connack: ReasonCode | None = None
+        self.received: list[Received] = []
+        self._pubacks: dict[int, ReasonCode] = {}
+        self._subacks: dict[int, list[ReasonCode]] = {}
+        self._client.on_connect = self._on_connect
+        self._client.on_publish = self._on_publish
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    def _on_connect(
+        self,
+        _client: paho.Client,
+        _userdata: object,
+        _flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            self.connack = reason
+            self._lock.notify_all()
+
+    def _on_publish(
+        self,
+        _client: paho.Client,
+        _userdata: object,
+        mid: int,
+        reason: ReasonCode,
+        _properties: Properties,
+    ) -> None:
+        with self._lock:
+            self._pubacks[mid] = reason
+            self._lock.notify_all()
+
+    def _on_subscribe(
+        self,
+        _client: paho.Client,
+        _userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            self._subacks[mid] = reasons
+            self._lock.notify_all()
+
+    def _on_message(self, _client: paho.Client, _userdata: object, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.received.append(Received(msg.topic, bytes(msg.payload)))
+            self._lock.notify_all()
+
+    def connect(self) -> ReasonCode:
+        """Connect and return the CONNACK reason code; the network thread runs if accepted."""
+        self._client.connect("127.0.0.1", self.port, keepalive=30)
+        # Driven by hand until the CONNACK, so that a refused client never starts
+        # paho's thread (which would wait to reconnect).
+        deadline = time.monotonic() + TIMEOUT
+        while self.connack is None:
+            assert time.monotonic() < deadline, "no CONNACK"
+            self._client.loop(timeout=0.05)
+        if not self.connack.is_failure:
+            self._client.loop_start()
+        return self.connack
+
+    def publish(self, topic: str, payload: str, *, retain: bool = False) -> int:
+        """Publish at QoS 1 and return the PUBACK reason code."""
+        info = self._client.publish(topic, payload.encode(), qos=1, retain=retain)
+        with self._lock:
+            assert self._lock.wait_for(lambda: info.mid in self._pubacks, TIMEOUT), "no PUBACK"
+            return self._pubacks.pop(info.mid).value
+
+    def subscribe(self, topic_filter: str) -> int:
+        """Subscribe at QoS 1 and return the SUBACK reason code."""
+        _result, mid = self._client.subscribe(topic_filter, qos=1)
+        assert mid is not None
+        with self._lock:
+            assert self._lock.wait_for(lambda: mid in self._subacks, TIMEOUT), "no SUBACK"
+            (reason,) = self._subacks.pop(mid)
+            return reason.value
+
+    def wait_for(self, topic: str, payload: str) -> list[Received]:
+        """Wait for one message and return everything received before it."""
+        wanted = Received(topic, payload.encode())
+        with self._lock:
+            assert self._lock.wait_for(lambda: wanted in self.received, TIMEOUT), (
+                f"{self.user} never received {payload!r} on {topic}"
+            )
+            return self.received[: self.received.index(wanted)]
+
+    def close(self) -> None:
+        if self.connack is not None and not self.connack.is_failure:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+
+class Login(Protocol):
+    def __call__(
+        self, user: str, *, protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5
+    ) -> Client: ...
+
+
+@pytest.fixture
+def connect(broker: SecuredBroker) -> Iterator[Login]:
+    """Log in as a user with the password install.sh made; every client is closed at the end."""
+    clients: list[Client] = []
+
+    def login(user: str, *, protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5) -> Client:
+        client = Client(broker, user, broker.password(user), protocol=protocol)
+        clients.append(client)
+        reason = client.connect()
+        assert not reason.is_failure, f"{user} could not log in: {reason}"
+        return client
+
+    yield login
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def daemon(connect: Login) -> Client:
+    """The daemon's user, subscribed to everything it listens to."""
+    client = connect("tradeguard")
+    for topic_filter in (f"{P}/#", TRIGGER, "homeassistant/#"):
+        assert client.subscribe(topic_filter) < 0x80
+    return client
+
+
+def token() -> str:
+    return uuid.uuid4().hex
+
+
+# Each user's allowed publish, used as the in-order marker after a denied one.
+MARKERS = {
+    "s1": f"{P}/v1/strategy/s1/heartbeat",
+    "s2": f"{P}/v1/strategy/s2/heartbeat",
+    "phone": f"{P}/v1/kill/command",
+    "homeassistant": f"{P}/v1/kill/command",
+    "button": TRIGGER,
+}
+
+SPOOFS = [
+    ("s1", f"{P}/v1/strategy/s2/intent"),
+    ("s1", f"{P}/v1/strategy/s2/heartbeat"),
+    ("s1", f"{P}/v1/strategy/s1/event"),
+    ("s1", f"{P}/v1/strategy/s1/state"),
+    ("s1", f"{P}/v1/kill/command"),
+    ("s1", f"{P}/v1/kill/state"),
+    ("s1", f"{P}/v1/daemon/status"),
+    ("s1", f"{P}/v1/ha/release"),
+    ("s1", TRIGGER),
+    ("s2", f"{P}/v1/strategy/s1/intent"),
+    ("phone", f"{P}/v1/strategy/s1/intent"),
+    ("phone", f"{P}/v1/kill/state"),
+    ("phone", f"{P}/v1/daemon/state"),
+    ("phone", f"{P}/v1/ha/release"),
+    ("button", f"{P}/v1/strategy/s1/intent"),
+    ("button", f"{P}/v1/kill/command"),
+    ("button", "zigbee2mqtt/other_button"),
+    ("homeassistant", f"{P}/v1/strategy/s1/intent"),
+    ("homeassistant", f"{P}/v1/kill/state"),
+    ("homeassistant", f"{P}/v1/daemon/status"),
+    ("homeassistant", "homeassistant/button/tradeguard/kill_engage/config"),
+]
+
+
+@pytest.mark.parametrize(("user", "topic"), SPOOFS, ids=[f"{u}->{t}" for u, t in SPOOFS])
+def test_a_spoofed_publish_is_refused_and_never_reaches_the_daemon(
+    connect: Login, daemon: Client, user: str, topic: str
+) -> None:
+    client = connect(user)
+    spoof, marker = token(), token()
+    assert client.publish(topic, spoof, retain=topic.endswith("state")) == NOT_AUTHORIZED
+    assert client.publish(MARKERS[user], marker) == 0
+    before_marker = daemon.wait_for(MARKERS[user], marker)
+    assert spoof.encode() not in {m.payload for m in before_marker}
+
+
+ALLOWED = [
+    ("s1", f"{P}/v1/strategy/s1/intent"),
+    ("s1", f"{P}/v1/strategy/s1/heartbeat"),
+    ("s2", f"{P}/v1/strategy/s2/intent"),
+    ("phone", f"{P}/v1/kill/command"),
+    ("button", TRIGGER),
+    ("homeassistant", f"{P}/v1/kill/command"),
+    ("homeassistant", f"{P}/v1/ha/release"),
+    ("homeassistant", "homeassistant/status"),
+]
+
+
+@pytest.mark.parametrize(("user", "topic"), ALLOWED, ids=[f"{u}->{t}" for u, t in ALLOWED])
+def test_an_allowed_publish_reaches_the_daemon(
+    connect: Login, daemon: Client, user: str, topic: str
+) -> None:
+    client = connect(user)
+    body = token()
+    assert client.publish(topic, body) == 0
+    daemon.wait_for(topic, body)
+
+
+def test_a_strategy_reads_only_its_own_event_and_state(connect: Login, daemon: Client) -> None:
+    s1, button = connect("s1"), connect("button")
+    for forbidden in (
+        f"{P}/v1/strategy/s2/event",
+        f"{P}/v1/strategy/s2/state",
+        f"{P}/v1/strategy/s2/intent",
+        f"{P}/v1/kill/command",
+        TRIGGER,
+        "#",
+    ):
+        assert s1.subscribe(forbidden) in REFUSED_OR_FILTERED, forbidden
+    assert s1.subscribe(f"{P}/v1/strategy/s1/event") < 0x80
+    leaked = {
+        f"{P}/v1/strategy/s2/event": token(),
+        f"{P}/v1/strategy/s2/state": token(),
+        f"{P}/v1/strategy/s2/intent": token(),
+        f"{P}/v1/kill/state": token(),
+        f"{P}/v1/audit": token(),
+    }
+    for topic, body in leaked.items():
+        assert daemon.publish(topic, body) == 0
+    leaked[TRIGGER] = token()
+    assert button.publish(TRIGGER, leaked[TRIGGER]) == 0
+    own_state, own_event = token(), token()
+    assert daemon.publish(f"{P}/v1/strategy/s1/state", own_state, retain=True) == 0
+    assert daemon.publish(f"{P}/v1/strategy/s1/event", own_event) == 0
+    before = s1.wait_for(f"{P}/v1/strategy/s1/event", own_event)
+    assert {m.payload.decode() for m in before}.isdisjoint(leaked.values())
+    assert Received(f"{P}/v1/strategy/s1/state", own_state.encode()) in before
+
+
+def test_the_phone_reads_state_and_audit_but_no_strategy_traffic(
+    connect: Login, daemon: Client
+) -> None:
+    phone = connect("phone")
+    for topic_filter in (
+        f"{P}/v1/kill/state",
+        f"{P}/v1/daemon/#",
+        f"{P}/v1/audit",
+        f"{P}/v1/strategy/+/state",
+    ):
+        assert phone.subscribe(topic_filter) < 0x80, topic_filter
+    for forbidden in (f"{P}/v1/strategy/s1/event", f"{P}/v1/strategy/+/intent", "#"):
+        assert phone.subscribe(forbidden) in REFUSED_OR_FILTERED, forbidden
+    secret = {f"{P}/v1/strategy/s1/event": token(), f"{P}/v1/strategy/s1/intent": token()}
+    for topic, body in secret.items():
+        assert daemon.publish(topic, body) == 0
+    visible = {
+        f"{P}/v1/kill/state": token(),
+        f"{P}/v1/daemon/status": token(),
+        f"{P}/v1/audit": token(),
+        f"{P}/v1/strategy/s2/state": token(),
+    }
+    for topic, body in visible.items():
+        assert daemon.publish(topic, body) == 0
+    for topic, body in visible.items():
+        before = phone.wait_for(topic, body)
+        assert {m.payload.decode() for m in before}.isdisjoint(secret.values())
+
+
+def test_home_assistant_reads_discovery_and_kill_state(connect: Login, daemon: Client) -> None:
+    ha = connect("homeassistant")
+    assert ha.subscribe("homeassistant/#") < 0x80
+    assert ha.subscribe(f"{P}/v1/kill/state") < 0x80
+    assert ha.subscribe(f"{P}/v1/daemon/status") < 0x80
+    assert ha.subscribe(f"{P}/v1/strategy/s1/event") in REFUSED_OR_FILTERED
+    event, discovery, state = token(), token(), token()
+    assert daemon.publish(f"{P}/v1/strategy/s1/event", event) == 0
+    assert daemon.publish("homeassistant/button/tradeguard/kill_engage/config", discovery) == 0
+    assert daemon.publish(f"{P}/v1/kill/state", state) == 0
+    before = ha.wait_for("homeassistant/button/tradeguard/kill_engage/config", discovery)
+    before += ha.wait_for(f"{P}/v1/kill/state", state)
+    assert event.encode() not in {m.payload for m in before}
+
+
+def test_mqtt_311_clients_get_no_reason_code_but_the_publish_is_still_dropped(
+    connect: Login, daemon: Client
+) -> None:
+    s1 = connect("s1", protocol=MQTTProtocolVersion.MQTTv311)
+    spoof, marker = token(), token()
+    s1.publish(f"{P}/v1/strategy/s2/intent", spoof)  # PUBACK without a reason code
+    assert s1.publish(MARKERS["s1"], marker) == 0
+    before = daemon.wait_for(MARKERS["s1"], marker)
+    assert spoof.encode() not in {m.payload for m in before}
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "tls"),
+    [
+        (None, None, True),
+        (None, None, False),
+        ("s1", "wrong-password", True),
+        ("s1", "wrong-password", False),
+        ("nobody", "whatever", True),
+        ("", "", True),
+    ],
+    ids=[
+        "anonymous-tls",
+        "anonymous-loopback",
+        "wrong-password-tls",
+        "wrong-password-loopback",
+        "unknown-user",
+        "empty-user",
+    ],
+)
+def test_anonymous_and_wrong_password_clients_are_refused(
+    broker: SecuredBroker, user: str | None, password: str | None, tls: bool
+) -> None:
+    client = Client(broker, user, password, tls=tls)
+    try:
+        reason = client.connect()
+    finally:
+        client.close()
+    assert reason.value in {0x86, 0x87}, f"CONNACK {reason} ({reason.value:#x})"
+
+
+def test_the_tls_listener_refuses_plain_mqtt_and_untrusted_certificates(
+    broker: SecuredBroker,
+) -> None:
+    # An MQTT CONNECT in clear text: the broker hangs up without a CONNACK.
+    connect_packet = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+    with socket.create_connection(("127.0.0.1", broker.tls_port), timeout=TIMEOUT) as sock:
+        sock.sendall(connect_packet)
+        try:
+            answer = sock.recv(16)
+        except ConnectionResetError:
+            answer = b""
+    assert answer == b""
+    # A client that trusts only the system CAs refuses the broker's certificate.
+    strict = paho.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    strict.tls_set(tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        strict.connect("127.0.0.1", broker.tls_port, keepalive=5)
