@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from actors.home_assistant import HomeAssistantDiscovery
 from daemon.actor import Actor, TradingHalt
 from daemon.admin_code import AdminCodeVerifier
+from daemon.audit import audit_row
 from daemon.channels import Heartbeat, InboundKillCommand, KillChanged, Publish, TriggerPress
 from daemon.config import TriggerConfig
 from daemon.journal import Journal, JournalWriter, Write, set_meta
@@ -224,7 +225,7 @@ class KillSwitchAuthority(Actor):
                 detail=detail,
                 ts=now,
             )
-            await self._journal.write(_switch_row(key, state), _audit_row(record))
+            await self._journal.write(_switch_row(key, state), audit_row(record))
             self.gate._set(key, state)  # noqa: SLF001  # the authority is the gate's only writer
             log.warning(
                 "kill.engaged",
@@ -270,7 +271,7 @@ class KillSwitchAuthority(Actor):
                     detail=f"denied: {verdict.detail}",
                     ts=now,
                 )
-                await self._journal.write(*writes, _audit_row(record))
+                await self._journal.write(*writes, audit_row(record))
                 log.warning(
                     "kill.disengage_denied",
                     scope=scope,
@@ -294,7 +295,7 @@ class KillSwitchAuthority(Actor):
                 else f"was not engaged ({verdict.detail})",
                 ts=now,
             )
-            writes += [_switch_row(key, SwitchState()), _audit_row(record)]
+            writes += [_switch_row(key, SwitchState()), audit_row(record)]
             await self._journal.write(*writes)
             self.gate._set(key, SwitchState())  # noqa: SLF001  # the authority is the only writer
             if strategy_id in self._last_heartbeat:
@@ -393,7 +394,7 @@ class KillSwitchAuthority(Actor):
         )
 
     async def _audit(self, record: AuditRecord) -> None:
-        await self._journal.write(_audit_row(record))
+        await self._journal.write(audit_row(record))
         await self._publish_audit(record)
 
     async def _publish_audit(self, record: AuditRecord) -> None:
@@ -422,23 +423,6 @@ def _switch_row(key: str, state: SwitchState) -> Write:
         "ON CONFLICT(scope_key) DO UPDATE SET engaged=excluded.engaged, since=excluded.since, "
         "reason=excluded.reason, source=excluded.source",
         (key, int(state.engaged), state.since, state.reason, state.source),
-    )
-
-
-def _audit_row(record: AuditRecord) -> Write:
-    return Write(
-        "INSERT INTO audit (ts, type, scope, strategy_id, source, operator, ok, detail) "
-        "VALUES (?,?,?,?,?,?,?,?)",
-        (
-            record.ts,
-            record.type,
-            record.scope,
-            record.strategy_id,
-            record.source,
-            record.operator,
-            int(record.ok),
-            record.detail,
-        ),
     )
 
 

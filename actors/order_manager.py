@@ -1,14 +1,24 @@
-"""The order manager of one strategy: decisions, idempotency, orders, positions.
+"""The order manager of one strategy: decisions, idempotency, the order state machine, positions.
 
-Every intent gets exactly one decision, journaled before it is published; a
-re-sent intent (same ``intent_id``) is answered from the journal with
-``duplicate: true`` and never reaches the broker twice.
+Every intent gets exactly one decision, journaled before it is published and
+before any POST; a re-sent intent (same ``intent_id``) is answered from the
+journal with ``duplicate: true`` and never reaches the broker twice:
+``client_order_id = SID-intent_id`` makes even a retried POST harmless.
+
+Order state machine (CONTRACT §4), an explicit transition table
+(:data:`TRANSITIONS`); an update that would take an illegal transition is
+logged and audited, never applied. Fills are derived from the broker's
+cumulative ``filled_qty``, so the stream and REST look-ups can report the same
+state twice without a fill being counted twice.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from typing import assert_never
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, assert_never
 
 import anyio
 import msgspec
@@ -18,14 +28,26 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from actors.kill_switch import KillGate
 from actors.risk_guardian import RiskGuardian
 from daemon.actor import Actor, TradingHalt
-from daemon.channels import InboundIntent, KillChanged, Publish
+from daemon.channels import (
+    CancelOrder,
+    FlattenNow,
+    InboundIntent,
+    KillChanged,
+    OrderUpdate,
+    Publish,
+    SubmitOrder,
+)
 from daemon.journal import Journal, JournalWriter, Write
 from protocol.codec import encode
 from protocol.messages import (
     Accepted,
+    AuditRecord,
     CancelAllIntent,
     CancelIntent,
+    FillEvent,
+    OrderEvent,
     OrderIntent,
+    OrderStatus,
     Reason,
     Rejected,
     StrategyState,
@@ -35,7 +57,32 @@ from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 
+FINAL: Final[frozenset[OrderStatus]] = frozenset({"filled", "cancelled", "rejected", "expired"})
+_LIVE: Final[tuple[OrderStatus, ...]] = (
+    "accepted",
+    "partially_filled",
+    "filled",
+    "pending_cancel",
+    "cancelled",
+    "rejected",
+    "expired",
+)
+TRANSITIONS: Final[dict[OrderStatus, frozenset[OrderStatus]]] = {
+    "pending": frozenset({"submitted", "rejected", "cancelled", *_LIVE}),
+    "submitted": frozenset({"submitted", *_LIVE}),
+    "accepted": frozenset(_LIVE),
+    "partially_filled": frozenset(s for s in _LIVE if s != "accepted"),
+    "pending_cancel": frozenset(_LIVE),
+    "filled": frozenset(),
+    "cancelled": frozenset(),
+    "rejected": frozenset(),
+    "expired": frozenset(),
+}
+"""Allowed next statuses. Staying in a state is allowed where the fill can grow."""
+
+_EPS: Final = 1e-9
 _decision_decoder = msgspec.json.Decoder(Accepted | Rejected)
+_intent_decoder = msgspec.json.Decoder(OrderIntent)
 
 
 def client_order_id(strategy_id: str, intent_id: str) -> str:
@@ -43,16 +90,76 @@ def client_order_id(strategy_id: str, intent_id: str) -> str:
     return f"{strategy_id}-{intent_id}"
 
 
+def legal(current: OrderStatus, new: OrderStatus) -> bool:
+    """Whether the state machine allows ``current -> new``."""
+    return new in TRANSITIONS[current]
+
+
+@dataclass
+class OrderRecord:
+    """One order as the journal knows it."""
+
+    client_order_id: str
+    intent_id: str
+    intent: OrderIntent
+    status: OrderStatus
+    broker_order_id: str | None = None
+    filled_qty: float = 0.0
+    filled_avg_price: float | None = None
+
+
+@dataclass
+class Position:
+    """A strategy's position in one symbol (average-cost book)."""
+
+    qty: float = 0.0
+    avg_price: float = 0.0
+    realized_pnl: float = 0.0
+
+    def apply(self, side_sign: int, qty: float, price: float) -> None:
+        """Book one fill; ``side_sign`` is +1 for a buy, -1 for a sell."""
+        signed = side_sign * qty
+        if self.qty == 0 or (self.qty > 0) == (signed > 0):
+            total = self.qty + signed
+            self.avg_price = (self.avg_price * abs(self.qty) + price * qty) / abs(total)
+            self.qty = total
+            return
+        closing = min(qty, abs(self.qty))
+        direction = 1 if self.qty > 0 else -1
+        self.realized_pnl += (price - self.avg_price) * closing * direction
+        remainder = qty - closing
+        self.qty += side_sign * closing
+        if abs(self.qty) < _EPS:
+            self.qty = 0.0
+            self.avg_price = 0.0
+        if remainder > _EPS:
+            self.qty = side_sign * remainder
+            self.avg_price = price
+
+
+@dataclass
+class StrategyBook:
+    """Everything the journal knows about one strategy, loaded at start-up."""
+
+    decisions: dict[str, bytes] = field(default_factory=dict)
+    orders: dict[str, OrderRecord] = field(default_factory=dict)
+    positions: dict[str, Position] = field(default_factory=dict)
+
+
 class OrderManager(Actor):
     """One strategy's orders.
 
-    Inputs: intents of this strategy (from the MQTT session), kill changes.
+    Inputs: intents of this strategy (from the MQTT session), kill changes (from the
+    authority), order updates and flatten requests (from the gateway).
     Outputs: decision, order and fill events on ``P/v1/strategy/SID/event``;
-    retained ``P/v1/strategy/SID/state``; journal rows.
-    Edge cases: duplicates are answered from the journal; ``cancel`` of an
-    intent with no order is ``UNKNOWN_ORDER``; ``cancel_all`` has no decision
-    event (it has no id) and answers with order events; while no broker is
-    connected every order intent is rejected ``BROKER_UNAVAILABLE``.
+    retained ``P/v1/strategy/SID/state``; journal rows; orders and cancels to the
+    gateway.
+
+    Edge cases: duplicates are answered from the journal; ``cancel`` and
+    ``cancel_all`` are always allowed, even while killed; ``cancel`` of an intent
+    with no order is ``UNKNOWN_ORDER``; ``cancel_all`` has no id and so no
+    decision event (its orders answer with order events); intents wait until the
+    gateway has reconciled with the broker.
     """
 
     def __init__(
@@ -61,41 +168,58 @@ class OrderManager(Actor):
         strategy_id: str,
         intents: MemoryObjectReceiveStream[InboundIntent],
         kill_changes: MemoryObjectReceiveStream[KillChanged],
+        updates: MemoryObjectReceiveStream[OrderUpdate | FlattenNow],
         outbound: MemoryObjectSendStream[Publish],
+        submissions: MemoryObjectSendStream[SubmitOrder],
+        cancels: MemoryObjectSendStream[CancelOrder],
         journal: JournalWriter,
-        decisions: dict[str, bytes],
+        book: StrategyBook,
         guardian: RiskGuardian,
         gate: KillGate,
         topics: Topics,
+        broker_ready: anyio.Event,
+        audit: Callable[[AuditRecord], None],
         halt: TradingHalt,
     ) -> None:
-        """Wire the manager; ``decisions`` are this strategy's journaled decisions."""
+        """Wire the manager; ``book`` is this strategy's journaled state."""
         super().__init__(f"order_manager.{strategy_id}", halt=halt)
         self.strategy_id = strategy_id
         self._intents = intents
         self._kill_changes = kill_changes
+        self._updates = updates
         self._outbound = outbound
+        self._submissions = submissions
+        self._cancels = cancels
         self._journal = journal
-        self._decisions = decisions
+        self._decisions = book.decisions
+        self.orders = book.orders
+        self.positions = book.positions
+        self._by_intent = {o.intent_id: o for o in self.orders.values()}
         self._guardian = guardian
         self._gate = gate
         self._topics = topics
         self._event_topic = topics.event(strategy_id)
-        self.positions: dict[str, float] = {}
-        self.open_orders = 0
+        self._broker_ready = broker_ready
+        self._audit = audit
+        self._state_dirty = anyio.Event()
+
+    @property
+    def open_orders(self) -> int:
+        """Orders not yet in a final state."""
+        return sum(1 for o in self.orders.values() if o.status not in FINAL)
 
     async def _run(self) -> None:
         await self._publish_state()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._consume_kill_changes)
+            tg.start_soon(self._consume_updates)
+            tg.start_soon(self._state_publisher)
+            await self._broker_ready.wait()
             async for inbound in self._intents:
                 await self._handle(inbound)
             tg.cancel_scope.cancel()
 
-    async def _consume_kill_changes(self) -> None:
-        async for change in self._kill_changes:
-            if change.strategy_id in (None, self.strategy_id):
-                await self._publish_state()
+    # ------------------------------------------------------------------ intents
 
     async def _handle(self, inbound: InboundIntent) -> None:
         intent = inbound.intent
@@ -103,13 +227,11 @@ class OrderManager(Actor):
             case OrderIntent():
                 await self._decide(intent, inbound.received_at)
             case CancelIntent():
-                await self._reject_now(
-                    intent.intent_id,
-                    ReasonCode.UNKNOWN_ORDER,
-                    f"no order for intent {intent.intent_id!r}",
-                )
+                await self._cancel_intent(intent.intent_id)
             case CancelAllIntent():
-                log.info("order.cancel_all", strategy_id=self.strategy_id, open_orders=0)
+                for order in list(self.orders.values()):
+                    if order.status not in FINAL:
+                        await self._request_cancel(order)
             case _:
                 assert_never(intent)
 
@@ -117,43 +239,285 @@ class OrderManager(Actor):
         known = self._decisions.get(intent.intent_id)
         if known is not None:
             decision = _decision_decoder.decode(known)
-            await self._publish(msgspec.structs.replace(decision, duplicate=True, ts=time.time()))
+            await self._send_event(
+                msgspec.structs.replace(decision, duplicate=True, ts=time.time())
+            )
             return
         reasons = self._guardian.evaluate(self.strategy_id, intent, received_at)
-        if not reasons:
-            reasons = [
-                Reason(
-                    code=ReasonCode.BROKER_UNAVAILABLE,
-                    message="no broker is connected: the trading path is not configured",
+        now = time.time()
+        if reasons:
+            rejected = Rejected(intent_id=intent.intent_id, reasons=reasons, ts=now)
+            payload = encode(rejected)
+            await self._journal.write(
+                _decision_row(
+                    self.strategy_id, intent.intent_id, accepted=False, payload=payload, ts=now
                 )
-            ]
-        decision = Rejected(intent_id=intent.intent_id, reasons=reasons, ts=time.time())
-        payload = encode(decision)
-        await self._journal.write(
-            Write(
-                "INSERT INTO decisions (strategy_id, intent_id, accepted, event, ts) "
-                "VALUES (?,?,?,?,?)",
-                (self.strategy_id, intent.intent_id, 0, payload, decision.ts),
             )
+            self._decisions[intent.intent_id] = payload
+            log.info(
+                "intent.rejected",
+                strategy_id=self.strategy_id,
+                intent_id=intent.intent_id,
+                codes=[r.code.value for r in reasons],
+            )
+            await self._outbound.send(Publish(topic=self._event_topic, payload=payload))
+            return
+        coid = client_order_id(self.strategy_id, intent.intent_id)
+        accepted = Accepted(intent_id=intent.intent_id, client_order_id=coid, ts=now)
+        payload = encode(accepted)
+        record = OrderRecord(
+            client_order_id=coid, intent_id=intent.intent_id, intent=intent, status="pending"
+        )
+        await self._journal.write(
+            _decision_row(
+                self.strategy_id, intent.intent_id, accepted=True, payload=payload, ts=now
+            ),
+            _order_insert(self.strategy_id, record, now),
         )
         self._decisions[intent.intent_id] = payload
+        self.orders[coid] = record
+        self._by_intent[intent.intent_id] = record
         log.info(
-            "intent.rejected",
+            "intent.accepted",
             strategy_id=self.strategy_id,
             intent_id=intent.intent_id,
-            codes=[r.code.value for r in reasons],
+            client_order_id=coid,
         )
         await self._outbound.send(Publish(topic=self._event_topic, payload=payload))
-
-    async def _reject_now(self, intent_id: str | None, code: ReasonCode, message: str) -> None:
-        """Answer without journaling: for answers that are not decisions (cancel lookups)."""
-        await self._publish(
-            Rejected(
-                intent_id=intent_id, reasons=[Reason(code=code, message=message)], ts=time.time()
+        await self._submissions.send(
+            SubmitOrder(
+                strategy_id=self.strategy_id, client_order_id=coid, intent=intent, accepted_at=now
             )
         )
+        self._state_dirty.set()
 
-    async def _publish(self, event: Accepted | Rejected) -> None:
+    async def _cancel_intent(self, intent_id: str) -> None:
+        order = self._by_intent.get(intent_id)
+        if order is None:
+            await self._send_event(
+                Rejected(
+                    intent_id=intent_id,
+                    reasons=[
+                        Reason(
+                            code=ReasonCode.UNKNOWN_ORDER,
+                            message=f"no order for intent {intent_id!r}",
+                        )
+                    ],
+                    ts=time.time(),
+                )
+            )
+            return
+        if order.status in FINAL:
+            await self._send_event(self._order_event(order))
+            return
+        await self._request_cancel(order)
+
+    async def _request_cancel(self, order: OrderRecord) -> None:
+        await self._cancels.send(
+            CancelOrder(strategy_id=self.strategy_id, client_order_id=order.client_order_id)
+        )
+
+    # ------------------------------------------------------------------ broker updates
+
+    async def _next_batch(self) -> list[OrderUpdate | FlattenNow] | None:
+        """Everything queued right now (at least one item), so that one commit covers it."""
+        try:
+            batch = [await self._updates.receive()]
+        except anyio.EndOfStream:
+            return None
+        while len(batch) < 256:
+            try:
+                batch.append(self._updates.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        return batch
+
+    async def _consume_updates(self) -> None:
+        while (batch := await self._next_batch()) is not None:
+            writes: list[Write] = []
+            events: list[OrderEvent | FillEvent] = []
+            flatten = False
+            for item in batch:
+                match item:
+                    case FlattenNow():
+                        flatten = True
+                    case OrderUpdate():
+                        self._apply(item, writes, events)
+                    case _:
+                        assert_never(item)
+            if writes:
+                await self._journal.write(*writes)
+            for event in events:
+                await self._send_event(event)
+            if events:
+                self._state_dirty.set()
+            if flatten:
+                await self._flatten()
+
+    def _apply(
+        self, update: OrderUpdate, writes: list[Write], events: list[OrderEvent | FillEvent]
+    ) -> None:
+        """Apply one update to the book: state machine, fills, positions."""
+        order = self.orders.get(update.client_order_id)
+        if order is None:
+            log.warning("order.unknown_update", client_order_id=update.client_order_id)
+            return
+        now = time.time()
+        status = update.status
+        if status != order.status and not legal(order.status, status):
+            detail = f"illegal transition {order.status} -> {status} ({update.source})"
+            log.error(
+                "order.illegal_transition",
+                client_order_id=order.client_order_id,
+                current=order.status,
+                reported=status,
+                source=update.source,
+            )
+            self._audit(
+                AuditRecord(
+                    type="order.illegal_transition",
+                    ok=False,
+                    detail=detail,
+                    ts=now,
+                    strategy_id=self.strategy_id,
+                    source="broker",
+                )
+            )
+            return
+        if status == order.status and status in FINAL:
+            return
+        changed = status != order.status
+        if update.broker_order_id and update.broker_order_id != order.broker_order_id:
+            order.broker_order_id = update.broker_order_id
+            changed = True
+        new_cum = update.filled_qty
+        if new_cum > order.filled_qty + _EPS:
+            delta = new_cum - order.filled_qty
+            new_avg = update.filled_avg_price or 0.0
+            old_value = (order.filled_avg_price or 0.0) * order.filled_qty
+            price = (new_avg * new_cum - old_value) / delta if delta > _EPS else new_avg
+            position = self.positions.setdefault(order.intent.symbol, Position())
+            position.apply(1 if order.intent.side == "buy" else -1, delta, price)
+            order.filled_qty = new_cum
+            order.filled_avg_price = update.filled_avg_price
+            writes.append(
+                Write(
+                    "INSERT OR IGNORE INTO fills (client_order_id, strategy_id, symbol, side, qty, "
+                    "price, ts, cum_qty) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        order.client_order_id,
+                        self.strategy_id,
+                        order.intent.symbol,
+                        order.intent.side,
+                        delta,
+                        price,
+                        now,
+                        new_cum,
+                    ),
+                )
+            )
+            events.append(
+                FillEvent(
+                    intent_id=order.intent_id,
+                    client_order_id=order.client_order_id,
+                    qty=delta,
+                    price=price,
+                    position_qty=position.qty,
+                    ts=now,
+                    symbol=order.intent.symbol,
+                    side=order.intent.side,
+                )
+            )
+            changed = True
+        if not changed:
+            return
+        order.status = status
+        writes.append(
+            Write(
+                "UPDATE orders SET status=?, broker_order_id=?, filled_qty=?, filled_avg_price=?, "
+                "updated_ts=?, detail=COALESCE(?, detail) WHERE client_order_id=?",
+                (
+                    status,
+                    order.broker_order_id,
+                    order.filled_qty,
+                    order.filled_avg_price,
+                    now,
+                    update.detail,
+                    order.client_order_id,
+                ),
+            )
+        )
+        events.append(self._order_event(order, update.detail))
+        log.info(
+            "order.status",
+            client_order_id=order.client_order_id,
+            status=status,
+            filled_qty=order.filled_qty,
+            source=update.source,
+        )
+
+    async def _flatten(self) -> None:
+        """Close this strategy's positions with market orders (after its cancels)."""
+        stamp = int(time.time() * 1000)
+        for symbol, position in self.positions.items():
+            if abs(position.qty) < _EPS:
+                continue
+            intent_id = f"flatten-{stamp}-{re.sub(r'[^A-Za-z0-9]', '_', symbol)}"
+            intent = OrderIntent(
+                intent_id=intent_id,
+                symbol=symbol,
+                side="sell" if position.qty > 0 else "buy",
+                qty=abs(position.qty),
+            )
+            coid = client_order_id(self.strategy_id, intent_id)
+            record = OrderRecord(
+                client_order_id=coid, intent_id=intent_id, intent=intent, status="pending"
+            )
+            now = time.time()
+            await self._journal.write(_order_insert(self.strategy_id, record, now))
+            self.orders[coid] = record
+            self._by_intent[intent_id] = record
+            log.warning(
+                "kill.flatten", strategy_id=self.strategy_id, symbol=symbol, qty=position.qty
+            )
+            await self._submissions.send(
+                SubmitOrder(
+                    strategy_id=self.strategy_id,
+                    client_order_id=coid,
+                    intent=intent,
+                    accepted_at=now,
+                    bypass_gate=True,
+                )
+            )
+
+    # ------------------------------------------------------------------ kill and state
+
+    async def _consume_kill_changes(self) -> None:
+        async for change in self._kill_changes:
+            if change.strategy_id in (None, self.strategy_id):
+                self._state_dirty.set()
+
+    async def _state_publisher(self) -> None:
+        """Publish the retained state when it changed, at most every 50 ms."""
+        while True:
+            await self._state_dirty.wait()
+            self._state_dirty = anyio.Event()
+            await self._publish_state()
+            await anyio.sleep(0.05)
+
+    def _order_event(self, order: OrderRecord, detail: str | None = None) -> OrderEvent:
+        return OrderEvent(
+            intent_id=order.intent_id,
+            client_order_id=order.client_order_id,
+            broker_order_id=order.broker_order_id,
+            status=order.status,
+            filled_qty=order.filled_qty,
+            filled_avg_price=order.filled_avg_price,
+            ts=time.time(),
+            detail=detail,
+        )
+
+    async def _send_event(self, event: Accepted | Rejected | OrderEvent | FillEvent) -> None:
         await self._outbound.send(Publish(topic=self._event_topic, payload=encode(event)))
 
     def strategy_state(self) -> StrategyState:
@@ -162,8 +526,9 @@ class OrderManager(Actor):
             strategy_id=self.strategy_id,
             kill_engaged=self._gate.blocked(self.strategy_id) is not None,
             open_orders=self.open_orders,
-            positions=dict(self.positions),
+            positions={s: p.qty for s, p in sorted(self.positions.items()) if abs(p.qty) > _EPS},
             ts=time.time(),
+            realized_pnl=float(round(sum(p.realized_pnl for p in self.positions.values()), 6)),
         )
 
     async def _publish_state(self) -> None:
@@ -176,11 +541,57 @@ class OrderManager(Actor):
         )
 
 
-def load_decisions(journal: Journal) -> dict[str, dict[str, bytes]]:
-    """Every journaled decision, by strategy and intent id (start-up)."""
-    result: dict[str, dict[str, bytes]] = {}
+def _decision_row(sid: str, intent_id: str, *, accepted: bool, payload: bytes, ts: float) -> Write:
+    return Write(
+        "INSERT INTO decisions (strategy_id, intent_id, accepted, event, ts) VALUES (?,?,?,?,?)",
+        (sid, intent_id, int(accepted), payload, ts),
+    )
+
+
+def _order_insert(sid: str, record: OrderRecord, ts: float) -> Write:
+    return Write(
+        "INSERT INTO orders (client_order_id, strategy_id, intent_id, intent, status, "
+        "created_ts, updated_ts) VALUES (?,?,?,?,?,?,?)",
+        (
+            record.client_order_id,
+            sid,
+            record.intent_id,
+            encode(record.intent),
+            record.status,
+            ts,
+            ts,
+        ),
+    )
+
+
+def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, StrategyBook]:
+    """Every strategy's decisions, orders and positions from the journal (start-up)."""
+    books = {sid: StrategyBook() for sid in strategies}
     for sid, intent_id, event in journal.query(
         "SELECT strategy_id, intent_id, event FROM decisions"
     ):
-        result.setdefault(sid, {})[intent_id] = bytes(event)
-    return result
+        if sid in books:
+            books[sid].decisions[intent_id] = bytes(event)
+    for row in journal.query(
+        "SELECT client_order_id, strategy_id, intent_id, intent, status, broker_order_id, "
+        "filled_qty, filled_avg_price FROM orders"
+    ):
+        coid, sid, intent_id, intent, status, broker_id, filled, avg = row
+        if sid in books:
+            books[sid].orders[coid] = OrderRecord(
+                client_order_id=coid,
+                intent_id=intent_id,
+                intent=_intent_decoder.decode(intent),
+                status=status,
+                broker_order_id=broker_id,
+                filled_qty=filled,
+                filled_avg_price=avg,
+            )
+    for sid, symbol, side, qty, price in journal.query(
+        "SELECT strategy_id, symbol, side, qty, price FROM fills ORDER BY id"
+    ):
+        if sid in books:
+            books[sid].positions.setdefault(symbol, Position()).apply(
+                1 if side == "buy" else -1, qty, price
+            )
+    return books

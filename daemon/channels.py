@@ -9,7 +9,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from protocol.codec import DecodeFailure
-from protocol.messages import Intent, KillCommand
+from protocol.messages import Intent, KillCommand, OrderIntent, OrderStatus
 
 T = TypeVar("T")
 
@@ -76,3 +76,56 @@ class KillChanged(msgspec.Struct, frozen=True, kw_only=True):
     engaged: bool
     flatten: bool = False
     reason: str | None = None
+
+
+class SubmitOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """An accepted (journaled) order for the gateway to send.
+
+    ``bypass_gate`` is only for the closing orders of a flatten, which must go
+    out while the switch is engaged.
+    """
+
+    strategy_id: str
+    client_order_id: str
+    intent: OrderIntent
+    accepted_at: float
+    bypass_gate: bool = False
+
+
+class CancelOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """Cancel one order (by our id; the gateway knows the broker's)."""
+
+    strategy_id: str
+    client_order_id: str
+
+
+class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """What the broker says about one order, in contract terms.
+
+    ``filled_qty`` and ``filled_avg_price`` are cumulative: the order manager
+    derives fills from their increase, so a stream event and a REST lookup of the
+    same state are the same update (idempotent).
+    """
+
+    client_order_id: str
+    status: OrderStatus
+    broker_order_id: str | None = None
+    filled_qty: float = 0.0
+    filled_avg_price: float | None = None
+    detail: str | None = None
+    source: str = "rest"
+
+
+class FlattenNow(msgspec.Struct, frozen=True, kw_only=True):
+    """The scope's cancels are done: close the strategy's positions now."""
+
+    strategy_id: str | None
+
+
+class BrokerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Connectivity and account figures, from the gateway to the guardian."""
+
+    connected: bool
+    equity: float | None = None
+    cash: float | None = None
+    detail: str | None = None

@@ -77,6 +77,7 @@ class BrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     request_timeout_s: PositiveFloat = 10.0
     rate_limit_per_min: PositiveFloat = 190.0
     reconcile_interval_s: PositiveFloat = 60.0
+    submit_deadline_s: PositiveFloat = 30.0
     sim: SimSettings = msgspec.field(default_factory=SimSettings)
 
 

@@ -9,26 +9,37 @@ timeout, stop the other actors, publish ``offline``, disconnect, stop mosquitto.
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
+import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from actors.broker_gateway import BrokerGateway, check_mode
 from actors.home_assistant import HomeAssistantDiscovery
 from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_step
-from actors.order_manager import OrderManager, load_decisions
+from actors.order_manager import FINAL, OrderManager, load_books
 from actors.risk_guardian import RiskGuardian
 from daemon.actor import Actor, TradingHalt
 from daemon.admin_code import AdminCodeVerifier
+from daemon.audit import AuditTrail
 from daemon.channels import (
+    BrokerStatus,
+    CancelOrder,
     Channel,
+    FlattenNow,
     Heartbeat,
     InboundIntent,
     InboundKillCommand,
     KillChanged,
+    OrderUpdate,
     Publish,
+    SubmitOrder,
     TriggerPress,
 )
 from daemon.config import Config, read_secret, resolve_path
@@ -37,6 +48,7 @@ from daemon.journal import Journal, JournalWriter
 from daemon.mqtt_session import MqttEndpoint, MqttSession, make_tls_context
 from daemon.notify import SystemdNotifier
 from daemon.version import tradeguard_version
+from protocol.messages import AuditRecord
 from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -99,7 +111,7 @@ class Daemon:
         self.state_path = resolve_path(config, config.state.path)
         self.journal = Journal(self.state_path)
         self.gate = load_gate(self.journal)
-        self._decisions = load_decisions(self.journal)
+        self._books = load_books(self.journal, frozenset(config.strategies))
         kill = config.kill
         self.verifier = AdminCodeVerifier(
             totp_secret=read_secret(config, kill.totp_secret_file, key="kill.totp_secret_file")
@@ -117,7 +129,10 @@ class Daemon:
         self.authority: KillSwitchAuthority | None = None
         self.guardian: RiskGuardian | None = None
         self.managers: dict[str, OrderManager] = {}
+        self.gateway: BrokerGateway | None = None
         self.mqtt_port: int | None = None
+        self.broker_url: str | None = None
+        self.venue: Any = None
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -125,6 +140,7 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stopped; returns after a clean shutdown."""
+        asyncio.get_running_loop().set_exception_handler(_log_loop_exception)
         try:
             async with anyio.create_task_group() as root:
                 root.start_soon(self._watch_signals)
@@ -138,11 +154,47 @@ class Daemon:
                     )
                     port = await root.start(mosquitto.run)
                 self.mqtt_port = port
+                await self._start_broker(root)
                 await self._run_actors(port)
                 root.cancel_scope.cancel()
         finally:
             self.journal.close()
             self.notifier.close()
+
+    async def _start_broker(self, root: anyio.abc.TaskGroup) -> None:
+        """Resolve the broker endpoint and keys; start the embedded paper venue if asked."""
+        broker = self.config.broker
+        if broker.kind == "sim":
+            from sim.config import SimConfig  # noqa: PLC0415  # the venue only when embedded
+            from sim.venue import PaperVenue  # noqa: PLC0415
+
+            settings = broker.sim
+            self.venue = PaperVenue(
+                SimConfig(
+                    host=settings.host,
+                    port=settings.port,
+                    seed=settings.seed,
+                    clock=settings.clock,
+                    starting_cash=settings.starting_cash,
+                    rate_limit_per_min=max(200, int(broker.rate_limit_per_min) + 10),
+                )
+            )
+            url = await root.start(self.venue.run)
+            self.broker_url = url
+            self._stream_url = url.replace("http", "ws", 1) + "/stream"
+            self._keys = ("tradeguard-sim", "tradeguard-sim")
+        else:
+            assert broker.url is not None
+            assert broker.stream_url is not None
+            assert broker.key_id_file is not None
+            assert broker.secret_key_file is not None
+            self.broker_url = broker.url.rstrip("/")
+            self._stream_url = broker.stream_url
+            self._keys = (
+                read_secret(self.config, broker.key_id_file, key="broker.key_id_file"),
+                read_secret(self.config, broker.secret_key_file, key="broker.secret_key_file"),
+            )
+        check_mode(mode=broker.mode, url=self.broker_url, key_id=self._keys[0], kind=broker.kind)
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -151,7 +203,7 @@ class Daemon:
                 self._stop.set()
                 return
 
-    async def _run_actors(self, mqtt_port: int) -> None:
+    async def _run_actors(self, mqtt_port: int) -> None:  # noqa: PLR0915  # the one wiring place
         config = self.config
         size = config.daemon.inbox_size
         strategies = frozenset(config.strategies)
@@ -162,7 +214,21 @@ class Daemon:
         intents = {sid: Channel[InboundIntent](size) for sid in strategies}
         kill_changes = {sid: Channel[KillChanged](64) for sid in strategies}
 
+        submissions = Channel[SubmitOrder](size)
+        cancels = Channel[CancelOrder](size)
+        updates = {sid: Channel[OrderUpdate | FlattenNow](size * 4) for sid in strategies}
+        gateway_kill = Channel[KillChanged](64)
+        audit_records = Channel[AuditRecord](1024)
+
         writer = JournalWriter(self.journal, halt=self.halt)
+        trail = AuditTrail(
+            records=audit_records.receiver,
+            submit=audit_records.sender,
+            journal=writer,
+            outbound=outbound.sender.clone(),
+            topics=self.topics,
+            halt=self.halt,
+        )
         ha = (
             HomeAssistantDiscovery(config.homeassistant, self.topics, strategies, self.version)
             if config.homeassistant.enabled
@@ -178,7 +244,7 @@ class Daemon:
             heartbeats=heartbeats.receiver,
             triggers=triggers.receiver,
             outbound=outbound.sender.clone(),
-            listeners=[c.sender for c in kill_changes.values()],
+            listeners=[gateway_kill.sender, *(c.sender for c in kill_changes.values())],
             trigger_configs=config.kill.triggers,
             heartbeat_timeouts={
                 sid: s.heartbeat_timeout_s
@@ -196,17 +262,69 @@ class Daemon:
             version=self.version,
             halt=self.halt,
         )
+
+        def broker_status(status: BrokerStatus) -> None:
+            guardian.broker_connected = status.connected
+            if status.equity is not None:
+                guardian.equity = status.equity
+            guardian.state_changed()
+
+        def external_order(strategy_id: str, client_order_id: str) -> None:
+            log.warning("order.external", strategy_id=strategy_id, client_order_id=client_order_id)
+            trail.record(
+                AuditRecord(
+                    type="order.external",
+                    ok=False,
+                    ts=time.time(),
+                    strategy_id=strategy_id,
+                    source="broker",
+                    detail=f"order {client_order_id} is at the broker but not in the journal",
+                )
+            )
+
+        assert self.broker_url is not None
+        broker = config.broker
+        gateway = BrokerGateway(
+            url=self.broker_url,
+            stream_url=self._stream_url,
+            key_id=self._keys[0],
+            secret_key=self._keys[1],
+            gate=self.gate,
+            strategies=strategies,
+            submissions=submissions.receiver,
+            cancels=cancels.receiver,
+            kill_changes=gateway_kill.receiver,
+            updates={sid: c.sender for sid, c in updates.items()},
+            tracked={
+                coid: (sid, order.broker_order_id, order.status)
+                for sid, book in self._books.items()
+                for coid, order in book.orders.items()
+                if order.status not in FINAL
+            },
+            on_status=broker_status,
+            on_external=external_order,
+            halt=self.halt,
+            request_timeout_s=broker.request_timeout_s,
+            rate_limit_per_min=broker.rate_limit_per_min,
+            reconcile_interval_s=broker.reconcile_interval_s,
+            submit_deadline_s=broker.submit_deadline_s,
+        )
         managers = {
             sid: OrderManager(
                 strategy_id=sid,
                 intents=intents[sid].receiver,
                 kill_changes=kill_changes[sid].receiver,
+                updates=updates[sid].receiver,
                 outbound=outbound.sender.clone(),
+                submissions=submissions.sender.clone(),
+                cancels=cancels.sender.clone(),
                 journal=writer,
-                decisions=self._decisions.get(sid, {}),
+                book=self._books[sid],
                 guardian=guardian,
                 gate=self.gate,
                 topics=self.topics,
+                broker_ready=gateway.recovered,
+                audit=trail.record,
                 halt=self.halt,
             )
             for sid in strategies
@@ -233,6 +351,7 @@ class Daemon:
             guardian,
             managers,
         )
+        self.gateway = gateway
 
         async with anyio.create_task_group() as core:
             writer_done, session_done = anyio.Event(), anyio.Event()
@@ -241,6 +360,8 @@ class Daemon:
             async with anyio.create_task_group() as services:
                 services.start_soon(_run_then_close, authority, [authority._outbound])  # noqa: SLF001
                 services.start_soon(_run_then_close, guardian, [guardian._outbound])  # noqa: SLF001
+                services.start_soon(_run_then_close, trail, [trail._outbound])  # noqa: SLF001
+                services.start_soon(gateway.run)
                 services.start_soon(self._announce_ready, session)
                 with anyio.CancelScope() as desks_scope:
                     services.start_soon(self._stop_intake, session, intents, desks_scope)
@@ -282,18 +403,36 @@ class Daemon:
         desks.cancel()
 
     async def _announce_ready(self, session: MqttSession) -> None:
+        assert self.gateway is not None
+        self.notifier.status("reconciling with the broker")
+        await self.gateway.recovered.wait()
         await session.connected.wait()
         line = (
             f"tradeguard {self.version} ready: mqtt 127.0.0.1:{self.mqtt_port}"
             if self.config.mqtt.is_embedded
             else f"tradeguard {self.version} ready: mqtt {self.config.mqtt.host}:{self.mqtt_port}"
         )
-        line += f" prefix {self.topics.prefix!r}; state {self.state_path}"
+        line += (
+            f" prefix {self.topics.prefix!r}; broker {self.config.broker.kind} {self.broker_url}"
+            f" ({self.config.broker.mode}); state {self.state_path}"
+        )
         self.notifier.ready(line)
         self.ready.set()
         log.info("daemon.ready", mqtt_port=self.mqtt_port, prefix=self.topics.prefix)
         if self._announce is not None:
             self._announce(line)
+
+
+def _log_loop_exception(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Log errors raised in bare loop callbacks instead of failing the loop.
+
+    paho's socket callbacks racing a dropped connection raise EBADF there; the
+    session's reconnect loop deals with the connection itself.
+    """
+    error = context.get("exception")
+    log.warning(
+        "loop.callback_error", message=context.get("message"), error=repr(error) if error else None
+    )
 
 
 async def _run_then_close(

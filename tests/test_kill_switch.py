@@ -55,7 +55,7 @@ def decision(intent_id: str) -> Any:
 
 
 def codes(body: dict[str, Any]) -> list[str]:
-    return [r["code"] for r in body["reasons"]]
+    return [r["code"] for r in body.get("reasons", [])]
 
 
 async def test_plain_engage_from_mosquitto_pub_and_strategy_scope(

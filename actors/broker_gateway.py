@@ -1,0 +1,791 @@
+"""The broker gateway: the only code that touches alpaca-py.
+
+alpaca-py's REST client is synchronous, retries every request (POST included)
+three times on 429/504 and sets no HTTP timeout. So here every call runs in a
+worker thread, through one token bucket (cancels first), with a real timeout,
+and with alpaca-py's own retry turned off. A POST is never re-sent blindly:
+after a timeout, a 5xx, a dropped connection or a 422 duplicate, the order is
+looked up by ``client_order_id`` and what the broker has is adopted; only when
+the broker provably does not have it is the POST repeated (the same
+``client_order_id`` makes that safe), until ``broker.submit_deadline_s``.
+
+The trade stream (``TradingStream``) runs on our event loop; after every
+(re)connect, and periodically, open orders are reconciled over REST, because
+the stream does not replay what was missed.
+
+Alpaca order status -> contract status (CONTRACT §4), one table:
+
+==========================================================  =================
+Alpaca ``order.status``                                     contract status
+==========================================================  =================
+new, accepted, pending_new, accepted_for_bidding,           accepted
+calculated, done_for_day, pending_replace, pending_review,
+stopped, suspended, held
+partially_filled                                            partially_filled
+filled                                                      filled
+pending_cancel                                              pending_cancel
+canceled, replaced (we never replace)                       cancelled
+expired                                                     expired
+rejected                                                    rejected
+==========================================================  =================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+import requests
+import structlog
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.requests import (
+    GetOrdersRequest,
+    LimitOrderRequest,
+    MarketOrderRequest,
+    StopLimitOrderRequest,
+    StopOrderRequest,
+)
+from alpaca.trading.stream import TradingStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from requests import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
+
+from actors.kill_switch import KillGate
+from daemon.actor import Actor, TradingHalt
+from daemon.channels import (
+    BrokerStatus,
+    CancelOrder,
+    FlattenNow,
+    KillChanged,
+    OrderUpdate,
+    SubmitOrder,
+)
+from daemon.errors import BrokerError
+from protocol.messages import OrderIntent, OrderStatus
+
+log = structlog.get_logger(__name__)
+
+LIVE_HOST: Final = "api.alpaca.markets"
+
+STATUS_MAP: Final[dict[str, OrderStatus]] = {
+    "new": "accepted",
+    "accepted": "accepted",
+    "pending_new": "accepted",
+    "accepted_for_bidding": "accepted",
+    "calculated": "accepted",
+    "done_for_day": "accepted",
+    "pending_replace": "accepted",
+    "pending_review": "accepted",
+    "stopped": "accepted",
+    "suspended": "accepted",
+    "held": "accepted",
+    "partially_filled": "partially_filled",
+    "filled": "filled",
+    "pending_cancel": "pending_cancel",
+    "canceled": "cancelled",
+    "replaced": "cancelled",
+    "expired": "expired",
+    "rejected": "rejected",
+}
+FINAL: Final = frozenset({"filled", "cancelled", "rejected", "expired"})
+
+DUPLICATE_CODE: Final = 40010001
+NOT_CANCELABLE_CODE: Final = 42210000
+
+
+def check_mode(*, mode: str, url: str, key_id: str, kind: str) -> None:
+    """Refuse a mode that disagrees with the endpoint or the keys.
+
+    ``live`` needs the live URL and an ``AK`` key; ``paper`` never the live URL;
+    the built-in venue is paper only.
+
+    Raises:
+        BrokerError: one line saying what disagrees.
+    """
+    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    if kind == "sim" and mode != "paper":
+        raise BrokerError("broker.mode: the built-in paper venue (kind 'sim') is paper only")
+    if mode == "paper" and host == LIVE_HOST:
+        raise BrokerError(f"broker.mode is 'paper' but broker.url points at live trading ({url})")
+    if mode == "live":
+        if host != LIVE_HOST:
+            raise BrokerError(f"broker.mode is 'live' but broker.url is not https://{LIVE_HOST}")
+        if not key_id.startswith("AK"):
+            raise BrokerError("broker.mode is 'live' but the key id is not a live key (AK...)")
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """requests adapter that gives every request a timeout (alpaca-py sets none)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(max_retries=0)
+        self._timeout = timeout
+
+    def send(  # noqa: PLR0917  # the superclass signature, positional by design
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: float | tuple[float | None, float | None] | None = None,
+        verify: bool | str = True,
+        cert: str | tuple[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
+    ) -> Response:
+        """Send with our timeout unless one was given."""
+        return super().send(
+            request,
+            stream=stream,
+            timeout=self._timeout if timeout is None else timeout,
+            verify=verify,
+            cert=cert,
+            proxies=proxies,
+        )
+
+
+class TokenBucket:
+    """One bucket for every broker call; cancels are served before anything else.
+
+    Args:
+        per_minute: sustained rate.
+        burst: bucket size.
+    """
+
+    def __init__(self, per_minute: float, burst: float | None = None) -> None:
+        """Start full."""
+        self.rate = per_minute / 60.0
+        self.capacity = burst if burst is not None else max(1.0, min(per_minute / 60.0 * 5, 50.0))
+        self._tokens = self.capacity
+        self._stamp = time.monotonic()
+        self._urgent_waiting = 0
+        self.waits = 0
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        """Take one token, waiting as needed. Urgent callers (cancels) go first."""
+        if urgent:
+            self._urgent_waiting += 1
+        try:
+            waited = False
+            while True:
+                self._refill()
+                if self._tokens >= 1 and (urgent or self._urgent_waiting == 0):
+                    self._tokens -= 1
+                    if waited:
+                        self.waits += 1
+                    return
+                waited = True
+                await anyio.sleep(max((1 - self._tokens) / self.rate, 0.005))
+        finally:
+            if urgent:
+                self._urgent_waiting -= 1
+
+
+class _Outcome:
+    """How a broker call ended."""
+
+    OK = "ok"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    NOT_FOUND = "not_found"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class _Result:
+    outcome: str
+    body: Any = None
+    detail: str = ""
+    status: int | None = None
+
+
+@dataclass
+class _Tracked:
+    strategy_id: str
+    broker_order_id: str | None
+    status: OrderStatus
+
+
+class OrderOwners:
+    """Which strategy an order belongs to: ``client_order_id`` is ``SID-intent_id``."""
+
+    def __init__(self, strategies: frozenset[str]) -> None:
+        """Longest ids first, so that ``s1-x`` never shadows ``s1-x-2``'s owner wrongly."""
+        self._by_length = sorted(strategies, key=len, reverse=True)
+
+    def owner(self, client_order_id: str) -> str | None:
+        """The strategy that made this order, or None for an external one."""
+        for sid in self._by_length:
+            if client_order_id.startswith(sid + "-"):
+                return sid
+        return None
+
+
+def _as_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    result = float(value)
+    return result if math.isfinite(result) else None
+
+
+def order_update(body: Mapping[str, Any], source: str) -> OrderUpdate:
+    """An Alpaca order object (raw JSON) in contract terms."""
+    raw_status = str(body.get("status", ""))
+    status = STATUS_MAP.get(raw_status, "accepted")
+    return OrderUpdate(
+        client_order_id=str(body["client_order_id"]),
+        status=status,
+        broker_order_id=str(body.get("id")) if body.get("id") else None,
+        filled_qty=_as_float(body.get("filled_qty")) or 0.0,
+        filled_avg_price=_as_float(body.get("filled_avg_price")),
+        detail=None if raw_status in STATUS_MAP else f"alpaca status {raw_status}",
+        source=source,
+    )
+
+
+class _Stream(TradingStream):
+    """TradingStream that tells us every time it has (re)connected."""
+
+    def __init__(self, *args: Any, on_connect: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_connect = on_connect
+
+    async def _start_ws(self) -> None:
+        await super()._start_ws()  # type: ignore[no-untyped-call]  # alpaca-py: unannotated
+        self._on_connect()
+
+
+class BrokerGateway(Actor):
+    """Sends orders and cancels to the broker and reports what it says.
+
+    Inputs: ``SubmitOrder`` and ``CancelOrder`` from the order managers; kill
+    changes from the authority; the broker's trade stream.
+    Outputs: ``OrderUpdate`` (and ``FlattenNow``) to each strategy's order
+    manager; ``BrokerStatus`` to the guardian via ``on_status``.
+
+    Edge cases: the kill gate is re-checked right before every POST; on an
+    engage, in-flight POSTs are awaited, then the scope's open orders are
+    cancelled (bulk ``DELETE /v2/orders`` for global), then flatten is requested;
+    every reconcile also cancels any open order of an engaged scope; orders of
+    ours unknown to the journal are reported as external.
+    """
+
+    fail_closed = True
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        stream_url: str,
+        key_id: str,
+        secret_key: str,
+        gate: KillGate,
+        strategies: frozenset[str],
+        submissions: MemoryObjectReceiveStream[SubmitOrder],
+        cancels: MemoryObjectReceiveStream[CancelOrder],
+        kill_changes: MemoryObjectReceiveStream[KillChanged],
+        updates: Mapping[str, MemoryObjectSendStream[OrderUpdate | FlattenNow]],
+        tracked: Mapping[str, tuple[str, str | None, OrderStatus]],
+        on_status: Callable[[BrokerStatus], None],
+        on_external: Callable[[str, str], None],
+        halt: TradingHalt,
+        request_timeout_s: float = 10.0,
+        rate_limit_per_min: float = 190.0,
+        reconcile_interval_s: float = 60.0,
+        quiet_reconcile_s: float = 5.0,
+        submit_deadline_s: float = 30.0,
+        account_poll_s: float = 5.0,
+        workers: int = 4,
+    ) -> None:
+        """Wire the gateway; ``tracked`` are the journal's unfinished orders."""
+        super().__init__("broker_gateway", halt=halt)
+        self._url = url
+        self._stream_url = stream_url
+        self._key_id = key_id
+        self._secret_key = secret_key
+        self._gate = gate
+        self._halt_latch = halt
+        self._owners = OrderOwners(strategies)
+        self._submissions = submissions
+        self._cancels = cancels
+        self._kill_changes = kill_changes
+        self._updates = updates
+        self._tracked: dict[str, _Tracked] = {
+            coid: _Tracked(sid, broker_id, status)
+            for coid, (sid, broker_id, status) in tracked.items()
+        }
+        self._on_status = on_status
+        self._on_external = on_external
+        self._timeout = request_timeout_s
+        self.bucket = TokenBucket(rate_limit_per_min)
+        self._reconcile_interval_s = reconcile_interval_s
+        self._quiet_reconcile_s = quiet_reconcile_s
+        self._deadline_s = submit_deadline_s
+        self._account_poll_s = account_poll_s
+        self._workers = workers
+        self._limiter = anyio.CapacityLimiter(workers + 2)
+        self._client: TradingClient | None = None
+        self._submit_q: deque[SubmitOrder] = deque()
+        self._cancel_q: deque[CancelOrder] = deque()
+        self._wake = anyio.Event()
+        self._inflight_posts = 0
+        self._posts_idle = anyio.Event()
+        self._posts_idle.set()
+        self._cancel_requested: set[str] = set()
+        self._reconcile_now = anyio.Event()
+        self._last_stream_event = time.monotonic()
+        self.recovered = anyio.Event()
+        self.connected = False
+        self.stream_connects = 0
+        self.broker_errors = 0
+        self.posts = 0
+        self.external: set[str] = set()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _make_client(self) -> TradingClient:
+        client = TradingClient(
+            self._key_id, self._secret_key, raw_data=True, url_override=self._url
+        )
+        # alpaca-py retries every request, POST included, on 429/504 and sets no timeout.
+        client._retry = 0  # noqa: SLF001  # no public switch; we retry by looking up instead
+        adapter = _TimeoutAdapter(self._timeout)
+        client._session.mount("http://", adapter)  # noqa: SLF001  # no public hook for timeouts
+        client._session.mount("https://", adapter)  # noqa: SLF001
+        return client
+
+    async def _call(self, fn: Callable[[], Any], *, urgent: bool = False) -> _Result:
+        """Run one REST call in a worker thread through the bucket; classify the outcome."""
+        await self.bucket.acquire(urgent=urgent)
+        try:
+            body = await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+        except APIError as exc:
+            status = _status_code(exc)
+            code = _error_code(exc)
+            detail = _error_message(exc)
+            if status == 404:
+                return _Result(_Outcome.NOT_FOUND, detail=detail, status=status)
+            if status == 422 and code == DUPLICATE_CODE:
+                return _Result(_Outcome.DUPLICATE, detail=detail, status=status)
+            if status is not None and (status >= 500 or status == 429):
+                self.broker_errors += 1
+                return _Result(_Outcome.UNKNOWN, detail=f"HTTP {status}: {detail}", status=status)
+            return _Result(_Outcome.REJECTED, detail=detail, status=status)
+        except (requests.RequestException, OSError) as exc:
+            self.broker_errors += 1
+            return _Result(_Outcome.UNKNOWN, detail=f"{type(exc).__name__}: {exc}")
+        self._set_connected(connected=True)
+        return _Result(_Outcome.OK, body=body)
+
+    def _set_connected(self, *, connected: bool, detail: str | None = None) -> None:
+        if connected != self.connected:
+            self.connected = connected
+            log.info("broker.connectivity", connected=connected, detail=detail)
+            self._on_status(BrokerStatus(connected=connected, detail=detail))
+
+    async def _emit(self, update: OrderUpdate) -> None:
+        tracked = self._tracked.get(update.client_order_id)
+        sid = tracked.strategy_id if tracked else self._owners.owner(update.client_order_id)
+        if sid is None or sid not in self._updates:
+            return
+        if tracked is None:
+            # Ours by name but not in the journal: reported, never adopted silently.
+            if update.client_order_id not in self.external:
+                self.external.add(update.client_order_id)
+                self._on_external(sid, update.client_order_id)
+            return
+        tracked.status = update.status
+        if update.broker_order_id:
+            tracked.broker_order_id = update.broker_order_id
+        if update.status in FINAL:
+            del self._tracked[update.client_order_id]
+        await self._updates[sid].send(update)
+
+    # ------------------------------------------------------------------ actor body
+
+    async def _run(self) -> None:
+        self._client = self._make_client()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._feed_submissions)
+            tg.start_soon(self._feed_cancels)
+            tg.start_soon(self._consume_kill_changes)
+            await self._recover()
+            self.recovered.set()
+            for _ in range(self._workers):
+                tg.start_soon(self._worker)
+            tg.start_soon(self._run_stream)
+            tg.start_soon(self._reconcile_loop)
+            tg.start_soon(self._poll_account)
+
+    async def _feed_submissions(self) -> None:
+        async for job in self._submissions:
+            self._tracked[job.client_order_id] = _Tracked(job.strategy_id, None, "pending")
+            self._submit_q.append(job)
+            self._wake.set()
+
+    async def _feed_cancels(self) -> None:
+        async for job in self._cancels:
+            self._cancel_requested.add(job.client_order_id)
+            self._cancel_q.append(job)
+            self._wake.set()
+
+    async def _worker(self) -> None:
+        while True:
+            if self._cancel_q:
+                await self._cancel(self._cancel_q.popleft())
+            elif self._submit_q:
+                await self._submit(self._submit_q.popleft())
+            else:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+
+    # ------------------------------------------------------------------ submission
+
+    def _blocked(self, job: SubmitOrder) -> str | None:
+        if job.bypass_gate:
+            return None
+        if self._halt_latch.reason is not None:
+            return f"trading halted: {self._halt_latch.reason}"
+        reason = self._gate.blocked(job.strategy_id)
+        if reason is not None:
+            return f"{reason.value}: kill switch engaged before the order reached the broker"
+        if job.client_order_id in self._cancel_requested:
+            return "cancelled before the order reached the broker"
+        return None
+
+    async def _submit(self, job: SubmitOrder) -> None:
+        """Get one order to the broker exactly once, or settle that it never got there."""
+        assert self._client is not None
+        client = self._client
+        request = _order_request(job)
+        attempts = 0
+        backoff = 0.1
+        while True:
+            blocked = self._blocked(job)
+            if blocked is not None:
+                if attempts and await self._adopt_if_present(job.client_order_id):
+                    return
+                await self._emit(
+                    OrderUpdate(
+                        client_order_id=job.client_order_id, status="cancelled", detail=blocked
+                    )
+                )
+                return
+            if attempts == 0:
+                await self._emit(
+                    OrderUpdate(client_order_id=job.client_order_id, status="submitted")
+                )
+            attempts += 1
+            self._inflight_posts += 1
+            self._posts_idle = anyio.Event() if self._inflight_posts == 1 else self._posts_idle
+            try:
+                result = await self._call(lambda: client.submit_order(request))
+            finally:
+                self._inflight_posts -= 1
+                if self._inflight_posts == 0:
+                    self._posts_idle.set()
+            self.posts += 1
+            if result.outcome == _Outcome.OK:
+                await self._emit(order_update(result.body, "rest"))
+                return
+            if result.outcome == _Outcome.REJECTED:
+                log.warning(
+                    "order.broker_rejected",
+                    client_order_id=job.client_order_id,
+                    detail=result.detail,
+                    http_status=result.status,
+                )
+                await self._emit(
+                    OrderUpdate(
+                        client_order_id=job.client_order_id,
+                        status="rejected",
+                        detail=f"BROKER_REJECTED: {result.detail}",
+                    )
+                )
+                return
+            # Unknown outcome or duplicate: the broker may have it. Look before sending again.
+            log.warning(
+                "order.outcome_unknown",
+                client_order_id=job.client_order_id,
+                detail=result.detail,
+                attempt=attempts,
+            )
+            if await self._adopt_if_present(
+                job.client_order_id, until=job.accepted_at + self._deadline_s
+            ):
+                return
+            if time.time() > job.accepted_at + self._deadline_s:
+                await self._emit(
+                    OrderUpdate(
+                        client_order_id=job.client_order_id,
+                        status="rejected",
+                        detail=f"BROKER_UNAVAILABLE: not accepted by the broker within "
+                        f"{self._deadline_s:g} s ({result.detail})",
+                    )
+                )
+                return
+            self._set_connected(connected=False, detail=result.detail)
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _adopt_if_present(self, client_order_id: str, *, until: float | None = None) -> bool:
+        """Look the order up until the broker answers; adopt it if it exists."""
+        assert self._client is not None
+        client = self._client
+        backoff = 0.1
+        while True:
+            result = await self._call(lambda: client.get_order_by_client_id(client_order_id))
+            if result.outcome == _Outcome.OK:
+                await self._emit(order_update(result.body, "lookup"))
+                return True
+            if result.outcome in (_Outcome.NOT_FOUND, _Outcome.REJECTED):
+                return False
+            if until is not None and time.time() > until:
+                return False
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    # ------------------------------------------------------------------ cancels
+
+    async def _cancel(self, job: CancelOrder) -> None:
+        assert self._client is not None
+        client = self._client
+        tracked = self._tracked.get(job.client_order_id)
+        if tracked is None:
+            return
+        if tracked.broker_order_id is None:
+            # Not at the broker yet (or unknown): the submit path sees the request and stops.
+            if tracked.status == "pending":
+                return
+            if not await self._adopt_if_present(job.client_order_id):
+                return
+            tracked = self._tracked.get(job.client_order_id)
+            if tracked is None or tracked.broker_order_id is None:
+                return
+        broker_id = tracked.broker_order_id
+        for _ in range(10):
+            result = await self._call(lambda: client.cancel_order_by_id(broker_id), urgent=True)
+            if result.outcome == _Outcome.OK:
+                return  # the stream (or the next reconcile) reports `canceled`
+            if result.outcome in (_Outcome.REJECTED, _Outcome.NOT_FOUND):
+                # Not cancelable (already final): learn its real state.
+                await self._adopt_if_present(job.client_order_id)
+                return
+            await anyio.sleep(0.2)
+
+    async def _consume_kill_changes(self) -> None:
+        async for change in self._kill_changes:
+            if change.engaged:
+                await self.recovered.wait()
+                await self._enforce_engage(change)
+
+    async def _enforce_engage(self, change: KillChanged) -> None:
+        """No POST after the engage: wait for in-flight ones, cancel the scope, flatten."""
+        assert self._client is not None
+        client = self._client
+        with anyio.move_on_after(self._timeout * 2):
+            await self._posts_idle.wait()
+        if change.strategy_id is None:
+            for attempt in range(20):
+                result = await self._call(client.cancel_orders, urgent=True)
+                if result.outcome == _Outcome.OK:
+                    log.warning("kill.cancelled_all", responses=len(result.body or []))
+                    break
+                await anyio.sleep(min(0.1 * 2**attempt, 2.0))
+        else:
+            await self._cancel_open_of(change.strategy_id)
+        self._reconcile_now.set()
+        if change.flatten:
+            targets = [change.strategy_id] if change.strategy_id else list(self._updates)
+            for sid in targets:
+                await self._updates[sid].send(FlattenNow(strategy_id=sid))
+
+    async def _cancel_open_of(self, strategy_id: str) -> None:
+        for coid, tracked in list(self._tracked.items()):
+            if tracked.strategy_id == strategy_id and tracked.status not in FINAL:
+                self._cancel_requested.add(coid)
+                await self._cancel(CancelOrder(strategy_id=strategy_id, client_order_id=coid))
+
+    # ------------------------------------------------------------------ stream and reconcile
+
+    async def _run_stream(self) -> None:
+        def connected() -> None:
+            self.stream_connects += 1
+            self._set_connected(connected=True)
+            log.info("broker.stream_connected", connects=self.stream_connects)
+            self._reconcile_now.set()
+
+        stream = _Stream(
+            self._key_id,
+            self._secret_key,
+            raw_data=True,
+            url_override=self._stream_url,
+            websocket_params={"ping_interval": 5, "ping_timeout": 10, "max_queue": 4096},
+            on_connect=connected,
+        )
+        stream._reconnect_min_backoff = 0.2  # noqa: SLF001  # defaults are 1 s .. 30 s
+        stream._reconnect_max_backoff = 5.0  # noqa: SLF001
+
+        async def on_update(message: dict[str, Any]) -> None:
+            self._last_stream_event = time.monotonic()
+            data = message.get("data") or {}
+            order = data.get("order")
+            if isinstance(order, dict) and order.get("client_order_id"):
+                await self._emit(order_update(order, "stream"))
+
+        stream.subscribe_trade_updates(on_update)
+        try:
+            # Runs on our loop rather than in a thread of its own (alpaca-py: unannotated).
+            await stream._run_forever()  # type: ignore[no-untyped-call]  # noqa: SLF001
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.close()
+
+    async def _reconcile_loop(self) -> None:
+        last_full = time.monotonic()
+        while True:
+            with anyio.move_on_after(1.0):
+                await self._reconcile_now.wait()
+            now = time.monotonic()
+            due_full = now - last_full >= self._reconcile_interval_s
+            quiet = now - self._last_stream_event >= self._quiet_reconcile_s
+            open_orders = any(t.status not in FINAL for t in self._tracked.values())
+            if self._reconcile_now.is_set() or due_full or (quiet and open_orders):
+                self._reconcile_now = anyio.Event()
+                await self.reconcile()
+                last_full = time.monotonic()
+                self._last_stream_event = time.monotonic()
+
+    async def reconcile(self) -> None:
+        """Bring every unfinished order up to the broker's state; enforce engaged scopes."""
+        assert self._client is not None
+        client = self._client
+        request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
+        result = await self._call(lambda: client.get_orders(filter=request))
+        if result.outcome != _Outcome.OK:
+            self._set_connected(connected=False, detail=result.detail)
+            return
+        open_at_broker = {str(o["client_order_id"]): o for o in result.body}
+        for coid, body in open_at_broker.items():
+            sid = self._owners.owner(coid)
+            if coid in self._tracked:
+                await self._emit(order_update(body, "reconcile"))
+            elif sid is not None:
+                await self._emit(order_update(body, "reconcile"))  # reported as external
+            if sid is not None and self._gate.blocked(sid) is not None:
+                self._cancel_requested.add(coid)
+                if coid in self._tracked:
+                    self._cancel_q.append(CancelOrder(strategy_id=sid, client_order_id=coid))
+                    self._wake.set()
+        for coid, tracked in list(self._tracked.items()):
+            if coid in open_at_broker or tracked.status == "pending":
+                continue
+            # Not open any more at the broker (or never got there): ask for its final state.
+            if not await self._adopt_if_present(coid) and tracked.status != "submitted":
+                log.warning("order.missing_at_broker", client_order_id=coid)
+
+    async def _recover(self) -> None:
+        """At start: settle every order the journal left unfinished, before READY."""
+        assert self._client is not None
+        backoff = 0.2
+        while True:
+            result = await self._call(self._client.get_account)
+            if result.outcome == _Outcome.OK:
+                self._publish_account(result.body)
+                break
+            if result.outcome == _Outcome.REJECTED:
+                raise BrokerError(f"broker refused the account request: {result.detail}")
+            log.warning("broker.unreachable_at_start", detail=result.detail)
+            self._set_connected(connected=False, detail=result.detail)
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+        for coid, tracked in list(self._tracked.items()):
+            if await self._adopt_if_present(coid):
+                continue
+            # The broker never got it: the daemon stopped between journal and POST.
+            await self._emit(
+                OrderUpdate(
+                    client_order_id=coid,
+                    status="rejected",
+                    detail="BROKER_UNAVAILABLE: never reached the broker before the daemon "
+                    f"stopped (was {tracked.status})",
+                )
+            )
+        await self.reconcile()
+        log.info("broker.recovered", unfinished=len(self._tracked), external=len(self.external))
+
+    async def _poll_account(self) -> None:
+        assert self._client is not None
+        client = self._client
+        while True:
+            await anyio.sleep(self._account_poll_s)
+            result = await self._call(client.get_account)
+            if result.outcome == _Outcome.OK:
+                self._publish_account(result.body)
+
+    def _publish_account(self, body: Mapping[str, Any]) -> None:
+        self._set_connected(connected=True)
+        self._on_status(
+            BrokerStatus(
+                connected=True,
+                equity=_as_float(body.get("equity")),
+                cash=_as_float(body.get("cash")),
+            )
+        )
+
+
+def _order_request(job: SubmitOrder) -> Any:
+    intent: OrderIntent = job.intent
+    common: dict[str, Any] = {
+        "symbol": intent.symbol,
+        "side": OrderSide.BUY if intent.side == "buy" else OrderSide.SELL,
+        "time_in_force": TimeInForce(intent.time_in_force),
+        "client_order_id": job.client_order_id,
+        "extended_hours": intent.extended_hours or None,
+    }
+    if intent.qty is not None:
+        common["qty"] = intent.qty
+    else:
+        common["notional"] = intent.notional
+    match intent.order_type:
+        case "market":
+            return MarketOrderRequest(**common)
+        case "limit":
+            return LimitOrderRequest(limit_price=intent.limit_price, **common)
+        case "stop":
+            return StopOrderRequest(stop_price=intent.stop_price, **common)
+        case "stop_limit":
+            return StopLimitOrderRequest(
+                limit_price=intent.limit_price, stop_price=intent.stop_price, **common
+            )
+
+
+def _status_code(exc: APIError) -> int | None:
+    try:
+        code = exc.status_code
+    except AttributeError:
+        return None
+    return int(code) if code is not None else None
+
+
+def _error_code(exc: APIError) -> int | None:
+    try:
+        return int(exc.code)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _error_message(exc: APIError) -> str:
+    try:
+        return str(exc.message)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return str(exc)[:200]
