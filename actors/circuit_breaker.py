@@ -130,6 +130,16 @@ class CircuitBreaker:
         return self._state
 
     @property
+    def since(self) -> float | None:
+        """When the current state was entered (None: never changed)."""
+        return self._since
+
+    @property
+    def reason(self) -> str | None:
+        """Why the current state was entered."""
+        return self._reason
+
+    @property
     def reduce_only(self) -> bool:
         """Whether only reducing orders may trade (``half_open`` with ``reduce_only_on_warn``)."""
         return self._state == "half_open" and self._reduce_only_on_warn
