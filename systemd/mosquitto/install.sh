@@ -33,11 +33,14 @@
 #   --make-certs NAMES    comma-separated DNS names / IP addresses clients use to reach
 #                         the broker, e.g. broker.lan,192.168.1.10 (localhost and
 #                         127.0.0.1 are always added)
+#   --extra-acl FILE      append FILE to the ACL verbatim (other clients of the same
+#                         broker, e.g. zigbee2mqtt; they must not get tradeguard topics)
 #   --rotate USER         give USER a new random password (repeatable)
 #   --root DIR            install below DIR instead of / (packaging, tests); never
 #                         touches the running mosquitto
 #   --prune               remove users from the password file that are not named now
-#                         (a strategy that was dropped from the list)
+#                         (a strategy that was dropped from the list); users with a
+#                         `user NAME` line in the --extra-acl file are kept
 #   --no-restart          do not restart or reload mosquitto
 set -euo pipefail
 
@@ -54,6 +57,7 @@ rotate=()
 root=""
 restart=1
 prune=0
+extra_acl=""
 strategies=()
 
 die() {
@@ -76,6 +80,7 @@ while [[ $# -gt 0 ]]; do
 	--no-triggers) default_triggers=0; shift ;;
 	--make-certs) need_value "$@"; cert_names=$2; shift 2 ;;
 	--rotate) need_value "$@"; rotate+=("$2"); shift 2 ;;
+	--extra-acl) need_value "$@"; extra_acl=$2; shift 2 ;;
 	--root) need_value "$@"; root=${2%/}; restart=0; shift 2 ;;
 	--no-restart) restart=0; shift ;;
 	--prune) prune=1; shift ;;
@@ -121,6 +126,7 @@ done
 for sid in "${strategies[@]}"; do
 	claim "$sid" "strategy"
 done
+[[ -z $extra_acl || -r $extra_acl ]] || die "--extra-acl: cannot read $extra_acl"
 for user in "${rotate[@]}"; do
 	[[ -n ${seen[$user]:-} ]] || die "--rotate '$user': not one of the users being installed"
 done
@@ -210,6 +216,9 @@ done
 if [[ $prune == 1 ]]; then
 	mapfile -t present < <(cut -d: -f1 "$passwd_file")
 	for user in "${present[@]}"; do
+		if [[ -n $extra_acl ]] && grep -qx "user $user" "$extra_acl"; then
+			continue # a user of the extra ACL, managed by hand
+		fi
 		if [[ -n $user && -z ${seen[$user]:-} ]]; then
 			mosquitto_passwd -D "$passwd_file" "$user"
 			rm -f "${passwords_dir:?}/$user"
@@ -276,6 +285,10 @@ render_acl() {
 acl_new=$(mktemp "$tg_dir/.acl.XXXXXX")
 trap 'rm -f "$acl_new"' EXIT
 render_acl >"$acl_new"
+if [[ -n $extra_acl ]]; then
+	printf '\n# --- appended from %s ---\n' "$extra_acl" >>"$acl_new"
+	cat "$extra_acl" >>"$acl_new"
+fi
 if grep -n '@[A-Z]*@' "$acl_new" >&2; then
 	die "unrendered placeholder in the ACL (above)"
 fi
