@@ -9,7 +9,7 @@ exists on this machine, and systemd 252 checks the host's path even with
 
 from __future__ import annotations
 
-import errno
+import ctypes
 import os
 import re
 import selectors
@@ -141,64 +141,131 @@ def test_the_example_config_fits_the_unit() -> None:
     assert config.daemon.shutdown_timeout_s < stop_timeout
 
 
-# --- MemoryDenyWriteExecute=yes ------------------------------------------------
-
-# Run in the child before exec: prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN), the
-# kernel's own write-xor-execute switch (Linux 6.3+) and the same promise as
-# MemoryDenyWriteExecute=yes (systemd 252 enforces it with seccomp instead, which
-# also refuses every mprotect(PROT_EXEC)); it survives fork and exec.
-MDWE_LAUNCHER = """
+# --- the sandbox's kernel side: SystemCallFilter= and MemoryDenyWriteExecute= ----
+#
+# Without a running systemd the unit cannot be started here, so its two kernel
+# restrictions that could break Python are rebuilt around a plain child process:
+# a seccomp allow list made from the unit's SystemCallFilter= lines and
+# `systemd-analyze syscall-filter` (denied calls fail with EPERM, as with
+# SystemCallErrorNumber=EPERM, through libseccomp like systemd), and
+# prctl(PR_SET_MDWE), the kernel's write-xor-execute switch (Linux 6.3+) with the
+# promise of MemoryDenyWriteExecute=yes. Both survive exec.
+SANDBOX_LAUNCHER = """
 import ctypes, os, sys
+allowed, argv = sys.argv[1], sys.argv[2:]
 libc = ctypes.CDLL(None, use_errno=True)
-if libc.prctl(65, 1, 0, 0, 0) != 0:
+if allowed != "-":
+    seccomp = ctypes.CDLL("libseccomp.so.2")
+    seccomp.seccomp_init.restype = ctypes.c_void_p
+    seccomp.seccomp_init.argtypes = [ctypes.c_uint32]
+    seccomp.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    seccomp.seccomp_rule_add.argtypes = [
+        ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint
+    ]
+    seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+    ctx = seccomp.seccomp_init(0x00050000 | 1)  # SCMP_ACT_ERRNO(EPERM)
+    for name in open(allowed).read().split():
+        number = seccomp.seccomp_syscall_resolve_name(name.encode())
+        if number >= 0:
+            assert seccomp.seccomp_rule_add(ctx, 0x7FFF0000, number, 0) == 0, name  # ALLOW
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS, as NoNewPrivileges=yes
+        sys.exit("prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if seccomp.seccomp_load(ctx) != 0:
+        sys.exit("seccomp_load failed")
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
     sys.exit(f"prctl(PR_SET_MDWE): {os.strerror(ctypes.get_errno())}")
-os.execv(sys.argv[1], sys.argv[1:])
+os.execv(argv[0], argv)
 """
 
 
-def _kernel_has_mdwe() -> bool:
-    # Probed in a child: the flag cannot be cleared once set.
-    probe = subprocess.run(
-        [sys.executable, "-c", MDWE_LAUNCHER, "/bin/true"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=30,
-    )
-    return probe.returncode == 0
+def _syscall_groups() -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    current: list[str] = []
+    for raw in analyze("syscall-filter").stdout.splitlines():
+        line = raw.strip()
+        if raw.startswith("@"):
+            current = groups.setdefault(line, [])
+        elif line and not line.startswith("#"):
+            current.append(line)
+    return groups
+
+
+def unit_syscall_allow_list() -> set[str]:
+    """The system calls the unit's SystemCallFilter= lines allow."""
+    groups = _syscall_groups()
+
+    def expand(item: str) -> set[str]:
+        if not item.startswith("@"):
+            return {item}
+        assert item in groups, f"unknown syscall group {item}"
+        return set().union(*(expand(member) for member in groups[item]))
+
+    allowed = expand("@default")  # systemd always allows these with an allow list
+    lines = service("SystemCallFilter")
+    assert lines, "the unit has no SystemCallFilter="
+    assert not lines[0].startswith("~"), "the first SystemCallFilter= must be an allow list"
+    for value in lines:
+        deny = value.startswith("~")
+        names = set().union(*(expand(item) for item in value.removeprefix("~").split()))
+        allowed = allowed - names if deny else allowed | names
+    return allowed
+
+
+def _launch(allow_list: Path | None, *argv: str) -> list[str]:
+    return [sys.executable, "-c", SANDBOX_LAUNCHER, str(allow_list or "-"), *argv]
 
 
 @pytest.fixture
-def mdwe() -> list[str]:
-    """A command prefix that runs a program with writable+executable memory forbidden."""
-    if not _kernel_has_mdwe():
-        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
-    return [sys.executable, "-c", MDWE_LAUNCHER]
+def sandbox(tmp_path: Path) -> list[str]:
+    """A command prefix that runs a program under the unit's syscall filter and MDWE."""
+    if ANALYZE is None:
+        pytest.skip("systemd-analyze is missing: apt-get install -y systemd")
+    try:
+        ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        pytest.skip("libseccomp.so.2 is missing: apt-get install -y libseccomp2")
+    probe = subprocess.run(_launch(None, "/bin/true"), capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"this kernel cannot forbid W+X memory (Linux 6.3+): {probe.stderr.strip()}")
+    allow_list = tmp_path / "allowed-syscalls"
+    allow_list.write_text("\n".join(sorted(unit_syscall_allow_list())), encoding="utf-8")
+    return _launch(allow_list)
 
 
-def test_mdwe_really_forbids_writable_executable_memory(mdwe: list[str]) -> None:
-    mapping = (
-        "import mmap; mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)"
-    )
+def test_the_sandbox_really_restricts_the_child(sandbox: list[str]) -> None:
+    # Guards the test below: W+X memory and a @resources call both fail in the sandbox.
+    code = """
+import mmap, os
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("wx allowed")
+except PermissionError:
+    print("wx denied")
+try:
+    os.setpriority(os.PRIO_PROCESS, 0, 1)
+    print("setpriority allowed")
+except PermissionError:
+    print("setpriority denied")
+"""
     result = subprocess.run(
-        [*mdwe, sys.executable, "-c", mapping], capture_output=True, text=True, check=False
+        [*sandbox, sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
-    assert result.returncode != 0
-    assert "Permission denied" in result.stderr or os.strerror(errno.EACCES) in result.stderr
+    assert result.stdout.split("\n")[:2] == ["wx denied", "setpriority denied"], result.stderr
 
 
-def test_the_daemon_runs_under_memory_deny_write_execute(
-    mdwe: list[str], mosquitto: Mosquitto, tmp_path: Path
+def test_the_daemon_runs_in_the_units_sandbox(
+    sandbox: list[str], mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    # Everything `tradeguard run` loads (alpaca-py, pydantic-core, msgspec, aiohttp,
-    # sqlite, ssl) must work without W+X memory, or the unit's daemon would not start.
+    # Everything `tradeguard run` loads and does (alpaca-py, pydantic-core, msgspec,
+    # numpy, aiohttp, sqlite, ssl, threads, signals) must work with the unit's system
+    # call filter and without W+X memory, or the daemon would not start under systemd.
     tables = base_tables(mosquitto, unique_prefix(), tmp_path)
     tables["broker.sim"] = {"port": free_port()}
     config = write_config(tmp_path, tables)
     env = {k: v for k, v in os.environ.items() if k != "TRADEGUARD_CONFIG"}
     env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
-        [*mdwe, str(TRADEGUARD), "run", "--config", str(config)],
+        [*sandbox, str(TRADEGUARD), "run", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
