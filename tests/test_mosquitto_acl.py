@@ -511,3 +511,60 @@ def test_the_tls_listener_refuses_plain_mqtt_and_untrusted_certificates(
     strict.tls_set(tls_version=ssl.PROTOCOL_TLS_CLIENT)
     with pytest.raises(ssl.SSLCertVerificationError):
         strict.connect("127.0.0.1", broker.tls_port, keepalive=5)
+
+
+def _install(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(INSTALL), "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_install_sh_is_idempotent_and_prunes(tmp_path: Path) -> None:
+    first = _install(tmp_path, "--make-certs", "broker.test", "s1", "s2")
+    assert first.returncode == 0, first.stderr
+    before = _snapshot(tmp_path)
+    again = _install(tmp_path, "--make-certs", "broker.test", "s1", "s2")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == ""
+    assert again.stderr == ""
+    assert _snapshot(tmp_path) == before
+    credential = tmp_path / "etc/tradeguard/credentials/mqtt-password"
+    daemon_password = tmp_path / "etc/mosquitto/tradeguard/passwords/tradeguard"
+    assert credential.read_bytes() == daemon_password.read_bytes()
+    assert credential.stat().st_mode & 0o777 == 0o600
+
+    pruned = _install(tmp_path, "--prune", "--rotate", "s1", "s1")
+    assert pruned.returncode == 0, pruned.stderr
+    passwd = (tmp_path / "etc/mosquitto/tradeguard/passwd").read_text(encoding="utf-8")
+    users = {line.split(":", 1)[0] for line in passwd.splitlines()}
+    assert users == {"tradeguard", "phone", "homeassistant", "button", "s1"}
+    acl = (tmp_path / "etc/mosquitto/tradeguard/acl").read_text(encoding="utf-8")
+    assert "user s2" not in acl
+    assert "@" not in acl.replace("#@", "")  # no placeholder left
+    rotated = tmp_path / "etc/mosquitto/tradeguard/passwords/s1"
+    assert rotated.read_bytes() != before["etc/mosquitto/tradeguard/passwords/s1"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["phone"], "used for both phone and strategy"),
+        (["bad/id"], "a username is 1-32 characters"),
+        (["--trigger", "b=tradeguard/v1/strategy/s1/intent", "s1"], "may only publish"),
+        (["--trigger", "b=zigbee2mqtt/#", "s1"], "must not be empty or hold"),
+        ([], "name at least one strategy id"),
+    ],
+)
+def test_install_sh_refuses_dangerous_input(tmp_path: Path, args: list[str], message: str) -> None:
+    result = _install(tmp_path, *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "etc").exists()

@@ -149,8 +149,9 @@ server_cert=$root/etc/mosquitto/certs/tradeguard-server.crt
 server_key=$root/etc/mosquitto/certs/tradeguard-server.key
 credential=$root/etc/tradeguard/credentials/mqtt-password
 
-group=root
-if getent group mosquitto >/dev/null; then
+# mosquitto 2 reads its files after dropping to the mosquitto user: group-readable.
+group=$(id -gn)
+if [[ $(id -u) == 0 ]] && getent group mosquitto >/dev/null; then
 	group=mosquitto
 fi
 umask 077
