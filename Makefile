@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps mosquitto clean
+.PHONY: run test lint bench deps mosquitto test-tools clean
 
 run: deps
 	$(BIN)/tradeguard run $(if $(CONFIG),--config $(CONFIG),)
 
-test: deps
-	$(BIN)/python -m pytest -q -p no:randomly $(PYTEST_ARGS)
+test: deps test-tools
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: deps
 	$(BIN)/ruff check .
@@ -32,13 +32,25 @@ $(STAMP): pyproject.toml
 
 # The daemon's built-in default runs its own loopback mosquitto; tests use a real one too.
 mosquitto:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null 2>&1; then \
+	@if { ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; } || ! command -v mosquitto_pub >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing mosquitto and mosquitto-clients with apt-get"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null) \
 	      || { echo "error: apt-get install mosquitto mosquitto-clients failed"; exit 1; }; \
 	  else \
 	    echo "error: mosquitto is missing: run 'sudo apt-get install -y mosquitto mosquitto-clients' and try again"; exit 1; \
+	  fi; \
+	fi
+
+# The test suite also checks the systemd unit (systemd-analyze) and TLS for mosquitto (openssl).
+test-tools:
+	@if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing openssl and systemd (for systemd-analyze) with apt-get"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl systemd >/dev/null) \
+	      || { echo "error: apt-get install openssl systemd failed"; exit 1; }; \
+	  else \
+	    echo "note: systemd-analyze or openssl missing ('sudo apt-get install -y openssl systemd'): those tests will skip"; \
 	  fi; \
 	fi
 

@@ -198,6 +198,7 @@ class _Outcome:
     REJECTED = "rejected"
     NOT_FOUND = "not_found"
     UNKNOWN = "unknown"
+    BLOCKED = "blocked"
 
 
 @dataclass
@@ -209,10 +210,14 @@ class _Result:
 
 
 @dataclass
-class _Tracked:
+class TrackedOrder:
+    """An unfinished order the gateway follows until the broker calls it final."""
+
     strategy_id: str
     broker_order_id: str | None
     status: OrderStatus
+    intent: OrderIntent
+    accepted_at: float
 
 
 class OrderOwners:
@@ -294,7 +299,7 @@ class BrokerGateway(Actor):
         cancels: MemoryObjectReceiveStream[CancelOrder],
         kill_changes: MemoryObjectReceiveStream[KillChanged],
         updates: Mapping[str, MemoryObjectSendStream[OrderUpdate | FlattenNow]],
-        tracked: Mapping[str, tuple[str, str | None, OrderStatus]],
+        tracked: Mapping[str, TrackedOrder],
         on_status: Callable[[BrokerStatus], None],
         on_external: Callable[[str, str], None],
         halt: TradingHalt,
@@ -319,10 +324,7 @@ class BrokerGateway(Actor):
         self._cancels = cancels
         self._kill_changes = kill_changes
         self._updates = updates
-        self._tracked: dict[str, _Tracked] = {
-            coid: _Tracked(sid, broker_id, status)
-            for coid, (sid, broker_id, status) in tracked.items()
-        }
+        self._tracked: dict[str, TrackedOrder] = dict(tracked)
         self._on_status = on_status
         self._on_external = on_external
         self._timeout = request_timeout_s
@@ -363,9 +365,21 @@ class BrokerGateway(Actor):
         client._session.mount("https://", adapter)  # noqa: SLF001
         return client
 
-    async def _call(self, fn: Callable[[], Any], *, urgent: bool = False) -> _Result:
-        """Run one REST call in a worker thread through the bucket; classify the outcome."""
+    async def _call(
+        self,
+        fn: Callable[[], Any],
+        *,
+        urgent: bool = False,
+        precheck: Callable[[], str | None] | None = None,
+    ) -> _Result:
+        """Run one REST call in a worker thread through the bucket; classify the outcome.
+
+        ``precheck`` runs after the token is granted, right before the request leaves:
+        the kill gate is checked there, not before a wait for the bucket.
+        """
         await self.bucket.acquire(urgent=urgent)
+        if precheck is not None and (blocked := precheck()) is not None:
+            return _Result(_Outcome.BLOCKED, detail=blocked)
         try:
             body = await anyio.to_thread.run_sync(fn, limiter=self._limiter)
         except APIError as exc:
@@ -428,7 +442,9 @@ class BrokerGateway(Actor):
 
     async def _feed_submissions(self) -> None:
         async for job in self._submissions:
-            self._tracked[job.client_order_id] = _Tracked(job.strategy_id, None, "pending")
+            self._tracked[job.client_order_id] = TrackedOrder(
+                job.strategy_id, None, "pending", job.intent, job.accepted_at
+            )
             self._submit_q.append(job)
             self._wake.set()
 
@@ -582,6 +598,15 @@ class BrokerGateway(Actor):
                 return
             await anyio.sleep(0.2)
 
+    async def wait_posts_idle(self) -> None:
+        """Return once no POST is in flight (bounded by twice the request timeout).
+
+        The authority awaits this after flipping the gate and before it reports the
+        engage as done: from then on no order can reach the broker.
+        """
+        with anyio.move_on_after(self._timeout * 2):
+            await self._posts_idle.wait()
+
     async def _consume_kill_changes(self) -> None:
         async for change in self._kill_changes:
             if change.engaged:
@@ -592,8 +617,7 @@ class BrokerGateway(Actor):
         """No POST after the engage: wait for in-flight ones, cancel the scope, flatten."""
         assert self._client is not None
         client = self._client
-        with anyio.move_on_after(self._timeout * 2):
-            await self._posts_idle.wait()
+        await self.wait_posts_idle()
         if change.strategy_id is None:
             for attempt in range(20):
                 result = await self._call(client.cancel_orders, urgent=True)
@@ -711,13 +735,23 @@ class BrokerGateway(Actor):
         for coid, tracked in list(self._tracked.items()):
             if await self._adopt_if_present(coid):
                 continue
-            # The broker never got it: the daemon stopped between journal and POST.
+            # The broker never got it: the daemon stopped between the journal and the POST.
+            if time.time() - tracked.accepted_at < self._deadline_s:
+                self._submit_q.append(
+                    SubmitOrder(
+                        strategy_id=tracked.strategy_id,
+                        client_order_id=coid,
+                        intent=tracked.intent,
+                        accepted_at=tracked.accepted_at,
+                    )
+                )
+                continue
             await self._emit(
                 OrderUpdate(
                     client_order_id=coid,
                     status="rejected",
-                    detail="BROKER_UNAVAILABLE: never reached the broker before the daemon "
-                    f"stopped (was {tracked.status})",
+                    detail="BROKER_UNAVAILABLE: never reached the broker within "
+                    f"{self._deadline_s:g} s (the daemon was down; was {tracked.status})",
                 )
             )
         await self.reconcile()

@@ -9,7 +9,7 @@ which cancel the scope's open orders (and flatten when asked).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, assert_never
 
 import anyio
@@ -114,6 +114,7 @@ class KillSwitchAuthority(Actor):
         trigger_configs: Sequence[TriggerConfig] = (),
         heartbeat_timeouts: Mapping[str, float] | None = None,
         home_assistant: HomeAssistantDiscovery | None = None,
+        post_barrier: Callable[[], Awaitable[None]] | None = None,
         halt: TradingHalt,
     ) -> None:
         """Wire the authority; see the class docstring."""
@@ -131,6 +132,7 @@ class KillSwitchAuthority(Actor):
         self._trigger_configs = trigger_configs
         self._timeouts = dict(heartbeat_timeouts or {})
         self._ha = home_assistant
+        self._post_barrier = post_barrier
         self._lock = anyio.Lock()
         now = time.monotonic()
         self._last_heartbeat = dict.fromkeys(self._timeouts, now)
@@ -227,6 +229,9 @@ class KillSwitchAuthority(Actor):
             )
             await self._journal.write(_switch_row(key, state), audit_row(record))
             self.gate._set(key, state)  # noqa: SLF001  # the authority is the gate's only writer
+            if self._post_barrier is not None:
+                # An order already on its way to the broker lands before we say "engaged".
+                await self._post_barrier()
             log.warning(
                 "kill.engaged",
                 scope=scope,

@@ -106,6 +106,7 @@ class OrderRecord:
     broker_order_id: str | None = None
     filled_qty: float = 0.0
     filled_avg_price: float | None = None
+    created_ts: float = 0.0
 
 
 @dataclass
@@ -215,81 +216,127 @@ class OrderManager(Actor):
             tg.start_soon(self._consume_updates)
             tg.start_soon(self._state_publisher)
             await self._broker_ready.wait()
-            async for inbound in self._intents:
-                await self._handle(inbound)
+            while (batch := await self._next_intents()) is not None:
+                await self._handle(batch)
             tg.cancel_scope.cancel()
 
-    # ------------------------------------------------------------------ intents
+    async def _next_intents(self) -> list[InboundIntent] | None:
+        """Every intent queued right now (at least one): one journal commit decides them all."""
+        try:
+            batch = [await self._intents.receive()]
+        except anyio.EndOfStream:
+            return None
+        while len(batch) < 256:
+            try:
+                batch.append(self._intents.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        return batch
 
-    async def _handle(self, inbound: InboundIntent) -> None:
-        intent = inbound.intent
-        match intent:
-            case OrderIntent():
-                await self._decide(intent, inbound.received_at)
-            case CancelIntent():
-                await self._cancel_intent(intent.intent_id)
-            case CancelAllIntent():
-                for order in list(self.orders.values()):
-                    if order.status not in FINAL:
-                        await self._request_cancel(order)
-            case _:
-                assert_never(intent)
+    async def _handle(self, batch: list[InboundIntent]) -> None:
+        """Decide a batch of intents in arrival order, journaled in one group commit.
 
-    async def _decide(self, intent: OrderIntent, received_at: float) -> None:
+        Cancels are handled in order too, after the orders before them are decided.
+        """
+        writes: list[Write] = []
+        answers: list[bytes] = []
+        submissions: list[SubmitOrder] = []
+        for inbound in batch:
+            intent = inbound.intent
+            match intent:
+                case OrderIntent():
+                    self._decide(intent, inbound.received_at, writes, answers, submissions)
+                case CancelIntent() | CancelAllIntent():
+                    await self._commit(writes, answers, submissions)
+                    if isinstance(intent, CancelIntent):
+                        await self._cancel_intent(intent.intent_id)
+                    else:
+                        for order in list(self.orders.values()):
+                            if order.status not in FINAL:
+                                await self._request_cancel(order)
+                case _:
+                    assert_never(intent)
+        await self._commit(writes, answers, submissions)
+
+    async def _commit(
+        self, writes: list[Write], answers: list[bytes], submissions: list[SubmitOrder]
+    ) -> None:
+        """Journal the decisions, then answer, then hand accepted orders to the gateway."""
+        if writes:
+            await self._journal.write(*writes)
+        for payload in answers:
+            await self._outbound.send(Publish(topic=self._event_topic, payload=payload))
+        for submission in submissions:
+            await self._submissions.send(submission)
+        if submissions:
+            self._state_dirty.set()
+        writes.clear()
+        answers.clear()
+        submissions.clear()
+
+    def _decide(
+        self,
+        intent: OrderIntent,
+        received_at: float,
+        writes: list[Write],
+        answers: list[bytes],
+        submissions: list[SubmitOrder],
+    ) -> None:
+        """Decide one order intent; the caller journals before anything leaves."""
+        now = time.time()
         known = self._decisions.get(intent.intent_id)
         if known is not None:
             decision = _decision_decoder.decode(known)
-            await self._send_event(
-                msgspec.structs.replace(decision, duplicate=True, ts=time.time())
-            )
+            answers.append(encode(msgspec.structs.replace(decision, duplicate=True, ts=now)))
             return
         reasons = self._guardian.evaluate(self.strategy_id, intent, received_at)
-        now = time.time()
         if reasons:
             rejected = Rejected(intent_id=intent.intent_id, reasons=reasons, ts=now)
             payload = encode(rejected)
-            await self._journal.write(
+            writes.append(
                 _decision_row(
                     self.strategy_id, intent.intent_id, accepted=False, payload=payload, ts=now
                 )
             )
             self._decisions[intent.intent_id] = payload
+            answers.append(payload)
             log.info(
                 "intent.rejected",
                 strategy_id=self.strategy_id,
                 intent_id=intent.intent_id,
                 codes=[r.code.value for r in reasons],
             )
-            await self._outbound.send(Publish(topic=self._event_topic, payload=payload))
             return
         coid = client_order_id(self.strategy_id, intent.intent_id)
-        accepted = Accepted(intent_id=intent.intent_id, client_order_id=coid, ts=now)
-        payload = encode(accepted)
+        payload = encode(Accepted(intent_id=intent.intent_id, client_order_id=coid, ts=now))
         record = OrderRecord(
-            client_order_id=coid, intent_id=intent.intent_id, intent=intent, status="pending"
+            client_order_id=coid,
+            intent_id=intent.intent_id,
+            intent=intent,
+            status="pending",
+            created_ts=now,
         )
-        await self._journal.write(
+        writes.append(
             _decision_row(
                 self.strategy_id, intent.intent_id, accepted=True, payload=payload, ts=now
-            ),
-            _order_insert(self.strategy_id, record, now),
+            )
         )
+        writes.append(_order_insert(self.strategy_id, record, now))
         self._decisions[intent.intent_id] = payload
         self.orders[coid] = record
         self._by_intent[intent.intent_id] = record
+        answers.append(payload)
+        submissions.append(
+            SubmitOrder(
+                strategy_id=self.strategy_id, client_order_id=coid, intent=intent, accepted_at=now
+            )
+        )
         log.info(
             "intent.accepted",
             strategy_id=self.strategy_id,
             intent_id=intent.intent_id,
             client_order_id=coid,
         )
-        await self._outbound.send(Publish(topic=self._event_topic, payload=payload))
-        await self._submissions.send(
-            SubmitOrder(
-                strategy_id=self.strategy_id, client_order_id=coid, intent=intent, accepted_at=now
-            )
-        )
-        self._state_dirty.set()
 
     async def _cancel_intent(self, intent_id: str) -> None:
         order = self._by_intent.get(intent_id)
@@ -470,10 +517,14 @@ class OrderManager(Actor):
                 qty=abs(position.qty),
             )
             coid = client_order_id(self.strategy_id, intent_id)
-            record = OrderRecord(
-                client_order_id=coid, intent_id=intent_id, intent=intent, status="pending"
-            )
             now = time.time()
+            record = OrderRecord(
+                client_order_id=coid,
+                intent_id=intent_id,
+                intent=intent,
+                status="pending",
+                created_ts=now,
+            )
             await self._journal.write(_order_insert(self.strategy_id, record, now))
             self.orders[coid] = record
             self._by_intent[intent_id] = record
@@ -574,9 +625,9 @@ def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, Strate
             books[sid].decisions[intent_id] = bytes(event)
     for row in journal.query(
         "SELECT client_order_id, strategy_id, intent_id, intent, status, broker_order_id, "
-        "filled_qty, filled_avg_price FROM orders"
+        "filled_qty, filled_avg_price, created_ts FROM orders"
     ):
-        coid, sid, intent_id, intent, status, broker_id, filled, avg = row
+        coid, sid, intent_id, intent, status, broker_id, filled, avg, created = row
         if sid in books:
             books[sid].orders[coid] = OrderRecord(
                 client_order_id=coid,
@@ -586,6 +637,7 @@ def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, Strate
                 broker_order_id=broker_id,
                 filled_qty=filled,
                 filled_avg_price=avg,
+                created_ts=created,
             )
     for sid, symbol, side, qty, price in journal.query(
         "SELECT strategy_id, symbol, side, qty, price FROM fills ORDER BY id"

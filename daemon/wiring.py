@@ -20,7 +20,7 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
-from actors.broker_gateway import BrokerGateway, check_mode
+from actors.broker_gateway import BrokerGateway, TrackedOrder, check_mode
 from actors.home_assistant import HomeAssistantDiscovery
 from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_step
 from actors.order_manager import FINAL, OrderManager, load_books
@@ -252,6 +252,7 @@ class Daemon:
                 if s.heartbeat_timeout_s is not None
             },
             home_assistant=ha,
+            post_barrier=self._wait_posts_idle,
             halt=self.halt,
         )
         guardian = RiskGuardian(
@@ -296,7 +297,9 @@ class Daemon:
             kill_changes=gateway_kill.receiver,
             updates={sid: c.sender for sid, c in updates.items()},
             tracked={
-                coid: (sid, order.broker_order_id, order.status)
+                coid: TrackedOrder(
+                    sid, order.broker_order_id, order.status, order.intent, order.created_ts
+                )
                 for sid, book in self._books.items()
                 for coid, order in book.orders.items()
                 if order.status not in FINAL
@@ -401,6 +404,10 @@ class Daemon:
         await anyio.sleep(timeout)
         log.warning("daemon.shutdown_timeout", waited_s=timeout)
         desks.cancel()
+
+    async def _wait_posts_idle(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.wait_posts_idle()
 
     async def _announce_ready(self, session: MqttSession) -> None:
         assert self.gateway is not None

@@ -121,6 +121,17 @@ class Probe:
                         return body
                 await self._changed.wait()
 
+    async def wait_until(
+        self,
+        condition: Callable[[], bool],
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109  # one knob per wait reads best in tests
+    ) -> None:
+        """Wait (on arriving messages, not on a timer) until ``condition()`` holds."""
+        with anyio.fail_after(timeout):
+            while not condition():
+                await self._changed.wait()
+
     def bodies(self, topic: str) -> list[Any]:
         """Every JSON body received on ``topic`` so far."""
         return [_loads(m.payload) for m in self.received if m.topic == topic]
@@ -276,3 +287,46 @@ async def running_daemon(config_path: Path, *, ready_timeout: float = 15.0) -> A
             yield daemon
         finally:
             daemon.request_stop()
+
+
+def trading_tables(
+    broker: Mosquitto,
+    prefix: str,
+    state_dir: Path,
+    venue_url: str,
+    *,
+    broker_overrides: dict[str, Any] | None = None,
+    **strategies: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Config tables for a daemon trading against a paper venue started by the test."""
+    (state_dir / "key_id").write_text("PKTESTKEY\n")
+    (state_dir / "secret_key").write_text("test-secret\n")
+    tables = base_tables(broker, prefix, state_dir, **strategies)
+    del tables["broker.sim"]
+    tables["broker"] = {
+        "kind": "alpaca",
+        "mode": "paper",
+        "url": venue_url,
+        "stream_url": venue_url.replace("http", "ws", 1) + "/stream",
+        "key_id_file": str(state_dir / "key_id"),
+        "secret_key_file": str(state_dir / "secret_key"),
+        "rate_limit_per_min": 1_000_000.0,
+        "request_timeout_s": 2.0,
+        **(broker_overrides or {}),
+    }
+    return tables
+
+
+async def poll_until(
+    condition: Callable[[], bool],
+    *,
+    timeout: float = 30.0,  # noqa: ASYNC109  # one knob per wait reads best in tests
+) -> None:
+    """Wait until ``condition()`` holds for state outside MQTT (a venue, a journal file).
+
+    Those have no event to wait on from here, so this re-checks every 20 ms and fails
+    after ``timeout``.
+    """
+    with anyio.fail_after(timeout):
+        while not condition():  # noqa: ASYNC110  # nothing to wait on: state lives elsewhere
+            await anyio.sleep(0.02)

@@ -1,0 +1,323 @@
+"""The trading path end to end: real mosquitto, alpaca-py against the paper venue, SQLite."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from harness import (
+    DaemonProcess,
+    Mosquitto,
+    poll_until,
+    probe,
+    running_daemon,
+    trading_tables,
+    write_config,
+)
+from sim_harness import fast_config, running_venue
+
+from protocol.topics import Topics
+from sim.venue import PaperVenue
+
+pytestmark = pytest.mark.anyio
+
+FAST = 10**7
+
+
+def resting_buy(intent_id: str, symbol: str = "AAPL") -> dict[str, Any]:
+    """A limit buy far below the market: it rests at the venue."""
+    return {
+        "type": "order",
+        "intent_id": intent_id,
+        "symbol": symbol,
+        "side": "buy",
+        "qty": 1,
+        "order_type": "limit",
+        "limit_price": 1.0,
+    }
+
+
+def market(
+    intent_id: str, side: str = "buy", qty: float = 1, symbol: str = "AAPL"
+) -> dict[str, Any]:
+    return {"type": "order", "intent_id": intent_id, "symbol": symbol, "side": side, "qty": qty}
+
+
+def venue_orders(venue: PaperVenue, sid: str = "s1") -> list[Any]:
+    return [o for o in venue.engine.orders.values() if o.client_order_id.startswith(f"{sid}-")]
+
+
+def decisions(bodies: list[Any]) -> list[dict[str, Any]]:
+    return [b for b in bodies if isinstance(b, dict) and b.get("type") in ("accepted", "rejected")]
+
+
+def journal_rows(state_dir: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(state_dir / "state.db") as db:
+        return db.execute(sql).fetchall()
+
+
+async def test_thousand_intents_each_sent_one_to_three_times(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    rng = random.Random(1000)
+    copies = {f"i{n:04d}": rng.randint(1, 3) for n in range(1000)}
+    sends = [iid for iid, count in copies.items() for _ in range(count)]
+    rng.shuffle(sends)
+    t = Topics(prefix)
+    async with running_venue(fast_config(rate_limit_per_min=FAST)) as venue:
+        config = write_config(tmp_path, trading_tables(mosquitto, prefix, tmp_path, venue.base_url))
+        async with running_daemon(config), probe(mosquitto, t.event("s1")) as p:
+            for iid in sends:
+                await p.publish(t.intent("s1"), resting_buy(iid))
+            await p.wait_until(
+                lambda: len(decisions(p.bodies(t.event("s1")))) >= len(sends), timeout=60
+            )
+            answers = decisions(p.bodies(t.event("s1")))
+            assert len(answers) == len(sends)
+            for iid, count in copies.items():
+                mine = [a for a in answers if a["intent_id"] == iid]
+                assert len(mine) == count, iid
+                assert sum(1 for a in mine if not a["duplicate"]) == 1, iid
+                assert all(a["type"] == "accepted" for a in mine), mine
+            # Every order reaches the venue exactly once.
+            await p.wait_until(
+                lambda: (
+                    sum(
+                        1
+                        for b in p.bodies(t.event("s1"))
+                        if b.get("type") == "order" and b.get("status") == "accepted"
+                    )
+                    >= len(copies)
+                ),
+                timeout=60,
+            )
+            at_venue = venue_orders(venue)
+            assert len(at_venue) == len(copies)
+            assert {o.client_order_id for o in at_venue} == {f"s1-{iid}" for iid in copies}
+
+
+async def test_kill9_during_bursts_loses_and_doubles_nothing(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    rng = random.Random(99)
+    intent_ids = [f"k{n:03d}" for n in range(500)]
+    t = Topics(prefix)
+    async with running_venue(fast_config(rate_limit_per_min=FAST)) as venue:
+        config = write_config(
+            tmp_path,
+            trading_tables(
+                mosquitto,
+                prefix,
+                tmp_path,
+                venue.base_url,
+                broker_overrides={"submit_deadline_s": 120.0},
+            ),
+        )
+        daemon = DaemonProcess(config)
+        try:
+            async with probe(mosquitto, t.event("s1")) as p:
+                for _ in range(10):
+                    await anyio.to_thread.run_sync(daemon.start)
+                    async with anyio.create_task_group() as tg:
+
+                        async def burst() -> None:
+                            for iid in intent_ids:
+                                await p.publish(t.intent("s1"), resting_buy(iid))
+
+                        tg.start_soon(burst)
+                        await anyio.sleep(rng.uniform(0.05, 1.0))  # a random point in the burst
+                        daemon.kill9()
+                        tg.cancel_scope.cancel()
+                # Final start: re-send until every intent has its decision.
+                await anyio.to_thread.run_sync(daemon.start)
+                start = len(p.received)
+                for iid in intent_ids:
+                    await p.publish(t.intent("s1"), resting_buy(iid))
+
+                def all_decided() -> bool:
+                    got = {b["intent_id"] for b in decisions(p.bodies(t.event("s1"))[start:])}
+                    return got >= set(intent_ids)
+
+                await p.wait_until(all_decided, timeout=60)
+
+                def settled() -> bool:
+                    rows = journal_rows(
+                        tmp_path,
+                        "SELECT count(*) FROM orders WHERE status IN ('pending','submitted')",
+                    )
+                    return bool(rows[0][0] == 0)
+
+                await poll_until(settled, timeout=60)
+                accepted = {
+                    row[0]
+                    for row in journal_rows(
+                        tmp_path, "SELECT intent_id FROM decisions WHERE accepted = 1"
+                    )
+                }
+                orders = journal_rows(
+                    tmp_path, "SELECT client_order_id, status, broker_order_id FROM orders"
+                )
+                at_venue = [o.client_order_id for o in venue_orders(venue)]
+                assert len(at_venue) == len(set(at_venue)), "an order was doubled at the venue"
+                assert set(at_venue) == {f"s1-{iid}" for iid in accepted}, "lost or extra order"
+                assert {row[0] for row in orders} == set(at_venue)
+                assert all(row[2] is not None and row[1] == "accepted" for row in orders), orders
+                # Each intent had exactly one decision across all the runs.
+                rows = journal_rows(
+                    tmp_path, "SELECT count(*), count(DISTINCT intent_id) FROM decisions"
+                )
+                assert rows[0][0] == rows[0][1]
+                code = await anyio.to_thread.run_sync(daemon.terminate)
+                assert code == 0, daemon.log_text()[-3000:]
+        finally:
+            daemon.stop_quietly()
+
+
+async def test_broker_outage_30s_doubles_nothing_and_settles_fast(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    outage_s = 30.0
+    async with running_venue(fast_config(rate_limit_per_min=FAST)) as venue:
+        config = write_config(
+            tmp_path,
+            trading_tables(
+                mosquitto,
+                prefix,
+                tmp_path,
+                venue.base_url,
+                broker_overrides={"submit_deadline_s": 120.0, "request_timeout_s": 1.0},
+            ),
+        )
+        async with running_daemon(config) as daemon, probe(mosquitto, t.event("s1")) as p:
+            manager = daemon.managers["s1"]
+            began = time.monotonic()
+            phases: list[Callable[[], None]] = [
+                lambda: venue.inject_errors("POST /v2/orders", 504, 10**6),
+                lambda: venue.inject_errors("*", 503, 10**6),
+                lambda: venue.drop_after_accept("POST /v2/orders", 10**6, "close"),
+            ]
+            sent: list[str] = []
+            for index, arm in enumerate(phases):
+                venue.clear_faults()
+                arm()
+                for n in range(5):
+                    iid = f"o{index}-{n}"
+                    sent.append(iid)
+                    await p.publish(t.intent("s1"), resting_buy(iid))
+                await anyio.sleep(outage_s / len(phases))  # the outage lasts this long
+            venue.clear_faults()
+            recovered = time.monotonic()
+            assert recovered - began >= outage_s
+
+            def settled() -> bool:
+                return all(
+                    o.status not in ("pending", "submitted") for o in manager.orders.values()
+                ) and len(manager.orders) == len(sent)
+
+            await poll_until(settled, timeout=10)
+            assert time.monotonic() - recovered <= 10
+            at_venue = [o.client_order_id for o in venue_orders(venue)]
+            assert len(at_venue) == len(set(at_venue))
+            assert set(at_venue) == {f"s1-{iid}" for iid in sent}
+            assert all(o.status == "accepted" for o in manager.orders.values())
+
+
+async def test_stream_drops_during_fills_lose_no_fill(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    cfg = fast_config(rate_limit_per_min=FAST, partial_fill_probability=0.3, fill_delay_s=0.01)
+    async with running_venue(cfg) as venue:
+        config = write_config(tmp_path, trading_tables(mosquitto, prefix, tmp_path, venue.base_url))
+        async with running_daemon(config) as daemon, probe(mosquitto, t.event("s1")) as p:
+            manager = daemon.managers["s1"]
+            venue.set_stream_drop_interval(0.3)
+            rng = random.Random(5)
+            for n in range(40):
+                symbol = rng.choice(["AAPL", "MSFT", "SPY"])
+                await p.publish(t.intent("s1"), market(f"m{n}", "buy", 2, symbol))
+            venue.mute_streams(muted=True)  # events during the mute are lost for good
+            for n in range(40, 60):
+                await p.publish(t.intent("s1"), market(f"m{n}", "buy", 1, "MSFT"))
+
+            def all_final_at_venue() -> bool:
+                mine = venue_orders(venue)
+                return len(mine) == 60 and all(o.is_final for o in mine)
+
+            await poll_until(all_final_at_venue, timeout=30)
+            venue.mute_streams(muted=False)
+            venue.set_stream_drop_interval(None)
+
+            def books_match() -> bool:
+                for order in venue_orders(venue):
+                    mine = manager.orders.get(order.client_order_id)
+                    if mine is None or abs(mine.filled_qty - float(order.filled_qty)) > 1e-9:
+                        return False
+                return True
+
+            await poll_until(books_match, timeout=20)
+            for symbol, position in venue.engine.positions.items():
+                assert manager.positions[symbol].qty == pytest.approx(float(position.qty))
+            fills = [b for b in p.bodies(t.event("s1")) if b.get("type") == "fill"]
+            assert sum(f["qty"] for f in fills) == pytest.approx(
+                sum(float(o.filled_qty) for o in venue_orders(venue))
+            )
+
+
+async def test_global_engage_cancels_200_open_orders_and_stops_posts(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    async with running_venue(fast_config(rate_limit_per_min=FAST)) as venue:
+        config = write_config(
+            tmp_path, trading_tables(mosquitto, prefix, tmp_path, venue.base_url, s1={}, s2={})
+        )
+        async with (
+            running_daemon(config),
+            probe(mosquitto, t.kill_state, f"{prefix}/v1/strategy/+/event") as p,
+        ):
+            for n in range(100):
+                await p.publish(t.intent("s1"), resting_buy(f"r{n}"))
+                await p.publish(t.intent("s2"), resting_buy(f"r{n}", "MSFT"))
+            await poll_until(lambda: sum(1 for o in venue.engine.open_orders()) == 200, timeout=30)
+            engaged_state: dict[str, Any] = {}
+            async with anyio.create_task_group() as tg:
+
+                async def keep_trading() -> None:
+                    n = 0
+                    while True:
+                        await p.publish(t.intent("s1"), resting_buy(f"late{n}"))
+                        n += 1
+
+                tg.start_soon(keep_trading)
+                await p.publish(
+                    t.kill_command, {"type": "engage", "scope": "global", "reason": "drill"}
+                )
+                engaged_state = await p.expect(t.kill_state, lambda s: s["global"]["engaged"])
+                # Keep trying for a while after the engage was processed.
+                after = len(p.received)
+                await p.wait_until(
+                    lambda: (
+                        sum(
+                            1
+                            for m in p.received[after:]
+                            if m.topic == t.event("s1") and b'"KILL_SWITCH_GLOBAL"' in m.payload
+                        )
+                        >= 50
+                    )
+                )
+                tg.cancel_scope.cancel()
+            processed_at = engaged_state["ts"]
+            await poll_until(lambda: not venue.engine.open_orders(), timeout=20)
+            latest = max(o.created_at.timestamp() for o in venue.engine.orders.values())
+            assert latest <= processed_at, "an order reached the venue after the engage"
+            assert all(o.status == "canceled" for o in venue.engine.orders.values()), (
+                "an order escaped the cancel"
+            )
