@@ -479,6 +479,11 @@ class OrderManager(Actor):
         if not changed:
             return
         order.status = status
+        events.append(self._order_event(order, update.detail))
+        if status == "submitted":
+            # Transient: recovery looks up every unfinished order anyway, so this state
+            # is published but not worth an fsync of its own.
+            return
         writes.append(
             Write(
                 "UPDATE orders SET status=?, broker_order_id=?, filled_qty=?, filled_avg_price=?, "
@@ -494,7 +499,6 @@ class OrderManager(Actor):
                 ),
             )
         )
-        events.append(self._order_event(order, update.detail))
         log.info(
             "order.status",
             client_order_id=order.client_order_id,

@@ -1,9 +1,10 @@
-"""``make bench``: latency ratios against a baseline measured in the same run.
+"""``make bench``: latency ratios against baselines measured in the same run.
 
-1. MQTT floor: a bare aiomqtt echo (decode JSON, publish back) in its own process.
-2. tradeguard: intent -> decision event through the daemon in its own process.
-Both over the same loopback mosquitto with TCP_NODELAY on both sides.
-Later stages add: intent -> order at the venue vs a direct alpaca-py submit.
+1. MQTT floor: a bare aiomqtt echo (decode JSON, publish back) in its own process,
+   against tradeguard's intent -> decision event (journaled, fsync'd) in its own process.
+2. Broker floor: a direct alpaca-py ``submit_order`` to the paper venue (its own
+   process), against intent -> the order event saying the venue accepted it.
+All over one loopback mosquitto with TCP_NODELAY on both sides.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import anyio
 import msgspec
 
 from daemon.embedded_broker import EmbeddedMosquitto
-from daemon.mqtt_session import MqttEndpoint, MqttLink
+from daemon.mqtt_session import MqttEndpoint, MqttLink, Received
 
 ROUNDS = 300
 WARMUP = 30
+BIN = Path(sys.executable).parent
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -34,18 +36,19 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def measure(
-    link: MqttLink, send: Callable[[int], Awaitable[None]], reply_topic: str, rounds: int
+    link: MqttLink,
+    send: Callable[[int], Awaitable[None]],
+    done: Callable[[int, Received], bool],
+    rounds: int,
 ) -> list[float]:
-    """Round trips in milliseconds: send i, wait for the reply on ``reply_topic``."""
+    """Round trips in milliseconds: send i, wait for the message ``done`` recognises."""
     samples: list[float] = []
     messages = link.messages()
     for i in range(rounds + WARMUP):
         started = time.perf_counter()
         await send(i)
-        while True:
-            message = await anext(messages)
-            if message.topic == reply_topic:
-                break
+        while not done(i, await anext(messages)):
+            pass
         if i >= WARMUP:
             samples.append((time.perf_counter() - started) * 1000)
     return samples
@@ -54,32 +57,71 @@ async def measure(
 def row(name: str, samples: list[float], base: list[float] | None) -> str:
     p50, p99 = statistics.median(samples), percentile(samples, 0.99)
     if base is None:
-        return f"| {name:<34} | {p50:8.3f} | {p99:8.3f} | {'1.00':>8} | {'1.00':>8} |"
+        return f"| {name:<40} | {p50:8.3f} | {p99:8.3f} | {'1.00':>8} | {'1.00':>8} |"
     b50, b99 = statistics.median(base), percentile(base, 0.99)
-    return f"| {name:<34} | {p50:8.3f} | {p99:8.3f} | {p50 / b50:8.2f} | {p99 / b99:8.2f} |"
+    return f"| {name:<40} | {p50:8.3f} | {p99:8.3f} | {p50 / b50:8.2f} | {p99 / b99:8.2f} |"
+
+
+def start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+
+
+async def direct_submits(base_url: str, rounds: int) -> list[float]:
+    """alpaca-py straight to the venue: the floor for placing one order."""
+    from alpaca.trading.client import TradingClient  # noqa: PLC0415
+    from alpaca.trading.enums import OrderSide, TimeInForce  # noqa: PLC0415
+    from alpaca.trading.requests import LimitOrderRequest  # noqa: PLC0415
+
+    client = TradingClient("PKBENCH", "bench", raw_data=True, url_override=base_url)
+    run = time.time_ns()
+
+    def submit(i: int) -> float:
+        request = LimitOrderRequest(
+            symbol="AAPL",
+            qty=1,
+            side=OrderSide.BUY,
+            time_in_force=TimeInForce.DAY,
+            limit_price=1.0,
+            client_order_id=f"direct-{run}-{i}",
+        )
+        started = time.perf_counter()
+        client.submit_order(request)
+        return (time.perf_counter() - started) * 1000
+
+    samples = [await anyio.to_thread.run_sync(submit, i) for i in range(rounds + WARMUP)]
+    return samples[WARMUP:]
 
 
 async def main(rounds: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tg-bench-"))
     port = 18000 + os.getpid() % 2000
+    venue_port = port + 2500
     broker = EmbeddedMosquitto(state_dir=workdir, port=port)
     async with anyio.create_task_group() as tg:
         await tg.start(broker.run)
         endpoint = MqttEndpoint(host="127.0.0.1", port=port, client_id="bench")
-        echo = subprocess.Popen([sys.executable, "-m", "bench.echo", str(port)])
+        echo = start([sys.executable, "-m", "bench.echo", str(port)])
+        venue = start(
+            [str(BIN / "tradeguard"), "sim", "--port", str(venue_port), "--rate-limit", "1000000"]
+        )
+        assert venue.stdout is not None
+        await anyio.to_thread.run_sync(venue.stdout.readline)
+        base_url = f"http://127.0.0.1:{venue_port}"
+        (workdir / "key").write_text("PKBENCHDAEMON\n")
         config = workdir / "bench.toml"
         config.write_text(
             f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntopic_prefix = "bench"\n'
             f'[state]\npath = "{workdir}/state.db"\n[log]\nlevel = "warning"\n'
-            "[strategies.b1]\nallocation = 0.5\n[risk]\nmax_intents_per_second = 100000.0\n"
+            f'[broker]\nkind = "alpaca"\nurl = "{base_url}"\n'
+            f'stream_url = "ws://127.0.0.1:{venue_port}/stream"\n'
+            f'key_id_file = "{workdir}/key"\nsecret_key_file = "{workdir}/key"\n'
+            "rate_limit_per_min = 1000000.0\n"
+            "[strategies.b1]\nallocation = 0.5\n"
         )
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "tradeguard"), "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        daemon = start([str(BIN / "tradeguard"), "run", "--config", str(config)])
         assert daemon.stdout is not None
         await anyio.to_thread.run_sync(daemon.stdout.readline)
+        run = time.time_ns()
         try:
             async with MqttLink(endpoint) as link:
                 await link.subscribe("bench/echo/out", "bench/v1/strategy/b1/event")
@@ -91,28 +133,55 @@ async def main(rounds: int) -> None:
                 async def echo_send(i: int) -> None:
                     await link.publish("bench/echo/in", msgspec.json.encode({"i": i}))
 
-                async def intent_send(i: int) -> None:
-                    body = {
-                        "type": "order",
-                        "intent_id": f"bench-{time.time_ns()}-{i}",
-                        "symbol": "AAPL",
-                        "side": "buy",
-                        "qty": 1,
-                    }
-                    await link.publish("bench/v1/strategy/b1/intent", msgspec.json.encode(body))
+                def intent(i: int, tag: str) -> bytes:
+                    return msgspec.json.encode(
+                        {
+                            "type": "order",
+                            "intent_id": f"{tag}-{run}-{i}",
+                            "symbol": "AAPL",
+                            "side": "buy",
+                            "qty": 1,
+                            "order_type": "limit",
+                            "limit_price": 1.0,
+                        }
+                    )
 
-                floor = await measure(link, echo_send, "bench/echo/out", rounds)
-                decision = await measure(link, intent_send, "bench/v1/strategy/b1/event", rounds)
+                async def decision_send(i: int) -> None:
+                    await link.publish("bench/v1/strategy/b1/intent", intent(i, "d"))
+
+                async def order_send(i: int) -> None:
+                    await link.publish("bench/v1/strategy/b1/intent", intent(i, "o"))
+
+                def echoed(_i: int, m: Received) -> bool:
+                    return m.topic == "bench/echo/out"
+
+                def decided(i: int, m: Received) -> bool:
+                    return f'"d-{run}-{i}"'.encode() in m.payload and b'"accepted"' in m.payload
+
+                def at_venue(i: int, m: Received) -> bool:
+                    return (
+                        f'"o-{run}-{i}"'.encode() in m.payload
+                        and b'"type":"order"' in m.payload
+                        and b'"status":"accepted"' in m.payload
+                    )
+
+                floor = await measure(link, echo_send, echoed, rounds)
+                decision = await measure(link, decision_send, decided, rounds)
+                direct = await direct_submits(base_url, rounds)
+                through = await measure(link, order_send, at_venue, rounds)
         finally:
-            daemon.terminate()
-            echo.terminate()
-            daemon.wait(10)
-            echo.wait(10)
-        print(f"round trips over loopback mosquitto, {rounds} samples each (ms)\n")
-        print(f"| {'path':<34} | {'p50':>8} | {'p99':>8} | {'p50 x':>8} | {'p99 x':>8} |")
-        print(f"|{'-' * 36}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
+            for process in (daemon, echo, venue):
+                process.terminate()
+                process.wait(10)
+        print(
+            f"latency over loopback, {rounds} samples each (ms); ratios against the floor above\n"
+        )
+        print(f"| {'path':<40} | {'p50':>8} | {'p99':>8} | {'p50 x':>8} | {'p99 x':>8} |")
+        print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
         print(row("MQTT echo floor (aiomqtt)", floor, None))
         print(row("intent -> decision (tradeguard)", decision, floor))
+        print(row("alpaca-py submit_order -> venue (direct)", direct, None))
+        print(row("intent -> order accepted by venue (tg)", through, direct))
         tg.cancel_scope.cancel()
 
 

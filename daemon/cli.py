@@ -62,8 +62,23 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-id", default=None)
     p.add_argument("--secret-key", default=None)
     p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
+    p.add_argument("--rate-limit", type=int, default=200, help="requests per minute per key")
 
     sub.add_parser("schema", parents=[common], help="print the JSON Schema of every v1 message")
+
+    p = sub.add_parser("orders", parents=[common], help="list recent orders from the journal")
+    p.add_argument("--strategy", metavar="SID")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("positions", parents=[common], help="list positions from the journal")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "demo-strategy", parents=[common], help="trade a few symbols through the daemon"
+    )
+    p.add_argument("--strategy", default="demo", metavar="SID")
+    p.add_argument("--rounds", type=int, default=3)
 
     p = sub.add_parser("check-config", parents=[common], help="validate a config file")
     p.add_argument("file", metavar="F")
@@ -124,6 +139,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "sim":
         from sim.cli import run as run_sim  # noqa: PLC0415  # the venue is optional at run time
 
+        configure_logging("info")  # to stderr: stdout carries only the "listening" line
+
         return run_sim(
             host=args.host,
             port=args.port,
@@ -132,24 +149,38 @@ def _dispatch(args: argparse.Namespace) -> int:
             key_id=args.key_id,
             secret_key=args.secret_key,
             control=args.control,
+            rate_limit_per_min=args.rate_limit,
         )
     config = load_config(args.config)
     if command == "run":
         return _run(config)
-    from daemon import client_commands  # noqa: PLC0415  # only the MQTT commands need it
+    return _dispatch_client(command, args, config)
+
+
+def _dispatch_client(command: str, args: argparse.Namespace, config: Config) -> int:
+    """Commands that read the journal or talk to a running daemon."""
+    from daemon import client_commands as cc  # noqa: PLC0415  # only these commands need it
 
     configure_logging("warning", json=False)
-    if command == "status":
-        return client_commands.status(config, as_json=args.json)
-    if command == "kill":
-        return client_commands.kill(
-            config, strategy_id=args.strategy, flatten=args.flatten, reason=args.reason
-        )
-    if command == "disengage":
-        return client_commands.disengage(
-            config, strategy_id=args.strategy, code=args.code, operator=args.operator
-        )
-    return _fail(f"unknown command {command!r}")
+    match command:
+        case "status":
+            return cc.status(config, as_json=args.json)
+        case "kill":
+            return cc.kill(
+                config, strategy_id=args.strategy, flatten=args.flatten, reason=args.reason
+            )
+        case "disengage":
+            return cc.disengage(
+                config, strategy_id=args.strategy, code=args.code, operator=args.operator
+            )
+        case "orders":
+            return cc.orders(config, strategy_id=args.strategy, limit=args.limit, as_json=args.json)
+        case "positions":
+            return cc.positions(config, as_json=args.json)
+        case "demo-strategy":
+            return cc.demo_strategy(config, strategy_id=args.strategy, rounds=args.rounds)
+        case _:
+            return _fail(f"unknown command {command!r}")
 
 
 def _run(config: Config) -> int:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import sys
+import time
 from typing import Any
 
 import anyio
 import msgspec
 
-from daemon.config import Config
-from daemon.errors import BrokerConnectionError
+from daemon.config import Config, resolve_path
+from daemon.errors import BrokerConnectionError, JournalError
 from daemon.mqtt_session import MqttLink
 from daemon.wiring import mqtt_endpoint
 from protocol.codec import decode_json, encode
@@ -195,3 +197,154 @@ def _run_mqtt(go: Any) -> int:
         print(f"tradeguard: {exc}", file=sys.stderr)
         return EXIT_FAIL
     return result
+
+
+def _read_journal(config: Config, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the daemon's journal without writing (safe while it runs: WAL readers)."""
+    path = resolve_path(config, config.state.path)
+    if not path.exists():
+        raise JournalError(f"no journal at {path} (has the daemon run with this config?)")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return db.execute(sql, params).fetchall()
+
+
+def orders(config: Config, *, strategy_id: str | None, limit: int, as_json: bool) -> int:
+    """Print the most recent orders from the journal."""
+    sql = (
+        "SELECT strategy_id, intent_id, client_order_id, status, filled_qty, filled_avg_price, "
+        "broker_order_id, intent, updated_ts, detail FROM orders"
+    )
+    params: tuple[Any, ...] = ()
+    if strategy_id:
+        sql += " WHERE strategy_id = ?"
+        params = (strategy_id,)
+    sql += " ORDER BY updated_ts DESC LIMIT ?"
+    rows = _read_journal(config, sql, (*params, limit))
+    records = []
+    for sid, intent_id, coid, status, filled, avg, broker_id, intent, updated, detail in rows:
+        body = decode_json(intent)
+        records.append(
+            {
+                "strategy_id": sid,
+                "intent_id": intent_id,
+                "client_order_id": coid,
+                "symbol": body.get("symbol"),
+                "side": body.get("side"),
+                "qty": body.get("qty"),
+                "notional": body.get("notional"),
+                "order_type": body.get("order_type", "market"),
+                "status": status,
+                "filled_qty": filled,
+                "filled_avg_price": avg,
+                "broker_order_id": broker_id,
+                "updated_ts": updated,
+                "detail": detail,
+            }
+        )
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return EXIT_OK
+    from rich.console import Console  # noqa: PLC0415  # only for the table view
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table("strategy", "intent", "symbol", "side", "qty", "type", "status", "filled", "avg")
+    for r in records:
+        table.add_row(
+            r["strategy_id"],
+            r["intent_id"],
+            str(r["symbol"]),
+            str(r["side"]),
+            f"{r['qty']:g}" if r["qty"] is not None else f"${r['notional']:g}",
+            r["order_type"],
+            r["status"],
+            f"{r['filled_qty']:g}",
+            f"{r['filled_avg_price']:.2f}" if r["filled_avg_price"] else "-",
+        )
+    Console().print(table)
+    return EXIT_OK
+
+
+def positions(config: Config, *, as_json: bool) -> int:
+    """Print every strategy's positions, rebuilt from the journaled fills."""
+    from actors.order_manager import Position  # noqa: PLC0415
+
+    book: dict[tuple[str, str], Position] = {}
+    for sid, symbol, side, qty, price in _read_journal(
+        config, "SELECT strategy_id, symbol, side, qty, price FROM fills ORDER BY id"
+    ):
+        book.setdefault((sid, symbol), Position()).apply(1 if side == "buy" else -1, qty, price)
+    records: list[dict[str, Any]] = [
+        {
+            "strategy_id": sid,
+            "symbol": symbol,
+            "qty": p.qty,
+            "avg_price": p.avg_price,
+            "realized_pnl": p.realized_pnl,
+        }
+        for (sid, symbol), p in sorted(book.items())
+    ]
+    if as_json:
+        print(json.dumps(records, indent=2))
+        return EXIT_OK
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table("strategy", "symbol", "qty", "avg price", "realized P&L")
+    for r in records:
+        table.add_row(
+            r["strategy_id"],
+            r["symbol"],
+            f"{r['qty']:g}",
+            f"{r['avg_price']:.2f}",
+            f"{r['realized_pnl']:.2f}",
+        )
+    Console().print(table)
+    return EXIT_OK
+
+
+def demo_strategy(config: Config, *, strategy_id: str, rounds: int) -> int:
+    """Trade a few symbols against the daemon: buy, wait for the fill, sell, report."""
+    from protocol.client import StrategyClient, StrategyClientError  # noqa: PLC0415
+    from protocol.messages import Accepted, OrderIntent  # noqa: PLC0415
+
+    endpoint = mqtt_endpoint(config)
+    symbols = ["AAPL", "MSFT", "SPY"]
+    run = secrets.token_hex(3)
+
+    async def go() -> int:
+        async with StrategyClient(
+            strategy_id,
+            host=endpoint.host,
+            port=endpoint.port,
+            prefix=config.mqtt.topic_prefix,
+            username=endpoint.username,
+            password=endpoint.password,
+            heartbeat_s=1.0,
+        ) as client:
+            for n in range(rounds):
+                symbol = symbols[n % len(symbols)]
+                for side in ("buy", "sell"):
+                    intent = OrderIntent(
+                        intent_id=f"demo-{run}-{n}-{side}",
+                        symbol=symbol,
+                        side=side,
+                        qty=1,
+                        ts=time.time(),
+                    )
+                    decision = await client.submit(intent)
+                    if not isinstance(decision, Accepted):
+                        reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+                        print(f"{intent.intent_id}: rejected ({reasons})")
+                        break
+                    order = await client.wait_order(intent.intent_id)
+                    print(
+                        f"{intent.intent_id}: {side} {symbol} -> {order.status} "
+                        f"{order.filled_qty:g} @ {order.filled_avg_price or 0:.2f}"
+                    )
+        return EXIT_OK
+
+    try:
+        return _run_mqtt(go)
+    except StrategyClientError as exc:
+        print(f"tradeguard: {exc}", file=sys.stderr)
+        return EXIT_FAIL

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-id", default=None)
     parser.add_argument("--secret-key", default=None)
     parser.add_argument("--control", action="store_true", help="serve the /_sim control API")
+    parser.add_argument("--rate-limit", type=int, default=200, help="requests/min per key")
     args = parser.parse_args(argv)
     # stdout carries only the "listening on" line; logs go to stderr.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         key_id=args.key_id,
         secret_key=args.secret_key,
         control=args.control,
+        rate_limit_per_min=args.rate_limit,
     )
 
 

@@ -25,6 +25,7 @@ def run(
     key_id: str | None,
     secret_key: str | None,
     control: bool = False,
+    rate_limit_per_min: int = 200,
 ) -> int:
     """Serve the venue until SIGTERM or SIGINT.
 
@@ -39,12 +40,16 @@ def run(
         key_id: Only accept this key (with ``secret_key``); None: any non-empty pair.
         secret_key: See ``key_id``.
         control: Serve the ``/_sim`` control API.
+        rate_limit_per_min: Requests per minute per key before 429 (Alpaca's is 200).
 
     Returns:
         0 after a clean stop, 2 on bad arguments.
     """
     if clock not in CLOCK_MODES:
         print(f"error: --clock must be one of {', '.join(CLOCK_MODES)}", file=sys.stderr)
+        return 2
+    if rate_limit_per_min < 1:
+        print("error: --rate-limit must be at least 1", file=sys.stderr)
         return 2
     if (key_id is None) != (secret_key is None):
         print("error: --key-id and --secret-key go together", file=sys.stderr)
@@ -57,6 +62,7 @@ def run(
         key_id=key_id,
         secret_key=secret_key,
         control_enabled=control,
+        rate_limit_per_min=rate_limit_per_min,
     )
     try:
         anyio.run(_serve, config, backend="asyncio")
