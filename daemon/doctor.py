@@ -484,14 +484,15 @@ async def _mqtt_login(endpoint: MqttEndpoint) -> None:
 
 def _mqtt_failure(exc: Exception, *, where: str, config: Config) -> CheckResult:
     """Explain why the MQTT login failed: refused login, nobody listening, or TLS."""
-    text = str(exc)
+    # MqttLink's message repeats host:port; the cause has the broker's or the OS's words.
+    text = str(exc.__cause__ or exc)
     code = _reason_code(exc)
     mqtt = config.mqtt
     if code in LOGIN_REFUSED_CODES:
         return CheckResult(
             check="mqtt",
             status="FAIL",
-            detail=f"MQTT at {where} refused the login (reason code {code}): {text}",
+            detail=f"MQTT at {where} refused the login: {text}",
             fix="MQTT refused the login: check mqtt.username and the password file "
             "(mqtt.password_file) against the broker's password file (mosquitto_passwd)",
         )
@@ -751,8 +752,10 @@ def classify_skew(skew_s: float, *, uncertainty: float = 0.0, source: str) -> Ch
     turns into refused or wrongly accepted intents.
     """
     beyond = abs(skew_s) - uncertainty
+    direction = "behind" if skew_s > 0 else "ahead of"
     detail = (
-        f"this machine's clock is {-skew_s:+.2f} s (±{uncertainty:.2f}) off the broker ({source})"
+        f"this machine's clock is {abs(skew_s):.2f} s (±{uncertainty:.2f} s) {direction} "
+        f"the broker's ({source})"
     )
     if beyond > SKEW_FAIL_S:
         return CheckResult(
