@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ import anyio
 import requests
 import structlog
 from alpaca.common.exceptions import APIError
+from alpaca.data.historical.stock import StockHistoricalDataClient
+from alpaca.data.requests import StockLatestQuoteRequest
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.requests import (
@@ -58,6 +61,7 @@ from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
 from actors.kill_switch import KillGate
+from actors.risk_limits import Quote
 from daemon.actor import Actor, TradingHalt
 from daemon.channels import (
     BrokerStatus,
@@ -291,6 +295,7 @@ class BrokerGateway(Actor):
         *,
         url: str,
         stream_url: str,
+        data_url: str,
         key_id: str,
         secret_key: str,
         gate: KillGate,
@@ -315,6 +320,9 @@ class BrokerGateway(Actor):
         super().__init__("broker_gateway", halt=halt)
         self._url = url
         self._stream_url = stream_url
+        self._data_url = data_url
+        self.quotes: dict[str, Quote] = {}
+        self._data_client: StockHistoricalDataClient | None = None
         self._key_id = key_id
         self._secret_key = secret_key
         self._gate = gate
@@ -353,6 +361,47 @@ class BrokerGateway(Actor):
         self.external: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
+
+    def _make_data_client(self) -> StockHistoricalDataClient:
+        client = StockHistoricalDataClient(
+            self._key_id, self._secret_key, raw_data=True, url_override=self._data_url
+        )
+        client._retry = 0  # noqa: SLF001  # as for the trading client: we decide about retries
+        adapter = _TimeoutAdapter(self._timeout)
+        client._session.mount("http://", adapter)  # noqa: SLF001  # no public hook for timeouts
+        client._session.mount("https://", adapter)  # noqa: SLF001
+        return client
+
+    async def fresh_quotes(self, symbols: set[str], *, max_age_s: float) -> None:
+        """Make sure the quote cache holds a quote younger than ``max_age_s`` for each symbol.
+
+        Market data is a separate Alpaca service with its own limits, so this does not
+        draw on the trading token bucket. A failed fetch leaves the cache as it was: the
+        guardian then rejects for want of a usable quote, saying so.
+        """
+        now = time.time()
+        stale = sorted(
+            s for s in symbols if s not in self.quotes or now - self.quotes[s].ts > max_age_s / 2
+        )
+        if not stale:
+            return
+        if self._data_client is None:
+            self._data_client = self._make_data_client()
+        client = self._data_client
+        request = StockLatestQuoteRequest(symbol_or_symbols=stale)
+        try:
+            body = await anyio.to_thread.run_sync(
+                lambda: client.get_stock_latest_quote(request), limiter=self._limiter
+            )
+        except (APIError, requests.RequestException, OSError) as exc:
+            log.warning("quotes.fetch_failed", symbols=stale, error=str(exc)[:200])
+            return
+        raw_quotes: dict[str, Any] = dict(body or {})
+        for symbol, raw in raw_quotes.items():
+            bid, ask = _as_float(raw.get("bp")), _as_float(raw.get("ap"))
+            if bid is None or ask is None:
+                continue
+            self.quotes[symbol] = Quote(bid=bid, ask=ask, ts=_epoch(raw.get("t")) or now)
 
     def _make_client(self) -> TradingClient:
         client = TradingClient(
@@ -724,7 +773,7 @@ class BrokerGateway(Actor):
         while True:
             result = await self._call(self._client.get_account)
             if result.outcome == _Outcome.OK:
-                self._publish_account(result.body)
+                await self.poll_account()
                 break
             if result.outcome == _Outcome.REJECTED:
                 raise BrokerError(f"broker refused the account request: {result.detail}")
@@ -762,17 +811,50 @@ class BrokerGateway(Actor):
         client = self._client
         while True:
             await anyio.sleep(self._account_poll_s)
-            result = await self._call(client.get_account)
-            if result.outcome == _Outcome.OK:
-                self._publish_account(result.body)
+            await self.poll_account(client)
 
-    def _publish_account(self, body: Mapping[str, Any]) -> None:
+    async def poll_account(self, client: TradingClient | None = None) -> None:
+        """Account, positions and clock, reported to the guardian as one status."""
+        client = client or self._client
+        assert client is not None
+        account = await self._call(client.get_account)
+        if account.outcome != _Outcome.OK:
+            return
+        positions = await self._call(client.get_all_positions)
+        clock = await self._call(client.get_clock)
+        self._publish_account(
+            account.body,
+            positions.body if positions.outcome == _Outcome.OK else None,
+            clock.body if clock.outcome == _Outcome.OK else None,
+        )
+
+    def _publish_account(
+        self,
+        body: Mapping[str, Any],
+        positions: list[Mapping[str, Any]] | None = None,
+        clock: Mapping[str, Any] | None = None,
+    ) -> None:
         self._set_connected(connected=True)
+        held = None
+        if positions is not None:
+            held = {}
+            for p in positions:
+                qty = _as_float(p.get("qty")) or 0.0
+                if p.get("side") == "short" and qty > 0:
+                    qty = -qty
+                held[str(p["symbol"])] = (qty, _as_float(p.get("market_value")) or 0.0)
+        market_open = bool(clock.get("is_open")) if clock is not None else None
+        session = (
+            str(clock.get("next_close", ""))[:10] if clock is not None and market_open else None
+        )
         self._on_status(
             BrokerStatus(
                 connected=True,
                 equity=_as_float(body.get("equity")),
                 cash=_as_float(body.get("cash")),
+                positions=held,
+                market_open=market_open,
+                session=session,
             )
         )
 
@@ -801,6 +883,16 @@ def _order_request(job: SubmitOrder) -> Any:
             return StopLimitOrderRequest(
                 limit_price=intent.limit_price, stop_price=intent.stop_price, **common
             )
+
+
+def _epoch(value: Any) -> float | None:
+    """An RFC 3339 timestamp (as Alpaca sends them) in epoch seconds."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _status_code(exc: APIError) -> int | None:

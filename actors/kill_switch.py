@@ -21,17 +21,37 @@ from actors.home_assistant import HomeAssistantDiscovery
 from daemon.actor import Actor, TradingHalt
 from daemon.admin_code import AdminCodeVerifier
 from daemon.audit import audit_row
-from daemon.channels import Heartbeat, InboundKillCommand, KillChanged, Publish, TriggerPress
+from daemon.channels import (
+    ApprovalDecision,
+    Heartbeat,
+    InboundKillCommand,
+    KillChanged,
+    Publish,
+    TriggerPress,
+)
 from daemon.config import TriggerConfig
 from daemon.journal import Journal, JournalWriter, Write, set_meta
 from protocol.codec import DecodeFailure, decode_json, encode
-from protocol.messages import AuditRecord, Disengage, Engage, KillState, SwitchState
+from protocol.messages import (
+    Approve,
+    AuditRecord,
+    Deny,
+    Disengage,
+    Engage,
+    KillState,
+    Pause,
+    ResetCircuit,
+    Resume,
+    SwitchState,
+)
 from protocol.reasons import ReasonCode
 from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 
 GLOBAL: Final = "global"
+PAUSE_PREFIX: Final = "pause:"
+"""Pauses are kept beside the switches (a strategy id never contains a colon)."""
 _TOTP_META_KEY: Final = "kill.last_totp_step"
 
 
@@ -61,6 +81,10 @@ class KillGate:
     def switch(self, key: str) -> SwitchState:
         """One switch's state."""
         return self._switches.get(key, _OFF)
+
+    def paused(self, strategy_id: str) -> bool:
+        """Whether the strategy is paused (it may only reduce its positions)."""
+        return self._switches.get(PAUSE_PREFIX + strategy_id, _OFF).engaged
 
     def _set(self, key: str, state: SwitchState) -> None:
         self._switches[key] = state
@@ -110,11 +134,13 @@ class KillSwitchAuthority(Actor):
         heartbeats: MemoryObjectReceiveStream[Heartbeat],
         triggers: MemoryObjectReceiveStream[TriggerPress],
         outbound: MemoryObjectSendStream[Publish],
-        listeners: Sequence[MemoryObjectSendStream[KillChanged]],
+        listeners: Sequence[Callable[[KillChanged], Awaitable[None]]],
         trigger_configs: Sequence[TriggerConfig] = (),
         heartbeat_timeouts: Mapping[str, float] | None = None,
         home_assistant: HomeAssistantDiscovery | None = None,
         post_barrier: Callable[[], Awaitable[None]] | None = None,
+        reset_circuit: Callable[[str | None], Awaitable[str]] | None = None,
+        approvals: Mapping[str, Callable[[ApprovalDecision], Awaitable[None]]] | None = None,
         halt: TradingHalt,
     ) -> None:
         """Wire the authority; see the class docstring."""
@@ -133,6 +159,8 @@ class KillSwitchAuthority(Actor):
         self._timeouts = dict(heartbeat_timeouts or {})
         self._ha = home_assistant
         self._post_barrier = post_barrier
+        self._reset_circuit = reset_circuit
+        self._approvals = dict(approvals or {})
         self._lock = anyio.Lock()
         now = time.monotonic()
         self._last_heartbeat = dict.fromkeys(self._timeouts, now)
@@ -181,6 +209,14 @@ class KillSwitchAuthority(Actor):
                     operator=command.operator,
                     source=command.source or inbound.origin,
                 )
+            case Pause():
+                await self.pause(
+                    command.strategy_id,
+                    reason=command.reason or "paused",
+                    source=command.source or inbound.origin,
+                )
+            case Resume() | ResetCircuit() | Approve() | Deny():
+                await self._privileged(command, inbound.origin)
             case _:
                 assert_never(command)
 
@@ -246,7 +282,7 @@ class KillSwitchAuthority(Actor):
                 strategy_id=strategy_id, engaged=True, flatten=flatten, reason=reason
             )
             for listener in self._listeners:
-                await listener.send(change)
+                await listener(change)
             return True
 
     async def disengage(
@@ -316,7 +352,119 @@ class KillSwitchAuthority(Actor):
             await self._publish_state()
             change = KillChanged(strategy_id=strategy_id, engaged=False)
             for listener in self._listeners:
-                await listener.send(change)
+                await listener(change)
+            return True
+
+    async def pause(self, strategy_id: str, *, reason: str, source: str) -> bool:
+        """Pause a strategy (no code needed: like engaging, it only makes trading safer)."""
+        async with self._lock:
+            now = time.time()
+            ok = strategy_id in self._strategies
+            detail = f"paused: {reason}" if ok else f"unknown strategy {strategy_id!r}"
+            record = AuditRecord(
+                type="strategy.pause",
+                ok=ok,
+                scope="strategy",
+                strategy_id=strategy_id,
+                source=source,
+                detail=detail,
+                ts=now,
+            )
+            writes = [audit_row(record)]
+            state = SwitchState(engaged=True, since=now, reason=reason, source=source)
+            if ok:
+                writes.append(_switch_row(PAUSE_PREFIX + strategy_id, state))
+            await self._journal.write(*writes)
+            if ok:
+                self.gate._set(PAUSE_PREFIX + strategy_id, state)  # noqa: SLF001  # only writer
+            await self._publish_audit(record)
+            await self._publish_state()
+            if ok:
+                for listener in self._listeners:
+                    await listener(KillChanged(strategy_id=strategy_id, engaged=False))
+            return ok
+
+    async def _privileged(
+        self, command: Resume | ResetCircuit | Approve | Deny, origin: str
+    ) -> bool:
+        """Commands that need an admin code: resume, circuit reset, approve and deny."""
+        async with self._lock:
+            now = time.time()
+            source = command.source or origin
+            kind, strategy_id = _describe(command)
+            verdict = self._verifier.verify(command.code)
+            writes: list[Write] = []
+            if verdict.totp_step is not None:
+                writes.append(set_meta(_TOTP_META_KEY, str(verdict.totp_step)))
+            if verdict.ok and strategy_id is not None and strategy_id not in self._strategies:
+                verdict = msgspec.structs.replace(
+                    verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
+                )
+            if verdict.ok and isinstance(command, ResetCircuit) and self._reset_circuit is None:
+                verdict = msgspec.structs.replace(verdict, ok=False, detail="no circuit breaker")
+            scope = "strategy" if strategy_id else GLOBAL
+            if not verdict.ok:
+                record = AuditRecord(
+                    type=kind,
+                    ok=False,
+                    scope=scope,
+                    strategy_id=strategy_id,
+                    source=source,
+                    operator=command.operator,
+                    detail=f"denied: {verdict.detail}",
+                    ts=now,
+                )
+                await self._journal.write(*writes, audit_row(record))
+                log.warning(
+                    "admin.denied",
+                    type=kind,
+                    strategy_id=strategy_id,
+                    source=source,
+                    detail=verdict.detail,
+                )
+                await self._publish_audit(record)
+                return False
+            detail = f"authorised ({verdict.detail})"
+            match command:
+                case Resume():
+                    writes.append(_switch_row(PAUSE_PREFIX + command.strategy_id, SwitchState()))
+                case Approve() | Deny():
+                    detail = f"intent {command.intent_id}: {detail}"
+                case ResetCircuit():
+                    pass
+            record = AuditRecord(
+                type=kind,
+                ok=True,
+                scope=scope,
+                strategy_id=strategy_id,
+                source=source,
+                operator=command.operator,
+                detail=detail,
+                ts=now,
+            )
+            await self._journal.write(*writes, audit_row(record))
+            match command:
+                case Resume():
+                    self.gate._set(PAUSE_PREFIX + command.strategy_id, SwitchState())  # noqa: SLF001
+                    await self._publish_state()
+                    for listener in self._listeners:
+                        await listener(KillChanged(strategy_id=command.strategy_id, engaged=False))
+                case ResetCircuit():
+                    assert self._reset_circuit is not None
+                    outcome = await self._reset_circuit(command.operator)
+                    log.warning("circuit.reset", operator=command.operator, outcome=outcome)
+                case Approve() | Deny():
+                    forward = self._approvals.get(command.strategy_id)
+                    if forward is not None:
+                        await forward(
+                            ApprovalDecision(
+                                strategy_id=command.strategy_id,
+                                intent_id=command.intent_id,
+                                approved=isinstance(command, Approve),
+                                operator=command.operator,
+                            )
+                        )
+            await self._publish_audit(record)
             return True
 
     # ------------------------------------------------------------------ triggers and HA
@@ -390,6 +538,7 @@ class KillSwitchAuthority(Actor):
         return KillState(
             global_=self.gate.switch(GLOBAL),
             strategies={sid: self.gate.switch(sid) for sid in sorted(self._strategies)},
+            paused={sid: self.gate.paused(sid) for sid in sorted(self._strategies)},
             ts=time.time(),
         )
 
@@ -404,6 +553,19 @@ class KillSwitchAuthority(Actor):
 
     async def _publish_audit(self, record: AuditRecord) -> None:
         await self._outbound.send(Publish(topic=self._topics.audit, payload=encode(record)))
+
+
+def _describe(command: Resume | ResetCircuit | Approve | Deny) -> tuple[str, str | None]:
+    """The audit type and the strategy of a privileged command."""
+    match command:
+        case Resume():
+            return "strategy.resume", command.strategy_id
+        case ResetCircuit():
+            return "circuit.reset", None
+        case Approve():
+            return "approval.approve", command.strategy_id
+        case Deny():
+            return "approval.deny", command.strategy_id
 
 
 def _matches(trigger: TriggerConfig, payload: bytes) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, assert_never
 
@@ -27,8 +27,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors.kill_switch import KillGate
 from actors.risk_guardian import RiskGuardian
+from actors.risk_limits import PositionView, Quote, StrategyView
 from daemon.actor import Actor, TradingHalt
 from daemon.channels import (
+    ApprovalDecision,
     CancelOrder,
     FlattenNow,
     InboundIntent,
@@ -48,6 +50,7 @@ from protocol.messages import (
     OrderEvent,
     OrderIntent,
     OrderStatus,
+    PendingApproval,
     Reason,
     Rejected,
     StrategyState,
@@ -168,7 +171,7 @@ class OrderManager(Actor):
         *,
         strategy_id: str,
         intents: MemoryObjectReceiveStream[InboundIntent],
-        kill_changes: MemoryObjectReceiveStream[KillChanged],
+        kill_changes: MemoryObjectReceiveStream[KillChanged | ApprovalDecision],
         updates: MemoryObjectReceiveStream[OrderUpdate | FlattenNow],
         outbound: MemoryObjectSendStream[Publish],
         submissions: MemoryObjectSendStream[SubmitOrder],
@@ -181,6 +184,8 @@ class OrderManager(Actor):
         broker_ready: anyio.Event,
         audit: Callable[[AuditRecord], None],
         halt: TradingHalt,
+        refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None,
+        approval_timeout_s: float = 120.0,
     ) -> None:
         """Wire the manager; ``book`` is this strategy's journaled state."""
         super().__init__(f"order_manager.{strategy_id}", halt=halt)
@@ -202,6 +207,10 @@ class OrderManager(Actor):
         self._event_topic = topics.event(strategy_id)
         self._broker_ready = broker_ready
         self._audit = audit
+        self._refresh_quotes = refresh_quotes
+        self._approval_timeout_s = approval_timeout_s
+        self._parked: dict[str, tuple[OrderIntent, float]] = {}
+        self._parked_changed = anyio.Event()
         self._state_dirty = anyio.Event()
 
     @property
@@ -215,6 +224,7 @@ class OrderManager(Actor):
             tg.start_soon(self._consume_kill_changes)
             tg.start_soon(self._consume_updates)
             tg.start_soon(self._state_publisher)
+            tg.start_soon(self._approval_timeouts)
             await self._broker_ready.wait()
             while (batch := await self._next_intents()) is not None:
                 await self._handle(batch)
@@ -241,6 +251,13 @@ class OrderManager(Actor):
         writes: list[Write] = []
         answers: list[bytes] = []
         submissions: list[SubmitOrder] = []
+        symbols = {
+            i.intent.symbol
+            for i in batch
+            if isinstance(i.intent, OrderIntent) and i.intent.intent_id not in self._decisions
+        }
+        if symbols and self._refresh_quotes is not None:
+            await self._refresh_quotes(symbols)
         for inbound in batch:
             intent = inbound.intent
             match intent:
@@ -289,24 +306,50 @@ class OrderManager(Actor):
             decision = _decision_decoder.decode(known)
             answers.append(encode(msgspec.structs.replace(decision, duplicate=True, ts=now)))
             return
-        reasons = self._guardian.evaluate(self.strategy_id, intent, received_at)
+        if intent.intent_id in self._parked:
+            return  # waiting for a person: its one decision comes then
+        view = self.strategy_view(received_at)
+        reasons = self._guardian.evaluate(self.strategy_id, intent, received_at, view)
         if reasons:
-            rejected = Rejected(intent_id=intent.intent_id, reasons=reasons, ts=now)
-            payload = encode(rejected)
-            writes.append(
-                _decision_row(
-                    self.strategy_id, intent.intent_id, accepted=False, payload=payload, ts=now
-                )
-            )
-            self._decisions[intent.intent_id] = payload
-            answers.append(payload)
-            log.info(
-                "intent.rejected",
-                strategy_id=self.strategy_id,
-                intent_id=intent.intent_id,
-                codes=[r.code.value for r in reasons],
-            )
+            self._reject(intent, reasons, now, writes, answers)
             return
+        notional = self._guardian.needs_approval(self.strategy_id, intent, view, received_at)
+        if notional is not None:
+            self._park(intent, notional, now)
+            return
+        self._accept(intent, now, writes, answers, submissions)
+
+    def _reject(
+        self,
+        intent: OrderIntent,
+        reasons: list[Reason],
+        now: float,
+        writes: list[Write],
+        answers: list[bytes],
+    ) -> None:
+        payload = encode(Rejected(intent_id=intent.intent_id, reasons=reasons, ts=now))
+        writes.append(
+            _decision_row(
+                self.strategy_id, intent.intent_id, accepted=False, payload=payload, ts=now
+            )
+        )
+        self._decisions[intent.intent_id] = payload
+        answers.append(payload)
+        log.info(
+            "intent.rejected",
+            strategy_id=self.strategy_id,
+            intent_id=intent.intent_id,
+            codes=[r.code.value for r in reasons],
+        )
+
+    def _accept(
+        self,
+        intent: OrderIntent,
+        now: float,
+        writes: list[Write],
+        answers: list[bytes],
+        submissions: list[SubmitOrder],
+    ) -> None:
         coid = client_order_id(self.strategy_id, intent.intent_id)
         payload = encode(Accepted(intent_id=intent.intent_id, client_order_id=coid, ts=now))
         record = OrderRecord(
@@ -336,6 +379,167 @@ class OrderManager(Actor):
             strategy_id=self.strategy_id,
             intent_id=intent.intent_id,
             client_order_id=coid,
+        )
+
+    # ------------------------------------------------------------------ approvals
+
+    def _park(self, intent: OrderIntent, notional: float, now: float) -> None:
+        """Hold an intent above ``approval_above_notional`` until a person decides."""
+        expires = now + self._approval_timeout_s
+        self._parked[intent.intent_id] = (intent, expires)
+        self._guardian.set_pending(
+            PendingApproval(
+                strategy_id=self.strategy_id,
+                intent_id=intent.intent_id,
+                symbol=intent.symbol,
+                side=intent.side,
+                qty=intent.qty,
+                notional=round(notional, 2),
+                order_type=intent.order_type,
+                limit_price=intent.limit_price,
+                requested_at=now,
+                expires_at=expires,
+            ),
+            (self.strategy_id, intent.intent_id),
+        )
+        self._parked_changed.set()
+        self._state_dirty.set()
+        log.info(
+            "intent.awaiting_approval",
+            strategy_id=self.strategy_id,
+            intent_id=intent.intent_id,
+            notional=round(notional, 2),
+        )
+
+    async def _settle_parked(self, intent_id: str, *, approved: bool | None) -> None:
+        """Decide a parked intent: approved, denied, or (None) timed out."""
+        parked = self._parked.pop(intent_id, None)
+        if parked is None:
+            return
+        intent, _expires = parked
+        self._guardian.set_pending(None, (self.strategy_id, intent_id))
+        self._state_dirty.set()
+        now = time.time()
+        writes: list[Write] = []
+        answers: list[bytes] = []
+        submissions: list[SubmitOrder] = []
+        if approved is None:
+            reasons = [
+                Reason(
+                    code=ReasonCode.APPROVAL_TIMEOUT,
+                    message=f"no approval within {self._approval_timeout_s:g} s",
+                )
+            ]
+        elif not approved:
+            reasons = [Reason(code=ReasonCode.APPROVAL_DENIED, message="denied by an operator")]
+        else:
+            if self._refresh_quotes is not None:
+                await self._refresh_quotes({intent.symbol})
+            reasons = self._guardian.recheck_after_approval(
+                self.strategy_id, intent, now, self.strategy_view(now)
+            )
+        if reasons:
+            self._reject(intent, reasons, now, writes, answers)
+        else:
+            self._accept(intent, now, writes, answers, submissions)
+        await self._commit(writes, answers, submissions)
+
+    async def _approval_timeouts(self) -> None:
+        while True:
+            if not self._parked:
+                await self._parked_changed.wait()
+                self._parked_changed = anyio.Event()
+                continue
+            intent_id, (_intent, expires) = min(self._parked.items(), key=lambda kv: kv[1][1])
+            delay = expires - time.time()
+            if delay > 0:
+                with anyio.move_on_after(delay):
+                    await self._parked_changed.wait()
+                    self._parked_changed = anyio.Event()
+                continue
+            await self._settle_parked(intent_id, approved=None)
+
+    # ------------------------------------------------------------------ exposure views
+
+    def _mark(self, symbol: str, fallback: float) -> float:
+        quote = self._guardian.quotes.get(symbol)
+        return quote.mid if quote is not None else fallback
+
+    def realized_pnl(self) -> float:
+        """Realized P&L of every position ever held."""
+        return sum(p.realized_pnl for p in self.positions.values())
+
+    def _open_qty(self) -> dict[tuple[str, str], float]:
+        """Unfilled quantity of open orders, by (symbol, side)."""
+        result: dict[tuple[str, str], float] = {}
+        for order in self.orders.values():
+            if order.status in FINAL or order.intent.qty is None:
+                continue
+            key = (order.intent.symbol, order.intent.side)
+            result[key] = result.get(key, 0.0) + max(0.0, order.intent.qty - order.filled_qty)
+        return result
+
+    def pending_opening(self, quotes: Mapping[str, Quote]) -> dict[str, float]:
+        """Notional of open orders that would open or grow a position, by symbol."""
+        del quotes  # marks come from the same cache through the guardian
+        result: dict[str, float] = {}
+        for order in self.orders.values():
+            if order.status in FINAL:
+                continue
+            intent = order.intent
+            position = self.positions.get(intent.symbol)
+            held = position.qty if position else 0.0
+            price = intent.limit_price or intent.stop_price or self._mark(intent.symbol, 0.0)
+            if intent.qty is None:
+                result[intent.symbol] = result.get(intent.symbol, 0.0) + (intent.notional or 0.0)
+                continue
+            remaining = max(0.0, intent.qty - order.filled_qty)
+            reducing = min(remaining, max(0.0, -held if intent.side == "buy" else held))
+            opening = remaining - reducing
+            if opening > 0:
+                result[intent.symbol] = result.get(intent.symbol, 0.0) + opening * price
+        return result
+
+    def strategy_view(self, now: float) -> StrategyView:
+        """This strategy as the limits see it."""
+        del now
+        open_qty = self._open_qty()
+        positions: dict[str, PositionView] = {}
+        gross = 0.0
+        unrealized = 0.0
+        for symbol, position in self.positions.items():
+            if abs(position.qty) < _EPS and not (
+                open_qty.get((symbol, "buy")) or open_qty.get((symbol, "sell"))
+            ):
+                continue
+            mark = self._mark(symbol, position.avg_price)
+            gross += abs(position.qty) * mark
+            unrealized += (mark - position.avg_price) * position.qty
+            positions[symbol] = PositionView(
+                qty=position.qty,
+                avg_price=position.avg_price,
+                market_price=mark,
+                pending_buy_qty=open_qty.get((symbol, "buy"), 0.0),
+                pending_sell_qty=open_qty.get((symbol, "sell"), 0.0),
+            )
+        for (symbol, side), qty in open_qty.items():
+            if symbol not in positions:
+                positions[symbol] = PositionView(
+                    qty=0.0,
+                    avg_price=0.0,
+                    market_price=self._mark(symbol, 0.0),
+                    pending_buy_qty=qty if side == "buy" else 0.0,
+                    pending_sell_qty=qty if side == "sell" else 0.0,
+                )
+        gross += sum(self.pending_opening(self._guardian.quotes).values())
+        session_pnl = (
+            self.realized_pnl() - self._guardian.session_pnl_base(self.strategy_id) + unrealized
+        )
+        return StrategyView(
+            gross_exposure=gross,
+            session_pnl=session_pnl,
+            paused=self._gate.paused(self.strategy_id),
+            positions=positions,
         )
 
     async def _cancel_intent(self, intent_id: str) -> None:
@@ -549,8 +753,14 @@ class OrderManager(Actor):
 
     async def _consume_kill_changes(self) -> None:
         async for change in self._kill_changes:
-            if change.strategy_id in (None, self.strategy_id):
-                self._state_dirty.set()
+            match change:
+                case ApprovalDecision():
+                    await self._settle_parked(change.intent_id, approved=change.approved)
+                case KillChanged():
+                    if change.strategy_id in (None, self.strategy_id):
+                        self._state_dirty.set()
+                case _:
+                    assert_never(change)
 
     async def _state_publisher(self) -> None:
         """Publish the retained state when it changed, at most every 50 ms."""
@@ -583,7 +793,11 @@ class OrderManager(Actor):
             open_orders=self.open_orders,
             positions={s: p.qty for s, p in sorted(self.positions.items()) if abs(p.qty) > _EPS},
             ts=time.time(),
-            realized_pnl=float(round(sum(p.realized_pnl for p in self.positions.values()), 6)),
+            realized_pnl=float(round(self.realized_pnl(), 6)),
+            paused=self._gate.paused(self.strategy_id),
+            abstentions=self._guardian.abstentions.get(self.strategy_id, 0),
+            session_pnl=float(round(self.strategy_view(time.time()).session_pnl, 6)),
+            pending_approvals=len(self._parked),
         )
 
     async def _publish_state(self) -> None:

@@ -1,39 +1,111 @@
-"""The risk guardian: pre-trade checks and the daemon's portfolio view.
+"""The risk guardian: pre-trade checks, the portfolio view and the drawdown circuit breaker.
 
 Order managers call :meth:`RiskGuardian.evaluate` synchronously right before
 journaling a decision. It runs on the event loop without awaiting, so a check
-and the reservation it makes are atomic with respect to every other strategy.
-The guardian's own task publishes the retained daemon state.
+and what it records (rate buckets, duplicate memory) are atomic with respect to
+every other strategy. The limits themselves are pure functions
+(:mod:`actors.risk_limits`); the breaker is a pure state machine
+(:mod:`actors.circuit_breaker`).
+
+The guardian's own task takes broker status (equity, positions, clock) from the
+gateway, runs the breaker, journals every circuit change before it takes effect,
+engages the global kill switch when the circuit opens, starts a new session at
+the market open (start-of-day equity from the broker), and publishes the
+retained daemon state and the pending-approval list.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
+from typing import Final, Protocol
 
 import anyio
+import msgspec
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from actors.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
 from actors.kill_switch import KillGate
+from actors.risk_limits import (
+    DuplicateDetector,
+    EffectiveLimits,
+    PortfolioView,
+    Quote,
+    RateLimiter,
+    StrategyView,
+    check_order,
+    effective_limits,
+    order_terms,
+    usable_quote,
+)
 from daemon.actor import Actor, TradingHalt
-from daemon.channels import Publish
+from daemon.audit import audit_row
+from daemon.channels import BrokerStatus, InboundKillCommand, Publish
 from daemon.config import Config
+from daemon.journal import Journal, JournalWriter, set_meta
 from protocol.codec import encode
-from protocol.messages import CircuitState, DaemonState, OrderIntent, Reason
+from protocol.messages import (
+    ApprovalPending,
+    AuditRecord,
+    CircuitState,
+    DaemonState,
+    Engage,
+    OrderIntent,
+    PendingApproval,
+    Reason,
+)
 from protocol.reasons import ReasonCode
 from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 
+_CIRCUIT_KEY: Final = "risk.circuit"
+_SESSION_KEY: Final = "risk.session"
+
+
+class SessionState(msgspec.Struct, kw_only=True):
+    """The trading session the daily limits count from (persisted)."""
+
+    session: str | None = None
+    realized_base: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class StrategyBookView(Protocol):
+    """What the guardian reads from an order manager."""
+
+    def realized_pnl(self) -> float:
+        """Realized P&L since the strategy started trading."""
+        ...
+
+    def pending_opening(self, quotes: Mapping[str, Quote]) -> dict[str, float]:
+        """Symbol to notional of this strategy's open opening orders."""
+        ...
+
+
+def load_risk_state(journal: Journal) -> tuple[CircuitBreakerState | None, SessionState]:
+    """The persisted breaker and session (start-up)."""
+    circuit = journal.get_meta(_CIRCUIT_KEY)
+    session = journal.get_meta(_SESSION_KEY)
+    return (
+        msgspec.json.decode(circuit, type=CircuitBreakerState) if circuit else None,
+        msgspec.json.decode(session, type=SessionState) if session else SessionState(),
+    )
+
 
 class RiskGuardian(Actor):
-    """Decides whether an order intent may trade.
+    """Decides whether an order intent may trade, and watches the account.
 
-    Inputs: ``evaluate()`` calls from order managers; the kill gate and halt latch.
-    Outputs: lists of :class:`Reason` (empty means pass); retained daemon state.
+    Inputs: ``evaluate()`` calls from order managers; broker status from the gateway;
+    the kill gate and halt latch; approval requests from order managers.
+    Outputs: lists of :class:`Reason` (empty means pass); journaled, audited circuit
+    changes; a global engage when the circuit opens; retained daemon state and
+    ``P/v1/approval/pending``.
     Edge cases: a halted daemon rejects everything with ``TRADING_HALTED``; an
-    intent whose ``ts`` is older (or further ahead) than ``max_intent_age_s``
-    is ``STALE_INTENT``. Fail-closed: if it crashes, trading halts.
+    intent whose ``ts`` is older (or further ahead) than ``max_intent_age_s`` is
+    ``STALE_INTENT``; before the first account figures arrive, equity-relative
+    limits reject (equity unknown is treated as 0). Fail-closed: if it crashes,
+    trading halts.
     """
 
     fail_closed = True
@@ -47,6 +119,10 @@ class RiskGuardian(Actor):
         outbound: MemoryObjectSendStream[Publish],
         version: str,
         halt: TradingHalt,
+        journal: JournalWriter | None = None,
+        kill_commands: MemoryObjectSendStream[InboundKillCommand] | None = None,
+        circuit: CircuitBreakerState | None = None,
+        session: SessionState | None = None,
     ) -> None:
         """Wire the guardian."""
         super().__init__("risk_guardian", halt=halt)
@@ -56,20 +132,62 @@ class RiskGuardian(Actor):
         self._outbound = outbound
         self._version = version
         self._halt_latch = halt
-        self.circuit: CircuitState = "closed"
+        self._journal = journal
+        self._kill_commands = kill_commands
+        self.breaker = CircuitBreaker(config.risk, circuit)
+        self.session = session or SessionState()
+        self.limits: dict[str, EffectiveLimits] = {
+            sid: effective_limits(config.risk, strategy)
+            for sid, strategy in config.strategies.items()
+        }
+        self._rates = RateLimiter(
+            {sid: lim.max_intents_per_second for sid, lim in self.limits.items()}
+        )
+        self._duplicates = DuplicateDetector()
         self.broker_connected = False
         self.equity: float | None = None
-        self.daily_drawdown: float | None = None
-        self.total_drawdown: float | None = None
+        self.positions: dict[str, tuple[float, float]] = {}
+        self.quotes: Mapping[str, Quote] = {}
+        self.books: dict[str, StrategyBookView] = {}
+        self.abstentions: dict[str, int] = dict.fromkeys(config.strategies, 0)
+        self.pending_approvals: dict[tuple[str, str], PendingApproval] = {}
+        self._status: BrokerStatus | None = None
         self._state_changed = anyio.Event()
+        self._status_arrived = anyio.Event()
+        self.on_circuit_reset: Callable[[], None] | None = None
         halt.subscribe(lambda _reason: self.state_changed())
+
+    # ------------------------------------------------------------------ checks
 
     def state_changed(self) -> None:
         """Ask the guardian to re-publish the daemon state."""
         self._state_changed.set()
 
-    def evaluate(self, strategy_id: str, intent: OrderIntent, now: float) -> list[Reason]:
-        """Every limit ``intent`` breaks; empty when it may trade."""
+    def quote(self, symbol: str, now: float) -> Quote | None:
+        """A usable quote for ``symbol`` from the gateway's cache, or None."""
+        return usable_quote(self.quotes.get(symbol), now, self._config.risk.quote_max_age_s)
+
+    def portfolio_view(self) -> PortfolioView:
+        """The account as the limits see it."""
+        pending: dict[str, float] = {}
+        for book in self.books.values():
+            for symbol, notional in book.pending_opening(self.quotes).items():
+                pending[symbol] = pending.get(symbol, 0.0) + notional
+        return PortfolioView(
+            equity=self.equity or 0.0,
+            start_of_day_equity=self.breaker.start_of_day_equity or self.equity or 0.0,
+            peak_equity=self.breaker.peak_equity or self.equity or 0.0,
+            gross_exposure=sum(abs(value) for _qty, value in self.positions.values()),
+            held_symbols=frozenset(s for s, (qty, _v) in self.positions.items() if qty != 0),
+            pending_opening=pending,
+        )
+
+    def session_pnl_base(self, strategy_id: str) -> float:
+        """Realized P&L of the strategy when the session began."""
+        return self.session.realized_base.get(strategy_id, 0.0)
+
+    def gates(self, strategy_id: str, intent: OrderIntent, now: float) -> list[Reason]:
+        """The checks that never depend on prices: halt, kill switches, staleness."""
         reasons: list[Reason] = []
         if self._halt_latch.reason is not None:
             reasons.append(
@@ -85,8 +203,7 @@ class RiskGuardian(Actor):
             reasons.append(
                 Reason(code=blocked, message=f"kill switch of strategy {strategy_id} is engaged")
             )
-        strategy = self._config.strategies[strategy_id]
-        max_age = strategy.max_intent_age_s or self._config.risk.max_intent_age_s
+        max_age = self.limits[strategy_id].max_intent_age_s
         if intent.ts is not None and abs(now - intent.ts) > max_age:
             direction = "old" if intent.ts < now else "in the future"
             reasons.append(
@@ -98,6 +215,163 @@ class RiskGuardian(Actor):
             )
         return reasons
 
+    def evaluate(
+        self,
+        strategy_id: str,
+        intent: OrderIntent,
+        now: float,
+        strategy_view: StrategyView | None = None,
+    ) -> list[Reason]:
+        """Every limit ``intent`` breaks; empty when it may trade."""
+        limits = self.limits[strategy_id]
+        reasons = self.gates(strategy_id, intent, now)
+        rate = self._rates.check(strategy_id, now)
+        if rate is not None:
+            reasons.append(rate)
+        duplicate = self._duplicates.check(
+            strategy_id, intent, now=now, window_s=limits.duplicate_window_s
+        )
+        if duplicate is not None:
+            reasons.append(duplicate)
+        view = strategy_view or StrategyView(gross_exposure=0.0, session_pnl=0.0)
+        if self._gate.paused(strategy_id) and not view.paused:
+            view = msgspec.structs.replace(view, paused=True)
+        reasons += check_order(
+            intent,
+            limits=limits,
+            strategy_view=view,
+            portfolio=self.portfolio_view(),
+            quote=self.quote(intent.symbol, now),
+            now=now,
+            circuit=self.breaker.state,
+            reduce_only=self.breaker.reduce_only and self._config.risk.reduce_only_on_warn,
+        )
+        if any(r.code is ReasonCode.LOW_CONFIDENCE for r in reasons):
+            self.abstentions[strategy_id] = self.abstentions.get(strategy_id, 0) + 1
+        if not reasons:
+            self._duplicates.record(
+                strategy_id, intent, now=now, window_s=limits.duplicate_window_s
+            )
+        return reasons
+
+    def needs_approval(
+        self, strategy_id: str, intent: OrderIntent, view: StrategyView, now: float
+    ) -> float | None:
+        """The notional that makes ``intent`` wait for a person, or None."""
+        threshold = self.limits[strategy_id].approval_above_notional
+        if threshold is None:
+            return None
+        terms = order_terms(intent, strategy_view=view, quote=self.quote(intent.symbol, now))
+        notional = terms.notional
+        if notional is not None and notional > threshold:
+            return notional
+        return None
+
+    def recheck_after_approval(
+        self, strategy_id: str, intent: OrderIntent, now: float, view: StrategyView
+    ) -> list[Reason]:
+        """Limits again at approval time (the market moved); no rate or duplicate count."""
+        reasons = self.gates(strategy_id, msgspec.structs.replace(intent, ts=None), now)
+        reasons += check_order(
+            intent,
+            limits=self.limits[strategy_id],
+            strategy_view=view,
+            portfolio=self.portfolio_view(),
+            quote=self.quote(intent.symbol, now),
+            now=now,
+            circuit=self.breaker.state,
+            reduce_only=self.breaker.reduce_only and self._config.risk.reduce_only_on_warn,
+        )
+        return reasons
+
+    def set_pending(self, approval: PendingApproval | None, key: tuple[str, str]) -> None:
+        """Add (or with None remove) one pending approval; the list is re-published."""
+        if approval is None:
+            self.pending_approvals.pop(key, None)
+        else:
+            self.pending_approvals[key] = approval
+        self.state_changed()
+
+    # ------------------------------------------------------------------ broker status
+
+    def on_broker_status(self, status: BrokerStatus) -> None:
+        """Called by the gateway (synchronously); the guardian's task does the rest."""
+        self.broker_connected = status.connected
+        if status.positions is not None:
+            self.positions = status.positions
+        if status.equity is not None:
+            self.equity = status.equity
+            self._status = status
+            self._status_arrived.set()
+        self.state_changed()
+
+    async def _apply_status(self, status: BrokerStatus) -> None:
+        assert status.equity is not None
+        now = time.time()
+        candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
+        transitions: list[Transition] = []
+        session = self.session
+        if status.market_open and status.session and status.session != session.session:
+            transitions += candidate.new_session(status.equity, now)
+            session = SessionState(
+                session=status.session,
+                realized_base={sid: book.realized_pnl() for sid, book in self.books.items()},
+            )
+            log.info("risk.new_session", session=status.session, start_equity=status.equity)
+        transitions += candidate.update(status.equity, now)
+        if candidate.snapshot() == self.breaker.snapshot() and session is self.session:
+            return
+        await self._commit(candidate, session, transitions)
+
+    async def _commit(
+        self, candidate: CircuitBreaker, session: SessionState, transitions: list[Transition]
+    ) -> None:
+        """Journal the breaker (and audit its transitions) before they take effect."""
+        records = [
+            AuditRecord(
+                type="circuit." + t.after,
+                ok=True,
+                detail=f"{t.before} -> {t.after}: {t.reason}",
+                ts=t.ts,
+                scope="global",
+                source="circuit_breaker",
+            )
+            for t in transitions
+        ]
+        if self._journal is not None:
+            await self._journal.write(
+                set_meta(_CIRCUIT_KEY, msgspec.json.encode(candidate.snapshot()).decode()),
+                set_meta(_SESSION_KEY, msgspec.json.encode(session).decode()),
+                *(audit_row(r) for r in records),
+            )
+        self.breaker = candidate
+        self.session = session
+        for record in records:
+            log.warning("circuit.transition", detail=record.detail)
+            await self._outbound.send(Publish(topic=self._topics.audit, payload=encode(record)))
+        if any(t.after == "open" for t in transitions) and self._kill_commands is not None:
+            await self._kill_commands.send(
+                InboundKillCommand(
+                    command=Engage(
+                        scope="global", reason="circuit_breaker", source="circuit_breaker"
+                    ),
+                    origin="circuit_breaker",
+                    received_at=time.time(),
+                )
+            )
+        self.state_changed()
+
+    async def reset_circuit(self, operator: str | None) -> str:
+        """Close the circuit after the authority checked the admin code; returns what happened."""
+        candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
+        transitions = candidate.reset(time.time(), operator=operator)
+        if not transitions:
+            return "circuit was already closed"
+        await self._commit(candidate, self.session, transitions)
+        return transitions[-1].reason
+
+    # ------------------------------------------------------------------ state
+
     def daemon_state(self) -> DaemonState:
         """The retained daemon state message."""
         return DaemonState(
@@ -105,25 +379,71 @@ class RiskGuardian(Actor):
             mode=self._config.broker.mode,
             broker=self._config.broker.kind,
             broker_connected=self.broker_connected,
-            circuit=self.circuit,
+            circuit=self.breaker.state,
             equity=self.equity,
-            daily_drawdown=self.daily_drawdown,
-            total_drawdown=self.total_drawdown,
+            daily_drawdown=_round(self.breaker.daily_drawdown),
+            total_drawdown=_round(self.breaker.total_drawdown),
             ts=time.time(),
             trading_halted=self._halt_latch.halted,
             halt_reason=self._halt_latch.reason,
             strategies=sorted(self._config.strategies),
+            start_of_day_equity=self.breaker.start_of_day_equity,
+            peak_equity=self.breaker.peak_equity,
+            circuit_reason=self.breaker.reason,
+            session=self.session.session,
         )
 
+    @property
+    def circuit(self) -> CircuitState:
+        """The breaker's state."""
+        return self.breaker.state
+
     async def _run(self) -> None:
-        while True:
-            await self._outbound.send(
-                Publish(
-                    topic=self._topics.daemon_state,
-                    payload=encode(self.daemon_state()),
-                    retain=True,
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_status)
+            last_pending: bytes | None = None
+            while True:
+                await self._outbound.send(
+                    Publish(
+                        topic=self._topics.daemon_state,
+                        payload=encode(self.daemon_state()),
+                        retain=True,
+                    )
                 )
-            )
-            with anyio.move_on_after(30):
-                await self._state_changed.wait()
-            self._state_changed = anyio.Event()
+                pending = encode(
+                    ApprovalPending(
+                        pending=sorted(
+                            self.pending_approvals.values(), key=lambda a: a.requested_at
+                        ),
+                        ts=0.0,
+                    )
+                )
+                if pending != last_pending:
+                    last_pending = pending
+                    body = ApprovalPending(
+                        pending=sorted(
+                            self.pending_approvals.values(), key=lambda a: a.requested_at
+                        ),
+                        ts=time.time(),
+                    )
+                    await self._outbound.send(
+                        Publish(
+                            topic=self._topics.approval_pending, payload=encode(body), retain=True
+                        )
+                    )
+                with anyio.move_on_after(30):
+                    await self._state_changed.wait()
+                self._state_changed = anyio.Event()
+                await anyio.sleep(0.05)  # coalesce bursts of changes into one publish
+
+    async def _watch_status(self) -> None:
+        while True:
+            await self._status_arrived.wait()
+            self._status_arrived = anyio.Event()
+            status = self._status
+            if status is not None and status.equity is not None:
+                await self._apply_status(status)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)

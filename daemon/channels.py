@@ -9,7 +9,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from protocol.codec import DecodeFailure
-from protocol.messages import Intent, KillCommand, OrderIntent, OrderStatus
+from protocol.messages import ApprovalCommand, Intent, KillCommand, OrderIntent, OrderStatus
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ class InboundIntent(msgspec.Struct, frozen=True, kw_only=True):
 class InboundKillCommand(msgspec.Struct, frozen=True, kw_only=True):
     """A kill command from MQTT, the CLI (through MQTT), a trigger or an internal source."""
 
-    command: KillCommand | DecodeFailure
+    command: KillCommand | ApprovalCommand | DecodeFailure
     origin: str
     received_at: float
 
@@ -123,9 +123,25 @@ class FlattenNow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BrokerStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """Connectivity and account figures, from the gateway to the guardian."""
+    """Connectivity and account figures, from the gateway to the guardian.
+
+    ``positions`` maps symbol to (signed qty, market value) for the whole account;
+    ``session`` names the trading session the market is in (None while closed).
+    """
 
     connected: bool
     equity: float | None = None
     cash: float | None = None
     detail: str | None = None
+    positions: dict[str, tuple[float, float]] | None = None
+    market_open: bool | None = None
+    session: str | None = None
+
+
+class ApprovalDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """An authorised person approved or denied a waiting intent."""
+
+    strategy_id: str
+    intent_id: str
+    approved: bool
+    operator: str | None = None

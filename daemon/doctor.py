@@ -452,7 +452,7 @@ def _check_mqtt(config: Config, secrets: dict[str, _Secret]) -> list[CheckResult
             CheckResult(
                 check="mqtt",
                 status="FAIL",
-                detail=f"TLS settings unusable: {exc}",
+                detail=f"TLS settings unusable: {_tls_files_problem(config) or exc}",
                 fix="check that mqtt.ca_file, mqtt.cert_file and mqtt.key_file name "
                 "readable PEM files",
             )
@@ -466,7 +466,11 @@ def _check_mqtt(config: Config, secrets: dict[str, _Secret]) -> list[CheckResult
                 status="FAIL",
                 detail=f"no answer from {where} within {MQTT_TIMEOUT_S:g} s",
                 fix="check mqtt.host, mqtt.port and the firewall; "
-                f"does the port speak {'plain MQTT' if not mqtt.tls else 'TLS'}? (mqtt.tls)",
+                + (
+                    "if the port expects TLS (often 8883) set mqtt.tls = true"
+                    if not mqtt.tls
+                    else "is it the broker's TLS port?"
+                ),
             )
         ]
     except (BrokerConnectionError, OSError) as exc:
@@ -508,6 +512,13 @@ def _mqtt_failure(exc: Exception, *, where: str, config: Config) -> CheckResult:
         return CheckResult(
             check="mqtt", status="FAIL", detail=f"TLS with {where} failed: {text}", fix=fix
         )
+    if mqtt.tls and ("reset by peer" in lowered or "eof" in lowered):
+        return CheckResult(
+            check="mqtt",
+            status="FAIL",
+            detail=f"{where} dropped the TLS handshake: {text}",
+            fix=f"{where} may not speak TLS: use the broker's TLS port or set mqtt.tls = false",
+        )
     if "connection refused" in lowered:
         return CheckResult(
             check="mqtt",
@@ -530,6 +541,15 @@ def _mqtt_failure(exc: Exception, *, where: str, config: Config) -> CheckResult:
         detail=f"cannot log in to MQTT at {where}: {text}",
         fix=f"check mqtt.host, mqtt.port and the broker's log{hint}",
     )
+
+
+def _tls_files_problem(config: Config) -> str | None:
+    """Name the TLS file that does not exist (ssl's own message names none)."""
+    for name in ("ca_file", "cert_file", "key_file"):
+        value = getattr(config.mqtt, name)
+        if value is not None and not resolve_path(config, value).is_file():
+            return f"mqtt.{name}: {resolve_path(config, value)} does not exist"
+    return None
 
 
 def _reason_code(exc: BaseException) -> int | None:

@@ -34,7 +34,13 @@ from paho.mqtt.properties import Properties
 from daemon.actor import Actor, TradingHalt
 from daemon.channels import Heartbeat, InboundIntent, InboundKillCommand, Publish, TriggerPress
 from daemon.errors import BrokerConnectionError
-from protocol.codec import DecodeFailure, decode_intent, decode_kill_command, encode
+from protocol.codec import (
+    DecodeFailure,
+    decode_approval_command,
+    decode_intent,
+    decode_kill_command,
+    encode,
+)
 from protocol.messages import (
     CancelAllIntent,
     CancelIntent,
@@ -376,6 +382,16 @@ class MqttSession(Actor):
             command = decode_kill_command(payload)
             await self._kill_commands.send(
                 InboundKillCommand(command=command, origin="mqtt", received_at=now)
+            )
+            return
+        if parsed.kind is TopicKind.APPROVAL_COMMAND:
+            if retained:
+                log.warning("approval.retained_command_ignored")
+                return
+            await self._kill_commands.send(
+                InboundKillCommand(
+                    command=decode_approval_command(payload), origin="mqtt", received_at=now
+                )
             )
             return
         sid = parsed.strategy_id

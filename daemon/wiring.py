@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -24,12 +24,12 @@ from actors.broker_gateway import BrokerGateway, TrackedOrder, check_mode
 from actors.home_assistant import HomeAssistantDiscovery
 from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_step
 from actors.order_manager import FINAL, OrderManager, load_books
-from actors.risk_guardian import RiskGuardian
+from actors.risk_guardian import RiskGuardian, load_risk_state
 from daemon.actor import Actor, TradingHalt
 from daemon.admin_code import AdminCodeVerifier
 from daemon.audit import AuditTrail
 from daemon.channels import (
-    BrokerStatus,
+    ApprovalDecision,
     CancelOrder,
     Channel,
     FlattenNow,
@@ -182,6 +182,7 @@ class Daemon:
             url = await root.start(self.venue.run)
             self.broker_url = url
             self._stream_url = url.replace("http", "ws", 1) + "/stream"
+            self._data_url = url
             self._keys = ("tradeguard-sim", "tradeguard-sim")
         else:
             assert broker.url is not None
@@ -190,6 +191,7 @@ class Daemon:
             assert broker.secret_key_file is not None
             self.broker_url = broker.url.rstrip("/")
             self._stream_url = broker.stream_url
+            self._data_url = (broker.data_url or "https://data.alpaca.markets").rstrip("/")
             self._keys = (
                 read_secret(self.config, broker.key_id_file, key="broker.key_id_file"),
                 read_secret(self.config, broker.secret_key_file, key="broker.secret_key_file"),
@@ -212,7 +214,7 @@ class Daemon:
         heartbeats = Channel[Heartbeat](256)
         triggers = Channel[TriggerPress](64)
         intents = {sid: Channel[InboundIntent](size) for sid in strategies}
-        kill_changes = {sid: Channel[KillChanged](64) for sid in strategies}
+        kill_changes = {sid: Channel[KillChanged | ApprovalDecision](64) for sid in strategies}
 
         submissions = Channel[SubmitOrder](size)
         cancels = Channel[CancelOrder](size)
@@ -234,6 +236,19 @@ class Daemon:
             if config.homeassistant.enabled
             else None
         )
+        circuit_state, session_state = load_risk_state(self.journal)
+        guardian = RiskGuardian(
+            config=config,
+            gate=self.gate,
+            topics=self.topics,
+            outbound=outbound.sender.clone(),
+            version=self.version,
+            halt=self.halt,
+            journal=writer,
+            kill_commands=kill_commands.sender.clone(),
+            circuit=circuit_state,
+            session=session_state,
+        )
         authority = KillSwitchAuthority(
             gate=self.gate,
             journal=writer,
@@ -244,7 +259,9 @@ class Daemon:
             heartbeats=heartbeats.receiver,
             triggers=triggers.receiver,
             outbound=outbound.sender.clone(),
-            listeners=[gateway_kill.sender, *(c.sender for c in kill_changes.values())],
+            listeners=[gateway_kill.sender.send, *(c.sender.send for c in kill_changes.values())],
+            approvals={sid: c.sender.send for sid, c in kill_changes.items()},
+            reset_circuit=guardian.reset_circuit,
             trigger_configs=config.kill.triggers,
             heartbeat_timeouts={
                 sid: s.heartbeat_timeout_s
@@ -255,20 +272,6 @@ class Daemon:
             post_barrier=self._wait_posts_idle,
             halt=self.halt,
         )
-        guardian = RiskGuardian(
-            config=config,
-            gate=self.gate,
-            topics=self.topics,
-            outbound=outbound.sender.clone(),
-            version=self.version,
-            halt=self.halt,
-        )
-
-        def broker_status(status: BrokerStatus) -> None:
-            guardian.broker_connected = status.connected
-            if status.equity is not None:
-                guardian.equity = status.equity
-            guardian.state_changed()
 
         def external_order(strategy_id: str, client_order_id: str) -> None:
             log.warning("order.external", strategy_id=strategy_id, client_order_id=client_order_id)
@@ -288,6 +291,7 @@ class Daemon:
         gateway = BrokerGateway(
             url=self.broker_url,
             stream_url=self._stream_url,
+            data_url=self._data_url,
             key_id=self._keys[0],
             secret_key=self._keys[1],
             gate=self.gate,
@@ -304,7 +308,7 @@ class Daemon:
                 for coid, order in book.orders.items()
                 if order.status not in FINAL
             },
-            on_status=broker_status,
+            on_status=guardian.on_broker_status,
             on_external=external_order,
             halt=self.halt,
             request_timeout_s=broker.request_timeout_s,
@@ -329,9 +333,13 @@ class Daemon:
                 broker_ready=gateway.recovered,
                 audit=trail.record,
                 halt=self.halt,
+                refresh_quotes=self._quote_refresher(gateway),
+                approval_timeout_s=config.strategies[sid].approval_timeout_s,
             )
             for sid in strategies
         }
+        guardian.quotes = gateway.quotes
+        guardian.books = dict(managers)
         session = MqttSession(
             endpoint=mqtt_endpoint(config, port=mqtt_port),
             topics=self.topics,
@@ -404,6 +412,14 @@ class Daemon:
         await anyio.sleep(timeout)
         log.warning("daemon.shutdown_timeout", waited_s=timeout)
         desks.cancel()
+
+    def _quote_refresher(self, gateway: BrokerGateway) -> Callable[[set[str]], Awaitable[None]]:
+        max_age = self.config.risk.quote_max_age_s
+
+        async def refresh(symbols: set[str]) -> None:
+            await gateway.fresh_quotes(symbols, max_age_s=max_age)
+
+        return refresh
 
     async def _wait_posts_idle(self) -> None:
         if self.gateway is not None:

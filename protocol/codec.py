@@ -11,6 +11,8 @@ from typing import Any, Final
 import msgspec
 
 from protocol.messages import (
+    ApprovalCommand,
+    ApprovalPending,
     AuditRecord,
     DaemonState,
     Engage,
@@ -44,13 +46,17 @@ class DecodeFailure(msgspec.Struct, frozen=True, kw_only=True):
 
 _intent_decoder: Final[msgspec.json.Decoder[Intent]] = msgspec.json.Decoder(Intent)
 _kill_decoder: Final[msgspec.json.Decoder[KillCommand]] = msgspec.json.Decoder(KillCommand)
+_approval_decoder: Final[msgspec.json.Decoder[ApprovalCommand]] = msgspec.json.Decoder(
+    ApprovalCommand
+)
 _event_decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _loose_decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
 
 _TAGS: Final = {
     "intent": "order, cancel, cancel_all",
-    "kill": "engage, disengage",
+    "kill": "engage, disengage, reset_circuit, pause, resume",
+    "approval": "approve, deny",
 }
 
 
@@ -140,6 +146,19 @@ def decode_kill_command(payload: bytes) -> KillCommand | DecodeFailure:
         return DecodeFailure(intent_id=None, message=_explain(exc, _TAGS["kill"]))
 
 
+def decode_approval_command(payload: bytes) -> ApprovalCommand | DecodeFailure:
+    """Decode an approval command (``P/v1/approval/command``)."""
+    problem = _precheck(payload)
+    if problem is not None:
+        return DecodeFailure(intent_id=None, message=problem)
+    try:
+        return _approval_decoder.decode(payload)
+    except msgspec.MsgspecError as exc:
+        return DecodeFailure(
+            intent_id=_read_intent_id(payload), message=_explain(exc, _TAGS["approval"])
+        )
+
+
 def decode_event(payload: bytes) -> Event:
     """Decode a daemon event (used by strategy clients). Raises on bad input."""
     return _event_decoder.decode(payload)
@@ -152,7 +171,17 @@ def decode_json(payload: bytes) -> Any:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of every v1 message, as ``tradeguard schema`` prints it."""
-    roots = (Intent, Event, KillCommand, KillState, DaemonState, StrategyState, AuditRecord)
+    roots = (
+        Intent,
+        Event,
+        KillCommand,
+        KillState,
+        DaemonState,
+        StrategyState,
+        AuditRecord,
+        ApprovalCommand,
+        ApprovalPending,
+    )
     schemas, components = msgspec.json.schema_components(roots, ref_template="#/$defs/{name}")
     names = (
         "Intent",
@@ -162,6 +191,8 @@ def json_schema() -> dict[str, Any]:
         "DaemonState",
         "StrategyState",
         "AuditRecord",
+        "ApprovalCommand",
+        "ApprovalPending",
     )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -18,6 +18,14 @@ from protocol.reasons import ReasonCode
 
 __all__ = [
     "Accepted",
+    "ApprovalCommand",
+    "ApprovalPending",
+    "Approve",
+    "Deny",
+    "Pause",
+    "PendingApproval",
+    "ResetCircuit",
+    "Resume",
     "AuditRecord",
     "CancelAllIntent",
     "CancelIntent",
@@ -287,7 +295,112 @@ def _check_scope(scope: Scope, strategy_id: str | None) -> None:
         raise ValueError("`strategy_id` is only allowed when scope is `strategy`")
 
 
-KillCommand = Engage | Disengage
+class ResetCircuit(
+    msgspec.Struct,
+    tag="reset_circuit",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Close an open (or half-open) circuit breaker. Authorised by an admin code."""
+
+    code: Annotated[str, Meta(max_length=128)] | None = None
+    operator: ShortText | None = None
+    source: ShortText | None = None
+
+
+class Pause(
+    msgspec.Struct,
+    tag="pause",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Pause a strategy: only orders that reduce its positions pass. Needs no code."""
+
+    strategy_id: StrategyId
+    reason: ShortText | None = None
+    source: ShortText | None = None
+
+
+class Resume(
+    msgspec.Struct,
+    tag="resume",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Resume a paused strategy. Authorised by an admin code."""
+
+    strategy_id: StrategyId
+    code: Annotated[str, Meta(max_length=128)] | None = None
+    operator: ShortText | None = None
+    source: ShortText | None = None
+
+
+KillCommand = Engage | Disengage | ResetCircuit | Pause | Resume
+
+
+class Approve(
+    msgspec.Struct,
+    tag="approve",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Approve an intent waiting for a person (``P/v1/approval/command``)."""
+
+    strategy_id: StrategyId
+    intent_id: IntentId
+    code: Annotated[str, Meta(max_length=128)] | None = None
+    operator: ShortText | None = None
+    source: ShortText | None = None
+
+
+class Deny(
+    msgspec.Struct,
+    tag="deny",
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="type",
+):
+    """Deny an intent waiting for a person (``P/v1/approval/command``)."""
+
+    strategy_id: StrategyId
+    intent_id: IntentId
+    code: Annotated[str, Meta(max_length=128)] | None = None
+    operator: ShortText | None = None
+    source: ShortText | None = None
+
+
+ApprovalCommand = Approve | Deny
+
+
+class PendingApproval(msgspec.Struct, frozen=True, kw_only=True):
+    """One intent waiting for a person."""
+
+    strategy_id: str
+    intent_id: str
+    symbol: str
+    side: Side
+    qty: float | None
+    notional: float | None
+    order_type: OrderType
+    limit_price: float | None
+    requested_at: float
+    expires_at: float
+
+
+class ApprovalPending(msgspec.Struct, frozen=True, kw_only=True):
+    """Retained on ``P/v1/approval/pending``: every intent waiting for a person."""
+
+    pending: list[PendingApproval]
+    ts: float
 
 
 class SwitchState(msgspec.Struct, frozen=True, kw_only=True):
@@ -305,6 +418,7 @@ class KillState(msgspec.Struct, frozen=True, kw_only=True):
     global_: SwitchState = msgspec.field(name="global")
     strategies: dict[str, SwitchState]
     ts: float
+    paused: dict[str, bool] = msgspec.field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- state topics (§6)
@@ -325,6 +439,10 @@ class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
     trading_halted: bool = False
     halt_reason: str | None = None
     strategies: list[str] = msgspec.field(default_factory=list)
+    start_of_day_equity: float | None = None
+    peak_equity: float | None = None
+    circuit_reason: str | None = None
+    session: str | None = None
 
 
 class StrategyState(msgspec.Struct, frozen=True, kw_only=True):
@@ -338,6 +456,8 @@ class StrategyState(msgspec.Struct, frozen=True, kw_only=True):
     paused: bool = False
     realized_pnl: float = 0.0
     abstentions: int = 0
+    session_pnl: float = 0.0
+    pending_approvals: int = 0
 
 
 # --------------------------------------------------------------------------- audit (§7)

@@ -15,6 +15,7 @@ class TopicKind(StrEnum):
     INTENT = "intent"
     HEARTBEAT = "heartbeat"
     KILL_COMMAND = "kill_command"
+    APPROVAL_COMMAND = "approval_command"
 
 
 class ParsedTopic(NamedTuple):
@@ -40,6 +41,8 @@ class Topics:
         self.audit = f"{self.root}/audit"
         self.daemon_status = f"{self.root}/daemon/status"
         self.daemon_state = f"{self.root}/daemon/state"
+        self.approval_pending = f"{self.root}/approval/pending"
+        self.approval_command = f"{self.root}/approval/command"
         self._strategy = f"{self.root}/strategy/"
 
     def intent(self, strategy_id: str) -> str:
@@ -64,6 +67,7 @@ class Topics:
             f"{self._strategy}+/intent",
             f"{self._strategy}+/heartbeat",
             self.kill_command,
+            self.approval_command,
         ]
 
     def parse(self, topic: str) -> ParsedTopic | None:
@@ -74,6 +78,8 @@ class Topics:
         """
         if topic == self.kill_command:
             return ParsedTopic(TopicKind.KILL_COMMAND, None)
+        if topic == self.approval_command:
+            return ParsedTopic(TopicKind.APPROVAL_COMMAND, None)
         if not topic.startswith(self._strategy):
             return None
         sid, sep, leaf = topic[len(self._strategy) :].partition("/")

@@ -296,6 +296,7 @@ def trading_tables(
     venue_url: str,
     *,
     broker_overrides: dict[str, Any] | None = None,
+    risk_overrides: dict[str, Any] | None = None,
     **strategies: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
     """Config tables for a daemon trading against a paper venue started by the test."""
@@ -308,12 +309,29 @@ def trading_tables(
         "mode": "paper",
         "url": venue_url,
         "stream_url": venue_url.replace("http", "ws", 1) + "/stream",
+        "data_url": venue_url,
         "key_id_file": str(state_dir / "key_id"),
         "secret_key_file": str(state_dir / "secret_key"),
         "rate_limit_per_min": 1_000_000.0,
         "request_timeout_s": 2.0,
         **(broker_overrides or {}),
     }
+    # These tests are about the order path, not about limits: resting orders far from
+    # the market and bursts of identical orders must pass the guardian.
+    tables["risk"] = {
+        "min_price": 0.0,
+        "max_price_deviation": 1.0,
+        "duplicate_window_s": 0.0,
+        "max_intents_per_second": 100_000.0,
+        "max_risk_per_trade": 1.0,
+        "max_notional": 1_000_000.0,
+        "max_capital_deployed": 1.0,
+        "max_positions": 1000,
+        **(risk_overrides or {}),
+    }
+    for sid, values in (strategies or {"s1": {}}).items():
+        if "allocation" not in values:
+            tables[f"strategies.{sid}"]["allocation"] = 1.0 / max(1, len(strategies))
     return tables
 
 
