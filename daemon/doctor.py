@@ -22,6 +22,7 @@ import sqlite3
 import stat
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -241,7 +242,7 @@ def _check_journal(path: Path) -> CheckResult:
         "starts a fresh journal: no kill switch engaged, no open orders known)"
     )
     try:
-        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as db:
+        with closing(sqlite3.connect(_read_only_uri(path), uri=True)) as db:
             names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
             missing = [t for t in JOURNAL_TABLES if t not in names]
             if missing:
@@ -271,6 +272,20 @@ def _check_journal(path: Path) -> CheckResult:
     if engaged:
         detail += "; kill switch engaged: " + ", ".join(engaged)
     return CheckResult(check="journal", status="PASS", detail=detail)
+
+
+def _read_only_uri(path: Path) -> str:
+    """A URI that reads the journal without creating any file next to it.
+
+    A read-only open of a WAL database creates ``-wal``/``-shm`` when they are
+    missing; made by root they would lock the daemon's own user out of its journal.
+    Without them every row is in the main file, which ``immutable=1`` reads as is.
+    """
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+    if wal.exists() and shm.exists():
+        return uri  # a daemon is running (or died): read through its WAL index
+    return uri + "&immutable=1"
 
 
 # ---------------------------------------------------------------------------- secrets
