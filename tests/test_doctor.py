@@ -257,13 +257,13 @@ async def test_healthy_setup_passes(
             (state_dir / name).chmod(0o600)
         config = load_config(write_config(tmp_path, tables))
 
-        before = sorted(os.listdir(state_dir))
+        before = sorted(state_dir.iterdir())
         code, output = await anyio.to_thread.run_sync(partial(_doctor_json, config, capsys))
 
     results = _by_check(output)
     assert code == 0
     # Reading the journal leaves no -wal/-shm behind (root-owned ones would lock the daemon out).
-    assert sorted(os.listdir(state_dir)) == before
+    assert sorted(state_dir.iterdir()) == before
     assert {r["status"] for r in results.values()} == {"PASS"}, results
     assert "every table present" in results["journal"]["detail"]
     assert "status ACTIVE" in results["broker"]["detail"]
