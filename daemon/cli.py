@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import anyio
 
@@ -51,6 +51,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--code", required=True, metavar="C")
     p.add_argument("--operator", default=None)
 
+    _add_admin_commands(sub, common)
+
     p = sub.add_parser("status", parents=[common], help="print kill, daemon and strategy state")
     p.add_argument("--json", action="store_true")
 
@@ -69,6 +71,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("orders", parents=[common], help="list recent orders from the journal")
     p.add_argument("--strategy", metavar="SID")
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("doctor", parents=[common], help="check the set-up and say how to fix it")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("positions", parents=[common], help="list positions from the journal")
@@ -91,6 +96,31 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="FILE", help="where to write the secret")
     p.add_argument("--account", default="kill-switch")
     return parser
+
+
+def _add_admin_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Commands for operators: circuit reset, pause/resume, approvals."""
+    p = sub.add_parser(
+        "reset-circuit", parents=[common], help="close the drawdown circuit breaker (admin code)"
+    )
+    p.add_argument("--code", required=True, metavar="C")
+    p.add_argument("--operator", default=None)
+
+    p = sub.add_parser("pause", parents=[common], help="pause a strategy (reduce-only)")
+    p.add_argument("--strategy", required=True, metavar="SID")
+    p.add_argument("--reason", default="cli")
+
+    p = sub.add_parser("resume", parents=[common], help="resume a paused strategy (admin code)")
+    p.add_argument("--strategy", required=True, metavar="SID")
+    p.add_argument("--code", required=True, metavar="C")
+    p.add_argument("--operator", default=None)
+
+    for verb in ("approve", "deny"):
+        p = sub.add_parser(verb, parents=[common], help=f"{verb} an intent waiting for a person")
+        p.add_argument("--strategy", required=True, metavar="SID")
+        p.add_argument("--intent", required=True, metavar="INTENT_ID")
+        p.add_argument("--code", required=True, metavar="C")
+        p.add_argument("--operator", default=None)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -154,6 +184,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if command == "run":
         return _run(config)
+    if command == "doctor":
+        from daemon.doctor import run_doctor  # noqa: PLC0415
+
+        return run_doctor(config, as_json=args.json)
     return _dispatch_client(command, args, config)
 
 
@@ -177,10 +211,43 @@ def _dispatch_client(command: str, args: argparse.Namespace, config: Config) -> 
             return cc.orders(config, strategy_id=args.strategy, limit=args.limit, as_json=args.json)
         case "positions":
             return cc.positions(config, as_json=args.json)
+        case "reset-circuit" | "pause" | "resume" | "approve" | "deny":
+            return _admin(command, args, config)
         case "demo-strategy":
             return cc.demo_strategy(config, strategy_id=args.strategy, rounds=args.rounds)
         case _:
             return _fail(f"unknown command {command!r}")
+
+
+def _admin(command: str, args: argparse.Namespace, config: Config) -> int:
+    from daemon import client_commands as cc  # noqa: PLC0415
+    from protocol import messages as m  # noqa: PLC0415
+    from protocol.topics import Topics  # noqa: PLC0415
+
+    topics = Topics(config.mqtt.topic_prefix)
+    match command:
+        case "reset-circuit":
+            msg: m.ResetCircuit | m.Pause | m.Resume | m.Approve | m.Deny = m.ResetCircuit(
+                code=args.code, operator=args.operator
+            )
+            return cc.admin(config, msg, topic=topics.kill_command, audit_type="circuit.reset")
+        case "pause":
+            msg = m.Pause(strategy_id=args.strategy, reason=args.reason)
+            return cc.admin(config, msg, topic=topics.kill_command, audit_type="strategy.pause")
+        case "resume":
+            msg = m.Resume(strategy_id=args.strategy, code=args.code, operator=args.operator)
+            return cc.admin(config, msg, topic=topics.kill_command, audit_type="strategy.resume")
+        case _:
+            kind = m.Approve if command == "approve" else m.Deny
+            msg = kind(
+                strategy_id=args.strategy,
+                intent_id=args.intent,
+                code=args.code,
+                operator=args.operator,
+            )
+            return cc.admin(
+                config, msg, topic=topics.approval_command, audit_type=f"approval.{command}"
+            )
 
 
 def _run(config: Config) -> int:

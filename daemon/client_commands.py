@@ -100,6 +100,31 @@ def disengage(config: Config, *, strategy_id: str | None, code: str, operator: s
     return _run_mqtt(go)
 
 
+def admin(config: Config, command: msgspec.Struct, *, topic: str, audit_type: str) -> int:
+    """Send a privileged command; 0 when the daemon confirms, 3 when denied, 1 on no answer."""
+    source = f"cli-{secrets.token_hex(4)}"
+    command = msgspec.structs.replace(command, source=source)
+
+    async def go() -> int:
+        async with _link(config) as link:
+            await link.subscribe(Topics(config.mqtt.topic_prefix).audit)
+            await link.publish(topic, encode(command))
+            with anyio.move_on_after(CONFIRM_TIMEOUT_S):
+                async for message in link.messages():
+                    try:
+                        record = _audit.decode(message.payload)
+                    except msgspec.MsgspecError:
+                        continue
+                    if record.type != audit_type or record.source != source:
+                        continue
+                    print(record.detail)
+                    return EXIT_OK if record.ok else EXIT_DENIED
+        print("tradeguard: no answer from the daemon within 5 s", file=sys.stderr)
+        return EXIT_FAIL
+
+    return _run_mqtt(go)
+
+
 def status(config: Config, *, as_json: bool) -> int:
     """Print the retained kill, daemon and strategy state."""
     topics = Topics(config.mqtt.topic_prefix)
@@ -204,7 +229,13 @@ def _read_journal(config: Config, sql: str, params: tuple[Any, ...] = ()) -> lis
     path = resolve_path(config, config.state.path)
     if not path.exists():
         raise JournalError(f"no journal at {path} (has the daemon run with this config?)")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    # With no daemon running, a read-only open would still create -wal/-shm files owned by
+    # whoever runs this (root, say) and lock the daemon's user out: open immutable then.
+    live = (
+        path.with_name(path.name + "-wal").exists() and path.with_name(path.name + "-shm").exists()
+    )
+    uri = f"file:{path}?mode=ro" if live else f"file:{path}?mode=ro&immutable=1"
+    with sqlite3.connect(uri, uri=True) as db:
         return db.execute(sql, params).fetchall()
 
 

@@ -78,6 +78,7 @@ class BrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     rate_limit_per_min: PositiveFloat = 190.0
     reconcile_interval_s: PositiveFloat = 60.0
     submit_deadline_s: PositiveFloat = 30.0
+    account_poll_s: PositiveFloat = 5.0
     sim: SimSettings = msgspec.field(default_factory=SimSettings)
 
 

@@ -10,9 +10,12 @@ timeout, stop the other actors, publish ``offline``, disconnect, stop mosquitto.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -26,7 +29,7 @@ from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_st
 from actors.order_manager import FINAL, OrderManager, load_books
 from actors.risk_guardian import RiskGuardian, load_risk_state
 from daemon.actor import Actor, TradingHalt
-from daemon.admin_code import AdminCodeVerifier
+from daemon.admin_code import AdminCodeVerifier, hash_code
 from daemon.audit import AuditTrail
 from daemon.channels import (
     ApprovalDecision,
@@ -113,11 +116,17 @@ class Daemon:
         self.gate = load_gate(self.journal)
         self._books = load_books(self.journal, frozenset(config.strategies))
         kill = config.kill
+        code_hash = kill.admin_code_hash
+        self.demo_code_file: Path | None = None
+        if config.source is None and not kill.totp_secret_file and not code_hash:
+            # Built-in defaults (`make run`): a paper set-up still needs a way to release.
+            self.demo_code_file = self.state_path.parent / "admin-code"
+            code_hash = hash_code(_demo_code(self.demo_code_file))
         self.verifier = AdminCodeVerifier(
             totp_secret=read_secret(config, kill.totp_secret_file, key="kill.totp_secret_file")
             if kill.totp_secret_file
             else None,
-            code_hash=kill.admin_code_hash,
+            code_hash=code_hash,
             last_totp_step=load_last_totp_step(self.journal),
             max_failures=kill.max_failures,
             window_s=kill.failure_window_s,
@@ -315,6 +324,7 @@ class Daemon:
             rate_limit_per_min=broker.rate_limit_per_min,
             reconcile_interval_s=broker.reconcile_interval_s,
             submit_deadline_s=broker.submit_deadline_s,
+            account_poll_s=broker.account_poll_s,
         )
         managers = {
             sid: OrderManager(
@@ -439,11 +449,22 @@ class Daemon:
             f" prefix {self.topics.prefix!r}; broker {self.config.broker.kind} {self.broker_url}"
             f" ({self.config.broker.mode}); state {self.state_path}"
         )
+        if self.demo_code_file is not None:
+            line += f"; admin code in {self.demo_code_file}"
         self.notifier.ready(line)
         self.ready.set()
         log.info("daemon.ready", mqtt_port=self.mqtt_port, prefix=self.topics.prefix)
         if self._announce is not None:
             self._announce(line)
+
+
+def _demo_code(path: Path) -> str:
+    """The admin code of the built-in paper set-up: made once, kept in the state folder (0600)."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_hex(4) + "\n")
+    return path.read_text(encoding="utf-8").strip()
 
 
 def _log_loop_exception(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
