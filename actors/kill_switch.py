@@ -424,14 +424,6 @@ class KillSwitchAuthority(Actor):
                 )
                 await self._publish_audit(record)
                 return False
-            detail = f"authorised ({verdict.detail})"
-            match command:
-                case Resume():
-                    writes.append(_switch_row(PAUSE_PREFIX + command.strategy_id, SwitchState()))
-                case Approve() | Deny():
-                    detail = f"intent {command.intent_id}: {detail}"
-                case ResetCircuit():
-                    pass
             record = AuditRecord(
                 type=kind,
                 ok=True,
@@ -439,33 +431,39 @@ class KillSwitchAuthority(Actor):
                 strategy_id=strategy_id,
                 source=source,
                 operator=command.operator,
-                detail=detail,
+                detail=_authorised_detail(command, verdict.detail),
                 ts=now,
             )
+            if isinstance(command, Resume):
+                writes.append(_switch_row(PAUSE_PREFIX + command.strategy_id, SwitchState()))
             await self._journal.write(*writes, audit_row(record))
-            match command:
-                case Resume():
-                    self.gate._set(PAUSE_PREFIX + command.strategy_id, SwitchState())  # noqa: SLF001
-                    await self._publish_state()
-                    for listener in self._listeners:
-                        await listener(KillChanged(strategy_id=command.strategy_id, engaged=False))
-                case ResetCircuit():
-                    assert self._reset_circuit is not None
-                    outcome = await self._reset_circuit(command.operator)
-                    log.warning("circuit.reset", operator=command.operator, outcome=outcome)
-                case Approve() | Deny():
-                    forward = self._approvals.get(command.strategy_id)
-                    if forward is not None:
-                        await forward(
-                            ApprovalDecision(
-                                strategy_id=command.strategy_id,
-                                intent_id=command.intent_id,
-                                approved=isinstance(command, Approve),
-                                operator=command.operator,
-                            )
-                        )
+            await self._apply_privileged(command)
             await self._publish_audit(record)
             return True
+
+    async def _apply_privileged(self, command: Resume | ResetCircuit | Approve | Deny) -> None:
+        """The effect of an authorised, journaled privileged command."""
+        match command:
+            case Resume():
+                self.gate._set(PAUSE_PREFIX + command.strategy_id, SwitchState())  # noqa: SLF001
+                await self._publish_state()
+                for listener in self._listeners:
+                    await listener(KillChanged(strategy_id=command.strategy_id, engaged=False))
+            case ResetCircuit():
+                assert self._reset_circuit is not None
+                outcome = await self._reset_circuit(command.operator)
+                log.warning("circuit.reset", operator=command.operator, outcome=outcome)
+            case Approve() | Deny():
+                forward = self._approvals.get(command.strategy_id)
+                if forward is not None:
+                    await forward(
+                        ApprovalDecision(
+                            strategy_id=command.strategy_id,
+                            intent_id=command.intent_id,
+                            approved=isinstance(command, Approve),
+                            operator=command.operator,
+                        )
+                    )
 
     # ------------------------------------------------------------------ triggers and HA
 
@@ -553,6 +551,12 @@ class KillSwitchAuthority(Actor):
 
     async def _publish_audit(self, record: AuditRecord) -> None:
         await self._outbound.send(Publish(topic=self._topics.audit, payload=encode(record)))
+
+
+def _authorised_detail(command: Resume | ResetCircuit | Approve | Deny, how: str) -> str:
+    if isinstance(command, Approve | Deny):
+        return f"intent {command.intent_id}: authorised ({how})"
+    return f"authorised ({how})"
 
 
 def _describe(command: Resume | ResetCircuit | Approve | Deny) -> tuple[str, str | None]:

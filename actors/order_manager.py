@@ -40,6 +40,7 @@ from daemon.channels import (
     SubmitOrder,
 )
 from daemon.journal import Journal, JournalWriter, Write
+from daemon.metrics import Metrics
 from protocol.codec import encode
 from protocol.messages import (
     Accepted,
@@ -186,6 +187,7 @@ class OrderManager(Actor):
         halt: TradingHalt,
         refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None,
         approval_timeout_s: float = 120.0,
+        metrics: Metrics | None = None,
     ) -> None:
         """Wire the manager; ``book`` is this strategy's journaled state."""
         super().__init__(f"order_manager.{strategy_id}", halt=halt)
@@ -208,6 +210,7 @@ class OrderManager(Actor):
         self._broker_ready = broker_ready
         self._audit = audit
         self._refresh_quotes = refresh_quotes
+        self._metrics = metrics
         self._approval_timeout_s = approval_timeout_s
         self._parked: dict[str, tuple[OrderIntent, float]] = {}
         self._parked_changed = anyio.Event()
@@ -265,15 +268,27 @@ class OrderManager(Actor):
                     self._decide(intent, inbound.received_at, writes, answers, submissions)
                 case CancelIntent() | CancelAllIntent():
                     await self._commit(writes, answers, submissions)
-                    if isinstance(intent, CancelIntent):
-                        await self._cancel_intent(intent.intent_id)
-                    else:
-                        for order in list(self.orders.values()):
-                            if order.status not in FINAL:
-                                await self._request_cancel(order)
+                    await self._cancel(intent)
                 case _:
                     assert_never(intent)
         await self._commit(writes, answers, submissions)
+        self._observe_latency(batch)
+
+    def _observe_latency(self, batch: list[InboundIntent]) -> None:
+        if self._metrics is None:
+            return
+        done = time.time()
+        for inbound in batch:
+            if isinstance(inbound.intent, OrderIntent):
+                self._metrics.decision_latency(done - inbound.received_at)
+
+    async def _cancel(self, intent: CancelIntent | CancelAllIntent) -> None:
+        if isinstance(intent, CancelIntent):
+            await self._cancel_intent(intent.intent_id)
+            return
+        for order in list(self.orders.values()):
+            if order.status not in FINAL:
+                await self._request_cancel(order)
 
     async def _commit(
         self, writes: list[Write], answers: list[bytes], submissions: list[SubmitOrder]
@@ -305,6 +320,8 @@ class OrderManager(Actor):
         if known is not None:
             decision = _decision_decoder.decode(known)
             answers.append(encode(msgspec.structs.replace(decision, duplicate=True, ts=now)))
+            if self._metrics is not None:
+                self._metrics.intent(self.strategy_id, "duplicate")
             return
         if intent.intent_id in self._parked:
             return  # waiting for a person: its one decision comes then
@@ -335,6 +352,8 @@ class OrderManager(Actor):
         )
         self._decisions[intent.intent_id] = payload
         answers.append(payload)
+        if self._metrics is not None:
+            self._metrics.intent(self.strategy_id, "rejected", [r.code.value for r in reasons])
         log.info(
             "intent.rejected",
             strategy_id=self.strategy_id,
@@ -374,6 +393,8 @@ class OrderManager(Actor):
                 strategy_id=self.strategy_id, client_order_id=coid, intent=intent, accepted_at=now
             )
         )
+        if self._metrics is not None:
+            self._metrics.intent(self.strategy_id, "accepted")
         log.info(
             "intent.accepted",
             strategy_id=self.strategy_id,
@@ -404,6 +425,8 @@ class OrderManager(Actor):
         )
         self._parked_changed.set()
         self._state_dirty.set()
+        if self._metrics is not None:
+            self._metrics.intent(self.strategy_id, "awaiting_approval")
         log.info(
             "intent.awaiting_approval",
             strategy_id=self.strategy_id,
@@ -684,6 +707,8 @@ class OrderManager(Actor):
             return
         order.status = status
         events.append(self._order_event(order, update.detail))
+        if self._metrics is not None:
+            self._metrics.order_status(self.strategy_id, status)
         if status == "submitted":
             # Transient: recovery looks up every unfinished order anyway, so this state
             # is published but not worth an fsync of its own.

@@ -167,6 +167,14 @@ class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     json: bool | None = None
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[metrics]``: Prometheus exposition (keep it on loopback)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: PortOrZero = 9464
+
+
 class DaemonConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[daemon]``: host-level settings."""
 
@@ -186,6 +194,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     homeassistant: HomeAssistantConfig = msgspec.field(default_factory=HomeAssistantConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     source: str | None = None
 
 

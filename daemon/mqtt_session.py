@@ -34,6 +34,7 @@ from paho.mqtt.properties import Properties
 from daemon.actor import Actor, TradingHalt
 from daemon.channels import Heartbeat, InboundIntent, InboundKillCommand, Publish, TriggerPress
 from daemon.errors import BrokerConnectionError
+from daemon.metrics import Metrics
 from protocol.codec import (
     DecodeFailure,
     decode_approval_command,
@@ -231,6 +232,7 @@ class MqttSession(Actor):
         halt: TradingHalt,
         reconnect_min_s: float = 0.1,
         reconnect_max_s: float = 5.0,
+        metrics: Metrics | None = None,
     ) -> None:
         """Wire the session; see the class docstring for the channels."""
         super().__init__("mqtt_session", halt=halt)
@@ -247,6 +249,7 @@ class MqttSession(Actor):
         self._extra = extra_subscriptions
         self._reconnect_min_s = reconnect_min_s
         self._reconnect_max_s = reconnect_max_s
+        self._metrics = metrics
         self._retained: dict[str, Publish] = {}
         self._unacked: dict[int, Publish] = {}
         self._seq = 0
@@ -448,6 +451,8 @@ class MqttSession(Actor):
         log.info(
             "intent.rejected", strategy_id=sid, intent_id=intent_id, code=code.value, detail=message
         )
+        if self._metrics is not None:
+            self._metrics.intent(sid, "rejected", [code.value])
         event = Rejected(
             intent_id=intent_id, reasons=[Reason(code=code, message=message)], ts=time.time()
         )

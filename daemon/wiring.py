@@ -48,6 +48,7 @@ from daemon.channels import (
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import EmbeddedMosquitto
 from daemon.journal import Journal, JournalWriter
+from daemon.metrics import Metrics
 from daemon.mqtt_session import MqttEndpoint, MqttSession, make_tls_context
 from daemon.notify import SystemdNotifier
 from daemon.version import tradeguard_version
@@ -139,6 +140,10 @@ class Daemon:
         self.guardian: RiskGuardian | None = None
         self.managers: dict[str, OrderManager] = {}
         self.gateway: BrokerGateway | None = None
+        self.journal_writer: JournalWriter | None = None
+        self.metrics = Metrics()
+        self.metrics.bind(self)
+        self.metrics_port: int | None = None
         self.mqtt_port: int | None = None
         self.broker_url: str | None = None
         self.venue: Any = None
@@ -163,6 +168,10 @@ class Daemon:
                     )
                     port = await root.start(mosquitto.run)
                 self.mqtt_port = port
+                if self.config.metrics.enabled:
+                    self.metrics_port = await root.start(
+                        self.metrics.serve, self.config.metrics.host, self.config.metrics.port
+                    )
                 await self._start_broker(root)
                 await self._run_actors(port)
                 root.cancel_scope.cancel()
@@ -232,6 +241,7 @@ class Daemon:
         audit_records = Channel[AuditRecord](1024)
 
         writer = JournalWriter(self.journal, halt=self.halt)
+        self.journal_writer = writer
         trail = AuditTrail(
             records=audit_records.receiver,
             submit=audit_records.sender,
@@ -344,6 +354,7 @@ class Daemon:
                 audit=trail.record,
                 halt=self.halt,
                 refresh_quotes=self._quote_refresher(gateway),
+                metrics=self.metrics,
                 approval_timeout_s=config.strategies[sid].approval_timeout_s,
             )
             for sid in strategies
@@ -365,6 +376,7 @@ class Daemon:
             halt=self.halt,
             reconnect_min_s=config.mqtt.reconnect_min_s,
             reconnect_max_s=config.mqtt.reconnect_max_s,
+            metrics=self.metrics,
         )
         self.session, self.authority, self.guardian, self.managers = (
             session,

@@ -1,0 +1,212 @@
+"""Prometheus metrics, served on loopback (``[metrics]``), scraped by ``/metrics``.
+
+Families (all prefixed ``tradeguard_``):
+
+=======================================  =========  ==========================================
+name                                     type       labels / meaning
+=======================================  =========  ==========================================
+intents_total                            counter    strategy, outcome (accepted, rejected,
+                                                    duplicate, awaiting_approval), reason
+decision_latency_seconds                 histogram  intent received -> decision journaled
+order_updates_total                      counter    strategy, status
+orders_open                              gauge      strategy
+kill_engaged                             gauge      scope (global or a strategy id)
+circuit_state                            gauge      state (1 for the current one)
+equity / daily_drawdown / total_drawdown gauge      account figures
+broker_connected                         gauge      1 when the broker answers
+mqtt_reconnects_total                    counter    reconnects of the daemon's MQTT session
+broker_errors_total                      counter    timeouts, 5xx, 429 and dropped connections
+rate_limit_waits_total                   counter    broker calls that waited for a token
+journal_commits_total                    counter    group commits
+journal_commit_seconds_total             counter    time spent committing (fsync included)
+=======================================  =========  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from daemon.wiring import Daemon
+
+log = structlog.get_logger(__name__)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The daemon's metrics: counters fed by the actors, gauges read at scrape time."""
+
+    def __init__(self) -> None:
+        """Create the registry and the instruments."""
+        self.registry = CollectorRegistry()
+        self._intents = Counter(
+            "tradeguard_intents",
+            "Intents by outcome and reason code",
+            ["strategy", "outcome", "reason"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "tradeguard_decision_latency_seconds",
+            "Intent received to decision journaled",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._orders = Counter(
+            "tradeguard_order_updates",
+            "Order status changes",
+            ["strategy", "status"],
+            registry=self.registry,
+        )
+        self._daemon: Daemon | None = None
+        self.registry.register(_StateCollector(self))
+
+    def bind(self, daemon: Daemon) -> None:
+        """Read gauges and the actors' own counters from this daemon."""
+        self._daemon = daemon
+
+    def intent(self, strategy_id: str, outcome: str, codes: Sequence[str] = ()) -> None:
+        """Count one decision (one count per reason code for a rejection)."""
+        if not codes:
+            self._intents.labels(strategy_id, outcome, "").inc()
+        for code in codes:
+            self._intents.labels(strategy_id, outcome, code).inc()
+
+    def decision_latency(self, seconds: float) -> None:
+        """Time from receipt to journaled decision."""
+        self._latency.observe(max(seconds, 0.0))
+
+    def order_status(self, strategy_id: str, status: str) -> None:
+        """Count one order status change."""
+        self._orders.labels(strategy_id, status).inc()
+
+    def exposition(self) -> bytes:
+        """The text exposition."""
+        return generate_latest(self.registry)
+
+    async def serve(
+        self,
+        host: str,
+        port: int,
+        *,
+        task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve ``GET /metrics`` until cancelled; reports the bound port."""
+
+        async def handler(_request: web.Request) -> web.Response:
+            return web.Response(
+                body=self.exposition(),
+                content_type="text/plain",
+                charset="utf-8",
+                headers={"X-Content-Type-Options": "nosniff"},
+            )
+
+        app = web.Application()
+        app.router.add_get("/metrics", handler)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound = runner.addresses[0][1]
+            log.info("metrics.listening", host=host, port=bound)
+            task_status.started(bound)
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()
+
+    @property
+    def daemon(self) -> Daemon | None:
+        """The daemon the gauges read."""
+        return self._daemon
+
+
+class _StateCollector(Collector):
+    """Gauges and counters read from the actors at scrape time (no double bookkeeping)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:  # one family per branch
+        daemon = self._metrics.daemon
+        if daemon is None:
+            return
+        kill = GaugeMetricFamily("tradeguard_kill_engaged", "Kill switch engaged", labels=["scope"])
+        kill.add_metric(["global"], float(daemon.gate.engaged(None)))
+        for sid in sorted(daemon.config.strategies):
+            kill.add_metric([sid], float(daemon.gate.engaged(sid)))
+        yield kill
+        guardian = daemon.guardian
+        if guardian is not None:
+            circuit = GaugeMetricFamily(
+                "tradeguard_circuit_state", "Circuit breaker state", labels=["state"]
+            )
+            for state in ("closed", "half_open", "open"):
+                circuit.add_metric([state], float(guardian.circuit == state))
+            yield circuit
+            for name, value, doc in (
+                ("tradeguard_equity", guardian.equity, "Account equity"),
+                (
+                    "tradeguard_daily_drawdown",
+                    guardian.breaker.daily_drawdown,
+                    "Drawdown from start-of-day equity",
+                ),
+                (
+                    "tradeguard_total_drawdown",
+                    guardian.breaker.total_drawdown,
+                    "Drawdown from peak equity",
+                ),
+            ):
+                gauge = GaugeMetricFamily(name, doc)
+                gauge.add_metric([], float(value) if value is not None else float("nan"))
+                yield gauge
+            connected = GaugeMetricFamily("tradeguard_broker_connected", "Broker reachable")
+            connected.add_metric([], float(guardian.broker_connected))
+            yield connected
+        open_orders = GaugeMetricFamily(
+            "tradeguard_orders_open", "Unfinished orders", labels=["strategy"]
+        )
+        for sid, manager in sorted(daemon.managers.items()):
+            open_orders.add_metric([sid], float(manager.open_orders))
+        yield open_orders
+        session = daemon.session
+        if session is not None:
+            yield _counter(
+                "tradeguard_mqtt_reconnects", "MQTT session reconnects", session.reconnects
+            )
+        gateway = daemon.gateway
+        if gateway is not None:
+            yield _counter(
+                "tradeguard_broker_errors",
+                "Broker timeouts, 5xx, 429, drops",
+                gateway.broker_errors,
+            )
+            yield _counter(
+                "tradeguard_rate_limit_waits",
+                "Broker calls that waited for a token",
+                gateway.bucket.waits,
+            )
+        writer = daemon.journal_writer
+        if writer is not None:
+            yield _counter("tradeguard_journal_commits", "Journal group commits", writer.commits)
+            yield _counter(
+                "tradeguard_journal_commit_seconds",
+                "Time spent committing",
+                writer.commit_seconds_total,
+            )
+
+
+def _counter(name: str, documentation: str, value: Any) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation)
+    family.add_metric([], float(value))
+    return family
