@@ -100,6 +100,11 @@ STATUS_MAP: Final[dict[str, OrderStatus]] = {
 }
 FINAL: Final = frozenset({"filled", "cancelled", "rejected", "expired"})
 
+QUOTE_TIMEOUT_S: Final = 2.0
+"""A quote older than this is of no use to a decision anyway."""
+QUOTE_RETRY_S: Final = 1.0
+"""After a failed quote fetch, that symbol is not fetched again for this long."""
+
 DUPLICATE_CODE: Final = 40010001
 NOT_CANCELABLE_CODE: Final = 42210000
 
@@ -323,6 +328,7 @@ class BrokerGateway(Actor):
         self._data_url = data_url
         self.quotes: dict[str, Quote] = {}
         self._data_client: StockHistoricalDataClient | None = None
+        self._quote_failures: dict[str, float] = {}
         self._key_id = key_id
         self._secret_key = secret_key
         self._gate = gate
@@ -367,7 +373,7 @@ class BrokerGateway(Actor):
             self._key_id, self._secret_key, raw_data=True, url_override=self._data_url
         )
         client._retry = 0  # noqa: SLF001  # as for the trading client: we decide about retries
-        adapter = _TimeoutAdapter(self._timeout)
+        adapter = _TimeoutAdapter(min(self._timeout, QUOTE_TIMEOUT_S))
         client._session.mount("http://", adapter)  # noqa: SLF001  # no public hook for timeouts
         client._session.mount("https://", adapter)  # noqa: SLF001
         return client
@@ -381,7 +387,10 @@ class BrokerGateway(Actor):
         """
         now = time.time()
         stale = sorted(
-            s for s in symbols if s not in self.quotes or now - self.quotes[s].ts > max_age_s / 2
+            s
+            for s in symbols
+            if (s not in self.quotes or now - self.quotes[s].ts > max_age_s / 2)
+            and now - self._quote_failures.get(s, 0.0) > QUOTE_RETRY_S
         )
         if not stale:
             return
@@ -394,6 +403,9 @@ class BrokerGateway(Actor):
                 lambda: client.get_stock_latest_quote(request), limiter=self._limiter
             )
         except (APIError, requests.RequestException, OSError) as exc:
+            # Remembered for a moment: a data outage must not cost every intent a timeout.
+            for symbol in stale:
+                self._quote_failures[symbol] = time.time()
             log.warning("quotes.fetch_failed", symbols=stale, error=str(exc)[:200])
             return
         raw_quotes: dict[str, Any] = dict(body or {})

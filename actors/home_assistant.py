@@ -12,13 +12,18 @@ availability topic (``P/v1/daemon/status``, ``online``/``offline``):
 * ``text`` *Release code* (``mode: password``): ``command_topic`` =
   ``P/v1/ha/release``; whatever code is typed there is tried as a global release,
   audited like any other attempt. Retained messages on it are ignored.
+* ``text`` *Approve* and *Deny* (``mode: password``), ``P/v1/ha/approve`` and
+  ``P/v1/ha/deny``: type ``STRATEGY INTENT_ID CODE`` (space separated).
+* ``sensor`` *Approvals pending* (count, the list as attributes), *Circuit breaker*,
+  *Equity*, *Daily drawdown* and *Total drawdown* (from ``P/v1/daemon/state``).
 
 Discovery fields used: ``name``, ``unique_id``, ``object_id``, ``device``
 (``identifiers``, ``name``, ``manufacturer``, ``model``, ``sw_version``),
 ``availability_topic``, ``payload_available``, ``payload_not_available``,
 ``command_topic``, ``payload_press``, ``state_topic``, ``value_template``,
 ``payload_on``, ``payload_off``, ``device_class``, ``mode``, ``min``, ``max``,
-``pattern``, ``icon``, ``entity_category``, ``qos``, ``retain``.
+``pattern``, ``icon``, ``entity_category``, ``qos``, ``retain``,
+``json_attributes_topic``, ``unit_of_measurement``, ``state_class``.
 """
 
 from __future__ import annotations
@@ -58,10 +63,14 @@ class HomeAssistantDiscovery:
         self._version = version
         self.birth_topic = f"{config.discovery_prefix}/status"
         self.release_topic = f"{topics.root}/ha/release"
+        self.approve_topic = f"{topics.root}/ha/approve"
+        self.deny_topic = f"{topics.root}/ha/deny"
 
     def watched_topics(self) -> frozenset[str]:
         """Topics the daemon subscribes to for Home Assistant."""
-        return frozenset({self.birth_topic, self.release_topic})
+        return frozenset(
+            {self.birth_topic, self.release_topic, self.approve_topic, self.deny_topic}
+        )
 
     def _config_topic(self, component: str, object_id: str) -> str:
         node = self._config.node_id
@@ -130,6 +139,50 @@ class HomeAssistantDiscovery:
             "qos": 1,
         }
         messages.append(("text", "kill_release", text))
+        for verb, topic in (("approve", self.approve_topic), ("deny", self.deny_topic)):
+            entry = self._base(f"approval_{verb}", f"{verb.capitalize()} (strategy intent code)")
+            entry |= {
+                "command_topic": topic,
+                "mode": "password",
+                "min": 8,
+                "max": 160,
+                "icon": "mdi:check-decagram" if verb == "approve" else "mdi:close-octagon",
+                "retain": False,
+                "qos": 1,
+            }
+            messages.append(("text", f"approval_{verb}", entry))
+        pending = self._base("approvals_pending", "Approvals pending")
+        pending |= {
+            "state_topic": self._topics.approval_pending,
+            "value_template": "{{ value_json.pending | length }}",
+            "json_attributes_topic": self._topics.approval_pending,
+            "icon": "mdi:account-clock",
+        }
+        messages.append(("sensor", "approvals_pending", pending))
+        circuit = self._base("circuit", "Circuit breaker")
+        circuit |= {
+            "state_topic": self._topics.daemon_state,
+            "value_template": "{{ value_json.circuit }}",
+            "icon": "mdi:electric-switch",
+        }
+        messages.append(("sensor", "circuit", circuit))
+        for key, name, unit in (
+            ("equity", "Equity", "USD"),
+            ("daily_drawdown", "Daily drawdown", "%"),
+            ("total_drawdown", "Total drawdown", "%"),
+        ):
+            sensor_body = self._base(key, name)
+            scale = " * 100" if unit == "%" else ""
+            sensor_body |= {
+                "state_topic": self._topics.daemon_state,
+                "value_template": (
+                    f"{{{{ (value_json.{key}{scale}) | round(2) if value_json.{key} is not none "
+                    "else 'unknown' }}"
+                ),
+                "unit_of_measurement": unit,
+                "state_class": "measurement",
+            }
+            messages.append(("sensor", key, sensor_body))
         return [
             Publish(
                 topic=self._config_topic(component, object_id),

@@ -492,6 +492,12 @@ class KillSwitchAuthority(Actor):
                 for message in self._ha.discovery_messages():
                     await self._outbound.send(message)
             return
+        if press.topic in (self._ha.approve_topic, self._ha.deny_topic):
+            if press.retained:
+                log.warning("homeassistant.retained_approval_ignored")
+                return
+            await self._ha_approval(press)
+            return
         if press.topic == self._ha.release_topic:
             if press.retained:
                 log.warning("homeassistant.retained_release_ignored")
@@ -503,6 +509,43 @@ class KillSwitchAuthority(Actor):
             await self.disengage(
                 strategy_id=None, code=code, operator="homeassistant", source="homeassistant"
             )
+
+    async def _ha_approval(self, press: TriggerPress) -> None:
+        """``STRATEGY INTENT_ID CODE`` typed into Home Assistant's approve or deny box."""
+        assert self._ha is not None
+        parts = press.payload.decode("utf-8", "replace").split()
+        kind = Approve if press.topic == self._ha.approve_topic else Deny
+        if len(parts) != 3:
+            await self._audit(
+                AuditRecord(
+                    type=f"approval.{kind.__name__.lower()}",
+                    ok=False,
+                    ts=time.time(),
+                    source="homeassistant",
+                    detail="denied: expected 'STRATEGY INTENT_ID CODE'",
+                )
+            )
+            return
+        try:
+            command = kind(
+                strategy_id=parts[0],
+                intent_id=parts[1],
+                code=parts[2],
+                operator="homeassistant",
+                source="homeassistant",
+            )
+        except (TypeError, ValueError) as exc:
+            await self._audit(
+                AuditRecord(
+                    type=f"approval.{kind.__name__.lower()}",
+                    ok=False,
+                    ts=time.time(),
+                    source="homeassistant",
+                    detail=f"denied: {exc}",
+                )
+            )
+            return
+        await self._privileged(command, "homeassistant")
 
     # ------------------------------------------------------------------ dead-man
 

@@ -203,6 +203,8 @@ class OrderManager(Actor):
         self.orders = book.orders
         self.positions = book.positions
         self._by_intent = {o.intent_id: o for o in self.orders.values()}
+        # Unfinished orders only: every exposure view walks these, never the whole history.
+        self._open = {c: o for c, o in self.orders.items() if o.status not in FINAL}
         self._guardian = guardian
         self._gate = gate
         self._topics = topics
@@ -219,7 +221,7 @@ class OrderManager(Actor):
     @property
     def open_orders(self) -> int:
         """Orders not yet in a final state."""
-        return sum(1 for o in self.orders.values() if o.status not in FINAL)
+        return len(self._open)
 
     async def _run(self) -> None:
         await self._publish_state()
@@ -286,9 +288,8 @@ class OrderManager(Actor):
         if isinstance(intent, CancelIntent):
             await self._cancel_intent(intent.intent_id)
             return
-        for order in list(self.orders.values()):
-            if order.status not in FINAL:
-                await self._request_cancel(order)
+        for order in list(self._open.values()):
+            await self._request_cancel(order)
 
     async def _commit(
         self, writes: list[Write], answers: list[bytes], submissions: list[SubmitOrder]
@@ -386,6 +387,7 @@ class OrderManager(Actor):
         writes.append(_order_insert(self.strategy_id, record, now))
         self._decisions[intent.intent_id] = payload
         self.orders[coid] = record
+        self._open[coid] = record
         self._by_intent[intent.intent_id] = record
         answers.append(payload)
         submissions.append(
@@ -495,8 +497,8 @@ class OrderManager(Actor):
     def _open_qty(self) -> dict[tuple[str, str], float]:
         """Unfilled quantity of open orders, by (symbol, side)."""
         result: dict[tuple[str, str], float] = {}
-        for order in self.orders.values():
-            if order.status in FINAL or order.intent.qty is None:
+        for order in self._open.values():
+            if order.intent.qty is None:
                 continue
             key = (order.intent.symbol, order.intent.side)
             result[key] = result.get(key, 0.0) + max(0.0, order.intent.qty - order.filled_qty)
@@ -506,9 +508,7 @@ class OrderManager(Actor):
         """Notional of open orders that would open or grow a position, by symbol."""
         del quotes  # marks come from the same cache through the guardian
         result: dict[str, float] = {}
-        for order in self.orders.values():
-            if order.status in FINAL:
-                continue
+        for order in self._open.values():
             intent = order.intent
             position = self.positions.get(intent.symbol)
             held = position.qty if position else 0.0
@@ -706,6 +706,8 @@ class OrderManager(Actor):
         if not changed:
             return
         order.status = status
+        if status in FINAL:
+            self._open.pop(order.client_order_id, None)
         events.append(self._order_event(order, update.detail))
         if self._metrics is not None:
             self._metrics.order_status(self.strategy_id, status)
@@ -760,6 +762,7 @@ class OrderManager(Actor):
             )
             await self._journal.write(_order_insert(self.strategy_id, record, now))
             self.orders[coid] = record
+            self._open[coid] = record
             self._by_intent[intent_id] = record
             log.warning(
                 "kill.flatten", strategy_id=self.strategy_id, symbol=symbol, qty=position.qty

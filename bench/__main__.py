@@ -102,7 +102,16 @@ async def main(rounds: int) -> None:
         endpoint = MqttEndpoint(host="127.0.0.1", port=port, client_id="bench")
         echo = start([sys.executable, "-m", "bench.echo", str(port)])
         venue = start(
-            [str(BIN / "tradeguard"), "sim", "--port", str(venue_port), "--rate-limit", "1000000"]
+            [
+                str(BIN / "tradeguard"),
+                "sim",
+                "--port",
+                str(venue_port),
+                "--rate-limit",
+                "1000000",
+                "--cash",
+                "10000000",
+            ]
         )
         assert venue.stdout is not None
         await anyio.to_thread.run_sync(venue.stdout.readline)
@@ -114,9 +123,12 @@ async def main(rounds: int) -> None:
             f'[state]\npath = "{workdir}/state.db"\n[log]\nlevel = "warning"\n'
             f'[broker]\nkind = "alpaca"\nurl = "{base_url}"\n'
             f'stream_url = "ws://127.0.0.1:{venue_port}/stream"\n'
+            f'data_url = "{base_url}"\n'
             f'key_id_file = "{workdir}/key"\nsecret_key_file = "{workdir}/key"\n'
             "rate_limit_per_min = 1000000.0\n"
-            "[strategies.b1]\nallocation = 0.5\n"
+            # Every check stays on; the bench just sends faster than a strategy may by default.
+            "[risk]\nmax_intents_per_second = 100000.0\n"
+            "[strategies.b1]\nallocation = 1.0\n"
         )
         daemon = start([str(BIN / "tradeguard"), "run", "--config", str(config)])
         assert daemon.stdout is not None
@@ -134,20 +146,33 @@ async def main(rounds: int) -> None:
                     await link.publish("bench/echo/in", msgspec.json.encode({"i": i}))
 
                 def intent(i: int, tag: str) -> bytes:
+                    # A resting buy 2-4 % under the market: within every limit, never filled,
+                    # and a different price each time so the duplicate check has nothing to say.
+                    price = round(190.0 * (0.955 + (i % 400) * 0.0001), 2)
                     return msgspec.json.encode(
                         {
                             "type": "order",
                             "intent_id": f"{tag}-{run}-{i}",
                             "symbol": "AAPL",
                             "side": "buy",
-                            "qty": 1,
+                            "qty": 1 if tag == "d" else 2,
                             "order_type": "limit",
-                            "limit_price": 1.0,
+                            "limit_price": price,
+                            "stop_loss": round(price * 0.98, 2),
+                            "ts": time.time(),
                         }
                     )
 
                 async def decision_send(i: int) -> None:
                     await link.publish("bench/v1/strategy/b1/intent", intent(i, "d"))
+
+                async def stale_send(i: int) -> None:
+                    body = msgspec.json.decode(intent(i, "r"))
+                    body["ts"] = time.time() - 60  # every check runs; the answer is STALE_INTENT
+                    await link.publish("bench/v1/strategy/b1/intent", msgspec.json.encode(body))
+
+                def rejected(i: int, m: Received) -> bool:
+                    return f'"r-{run}-{i}"'.encode() in m.payload and b'"rejected"' in m.payload
 
                 async def order_send(i: int) -> None:
                     await link.publish("bench/v1/strategy/b1/intent", intent(i, "o"))
@@ -155,20 +180,28 @@ async def main(rounds: int) -> None:
                 def echoed(_i: int, m: Received) -> bool:
                     return m.topic == "bench/echo/out"
 
+                def refuse_rejections(i: int, m: Received, tag: str) -> None:
+                    if f'"{tag}-{run}-{i}"'.encode() in m.payload and b'"rejected"' in m.payload:
+                        raise SystemExit(f"bench intent rejected: {m.payload.decode()}")
+
                 def decided(i: int, m: Received) -> bool:
+                    refuse_rejections(i, m, "d")
                     return f'"d-{run}-{i}"'.encode() in m.payload and b'"accepted"' in m.payload
 
                 def at_venue(i: int, m: Received) -> bool:
+                    refuse_rejections(i, m, "o")
                     return (
                         f'"o-{run}-{i}"'.encode() in m.payload
                         and b'"type":"order"' in m.payload
                         and b'"status":"accepted"' in m.payload
                     )
 
-                floor = await measure(link, echo_send, echoed, rounds)
-                decision = await measure(link, decision_send, decided, rounds)
-                direct = await direct_submits(base_url, rounds)
-                through = await measure(link, order_send, at_venue, rounds)
+                with anyio.fail_after(300):  # a bench that hangs says so instead
+                    floor = await measure(link, echo_send, echoed, rounds)
+                    refusal = await measure(link, stale_send, rejected, rounds)
+                    decision = await measure(link, decision_send, decided, rounds)
+                    direct = await direct_submits(base_url, rounds)
+                    through = await measure(link, order_send, at_venue, rounds)
         finally:
             for process in (daemon, echo, venue):
                 process.terminate()
@@ -179,7 +212,8 @@ async def main(rounds: int) -> None:
         print(f"| {'path':<40} | {'p50':>8} | {'p99':>8} | {'p50 x':>8} | {'p99 x':>8} |")
         print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
         print(row("MQTT echo floor (aiomqtt)", floor, None))
-        print(row("intent -> decision (tradeguard)", decision, floor))
+        print(row("intent -> rejection, no order flow (tg)", refusal, floor))
+        print(row("intent -> acceptance + order flow (tg)", decision, floor))
         print(row("alpaca-py submit_order -> venue (direct)", direct, None))
         print(row("intent -> order accepted by venue (tg)", through, direct))
         tg.cancel_scope.cancel()

@@ -65,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--secret-key", default=None)
     p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
     p.add_argument("--rate-limit", type=int, default=200, help="requests per minute per key")
+    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash of the account")
 
     sub.add_parser("schema", parents=[common], help="print the JSON Schema of every v1 message")
 
@@ -180,6 +181,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             secret_key=args.secret_key,
             control=args.control,
             rate_limit_per_min=args.rate_limit,
+            starting_cash=args.cash,
         )
     config = load_config(args.config)
     if command == "run":

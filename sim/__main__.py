@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret-key", default=None)
     parser.add_argument("--control", action="store_true", help="serve the /_sim control API")
     parser.add_argument("--rate-limit", type=int, default=200, help="requests/min per key")
+    parser.add_argument("--cash", type=float, default=100_000.0, help="starting cash")
     args = parser.parse_args(argv)
     # stdout carries only the "listening on" line; logs go to stderr.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         secret_key=args.secret_key,
         control=args.control,
         rate_limit_per_min=args.rate_limit,
+        starting_cash=args.cash,
     )
 
 

@@ -26,6 +26,7 @@ def run(
     secret_key: str | None,
     control: bool = False,
     rate_limit_per_min: int = 200,
+    starting_cash: float = 100_000.0,
 ) -> int:
     """Serve the venue until SIGTERM or SIGINT.
 
@@ -41,12 +42,16 @@ def run(
         secret_key: See ``key_id``.
         control: Serve the ``/_sim`` control API.
         rate_limit_per_min: Requests per minute per key before 429 (Alpaca's is 200).
+        starting_cash: Cash of the paper account at start.
 
     Returns:
         0 after a clean stop, 2 on bad arguments.
     """
     if clock not in CLOCK_MODES:
         print(f"error: --clock must be one of {', '.join(CLOCK_MODES)}", file=sys.stderr)
+        return 2
+    if not starting_cash > 0:
+        print("error: --cash must be > 0", file=sys.stderr)
         return 2
     if rate_limit_per_min < 1:
         print("error: --rate-limit must be at least 1", file=sys.stderr)
@@ -63,6 +68,7 @@ def run(
         secret_key=secret_key,
         control_enabled=control,
         rate_limit_per_min=rate_limit_per_min,
+        starting_cash=starting_cash,
     )
     try:
         anyio.run(_serve, config, backend="asyncio")

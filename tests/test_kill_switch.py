@@ -261,6 +261,12 @@ async def test_home_assistant_release(mosquitto: Mosquitto, prefix: str, tmp_pat
         config_msg = await p.expect(f"{ha_prefix}/text/tradeguard/kill_release/config")
         assert config_msg["command_topic"] == release
         assert config_msg["mode"] == "password"
+        approve = await p.expect(f"{ha_prefix}/text/tradeguard/approval_approve/config")
+        assert approve["command_topic"] == f"{prefix}/v1/ha/approve"
+        circuit = await p.expect(f"{ha_prefix}/sensor/tradeguard/circuit/config")
+        assert circuit["state_topic"] == t.daemon_state
+        for sensor in ("equity", "daily_drawdown", "total_drawdown", "approvals_pending"):
+            await p.expect(f"{ha_prefix}/sensor/tradeguard/{sensor}/config")
         button = await p.expect(f"{ha_prefix}/button/tradeguard/kill_engage/config")
         assert button["command_topic"] == t.kill_command
         # Home Assistant presses its button: the payload it sends engages.
