@@ -6,6 +6,7 @@ Decoding never raises on bad input: it returns a :class:`DecodeFailure` whose
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import msgspec
@@ -76,7 +77,27 @@ def _explain(error: msgspec.MsgspecError, kinds: str) -> str:
     path = where.rstrip("`").removeprefix("$").lstrip(".") or "payload"
     if path == "type" and detail.startswith("Invalid value"):
         return f"type: {detail}; expected one of {kinds}"
-    return f"{path}: {detail}"
+    return f"{path}: {_plain(detail)}"
+
+
+_WORDS: Final = (
+    ("`float | null`", "a number"),
+    ("`float`", "a number"),
+    ("`str | null`", "a string"),
+    ("`str`", "a string"),
+    ("`bool`", "a boolean"),
+    ("`int`", "an integer"),
+    ("`object`", "an object"),
+    ("`array`", "an array"),
+)
+
+
+def _plain(detail: str) -> str:
+    """Plain words for msgspec's: ``Expected `float` <= 1.0`` -> ``expected a number <= 1``."""
+    for typename, words in _WORDS:
+        detail = detail.replace(typename, words)
+    detail = detail.replace("Expected", "expected", 1)
+    return re.sub(r"(\d+)\.0\b", r"\1", detail)
 
 
 def _read_intent_id(payload: bytes) -> str | None:
