@@ -151,6 +151,7 @@ class RiskGuardian(Actor):
         self.books: dict[str, StrategyBookView] = {}
         self.abstentions: dict[str, int] = dict.fromkeys(config.strategies, 0)
         self.pending_approvals: dict[tuple[str, str], PendingApproval] = {}
+        self.external_orders: list[str] = []
         self._status: BrokerStatus | None = None
         self._state_changed = anyio.Event()
         self._status_arrived = anyio.Event()
@@ -391,6 +392,7 @@ class RiskGuardian(Actor):
             peak_equity=self.breaker.peak_equity,
             circuit_reason=self.breaker.reason,
             session=self.session.session,
+            external_orders=self.external_orders[-50:],
         )
 
     @property

@@ -147,6 +147,7 @@ class Daemon:
         self.mqtt_port: int | None = None
         self.broker_url: str | None = None
         self.venue: Any = None
+        self._resolve_broker()
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -201,19 +202,29 @@ class Daemon:
             self.broker_url = url
             self._stream_url = url.replace("http", "ws", 1) + "/stream"
             self._data_url = url
+
+    def _resolve_broker(self) -> None:
+        """Resolve the endpoint and keys and check the mode, before anything starts.
+
+        A mismatch is then a one-line error at start-up, not a daemon trading on the
+        wrong account.
+        """
+        broker = self.config.broker
+        if broker.kind == "sim":
             self._keys = ("tradeguard-sim", "tradeguard-sim")
-        else:
-            assert broker.url is not None
-            assert broker.stream_url is not None
-            assert broker.key_id_file is not None
-            assert broker.secret_key_file is not None
-            self.broker_url = broker.url.rstrip("/")
-            self._stream_url = broker.stream_url
-            self._data_url = (broker.data_url or "https://data.alpaca.markets").rstrip("/")
-            self._keys = (
-                read_secret(self.config, broker.key_id_file, key="broker.key_id_file"),
-                read_secret(self.config, broker.secret_key_file, key="broker.secret_key_file"),
-            )
+            check_mode(mode=broker.mode, url="http://127.0.0.1", key_id="", kind="sim")
+            return
+        assert broker.url is not None
+        assert broker.stream_url is not None
+        assert broker.key_id_file is not None
+        assert broker.secret_key_file is not None
+        self.broker_url = broker.url.rstrip("/")
+        self._stream_url = broker.stream_url
+        self._data_url = (broker.data_url or "https://data.alpaca.markets").rstrip("/")
+        self._keys = (
+            read_secret(self.config, broker.key_id_file, key="broker.key_id_file"),
+            read_secret(self.config, broker.secret_key_file, key="broker.secret_key_file"),
+        )
         check_mode(mode=broker.mode, url=self.broker_url, key_id=self._keys[0], kind=broker.kind)
 
     async def _watch_signals(self) -> None:
@@ -294,6 +305,8 @@ class Daemon:
 
         def external_order(strategy_id: str, client_order_id: str) -> None:
             log.warning("order.external", strategy_id=strategy_id, client_order_id=client_order_id)
+            guardian.external_orders.append(client_order_id)
+            guardian.state_changed()
             trail.record(
                 AuditRecord(
                     type="order.external",

@@ -443,6 +443,7 @@ class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
     peak_equity: float | None = None
     circuit_reason: str | None = None
     session: str | None = None
+    external_orders: list[str] = msgspec.field(default_factory=list)
 
 
 class StrategyState(msgspec.Struct, frozen=True, kw_only=True):
