@@ -19,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors.home_assistant import HomeAssistantDiscovery
 from daemon.actor import Actor, TradingHalt
-from daemon.admin_code import AdminCodeVerifier
+from daemon.admin_code import AdminCodeVerifier, Verdict
 from daemon.audit import audit_row
 from daemon.channels import (
     ApprovalDecision,
@@ -292,37 +292,18 @@ class KillSwitchAuthority(Actor):
         scope = "strategy" if strategy_id else GLOBAL
         async with self._lock:
             now = time.time()
-            verdict = self._verifier.verify(code)
-            if verdict.ok and strategy_id is not None and strategy_id not in self._strategies:
-                verdict = msgspec.structs.replace(
-                    verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
-                )
             key = strategy_id or GLOBAL
-            writes: list[Write] = []
-            if verdict.totp_step is not None:
-                writes.append(set_meta(_TOTP_META_KEY, str(verdict.totp_step)))
-            if not verdict.ok:
-                record = AuditRecord(
-                    type="kill.disengage",
-                    ok=False,
-                    scope=scope,
-                    strategy_id=strategy_id,
-                    source=source,
-                    operator=operator,
-                    detail=f"denied: {verdict.detail}",
-                    ts=now,
-                )
-                await self._journal.write(*writes, audit_row(record))
-                log.warning(
-                    "kill.disengage_denied",
-                    scope=scope,
-                    strategy_id=strategy_id,
-                    source=source,
-                    operator=operator,
-                    detail=verdict.detail,
-                )
-                await self._publish_audit(record)
+            authorised = await self._authorise(
+                code,
+                kind="kill.disengage",
+                strategy_id=strategy_id,
+                source=source,
+                operator=operator,
+                now=now,
+            )
+            if authorised is None:
                 return False
+            verdict, writes = authorised
             was = self.gate.switch(key)
             record = AuditRecord(
                 type="kill.disengage",
@@ -384,6 +365,54 @@ class KillSwitchAuthority(Actor):
                     await listener(KillChanged(strategy_id=strategy_id, engaged=False))
             return ok
 
+    async def _authorise(
+        self,
+        code: str | None,
+        *,
+        kind: str,
+        strategy_id: str | None,
+        source: str,
+        operator: str | None,
+        now: float,
+    ) -> tuple[Verdict, list[Write]] | None:
+        """Check an admin code; a refusal is journaled, logged and published here.
+
+        Returns:
+            The verdict and the writes that must go with the effect (the used TOTP step),
+            or None when refused.
+        """
+        verdict = self._verifier.verify(code)
+        if verdict.ok and strategy_id is not None and strategy_id not in self._strategies:
+            verdict = msgspec.structs.replace(
+                verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
+            )
+        writes: list[Write] = []
+        if verdict.totp_step is not None:
+            writes.append(set_meta(_TOTP_META_KEY, str(verdict.totp_step)))
+        if verdict.ok:
+            return verdict, writes
+        record = AuditRecord(
+            type=kind,
+            ok=False,
+            scope="strategy" if strategy_id else GLOBAL,
+            strategy_id=strategy_id,
+            source=source,
+            operator=operator,
+            detail=f"denied: {verdict.detail}",
+            ts=now,
+        )
+        await self._journal.write(*writes, audit_row(record))
+        log.warning(
+            "admin.denied",
+            type=kind,
+            strategy_id=strategy_id,
+            source=source,
+            operator=operator,
+            detail=verdict.detail,
+        )
+        await self._publish_audit(record)
+        return None
+
     async def _privileged(
         self, command: Resume | ResetCircuit | Approve | Deny, origin: str
     ) -> bool:
@@ -392,38 +421,22 @@ class KillSwitchAuthority(Actor):
             now = time.time()
             source = command.source or origin
             kind, strategy_id = _describe(command)
-            verdict = self._verifier.verify(command.code)
-            writes: list[Write] = []
-            if verdict.totp_step is not None:
-                writes.append(set_meta(_TOTP_META_KEY, str(verdict.totp_step)))
-            if verdict.ok and strategy_id is not None and strategy_id not in self._strategies:
-                verdict = msgspec.structs.replace(
-                    verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
-                )
-            if verdict.ok and isinstance(command, ResetCircuit) and self._reset_circuit is None:
-                verdict = msgspec.structs.replace(verdict, ok=False, detail="no circuit breaker")
             scope = "strategy" if strategy_id else GLOBAL
-            if not verdict.ok:
-                record = AuditRecord(
-                    type=kind,
-                    ok=False,
-                    scope=scope,
-                    strategy_id=strategy_id,
-                    source=source,
-                    operator=command.operator,
-                    detail=f"denied: {verdict.detail}",
-                    ts=now,
-                )
-                await self._journal.write(*writes, audit_row(record))
-                log.warning(
-                    "admin.denied",
-                    type=kind,
-                    strategy_id=strategy_id,
-                    source=source,
-                    detail=verdict.detail,
-                )
-                await self._publish_audit(record)
+            if isinstance(command, ResetCircuit) and self._reset_circuit is None:
+                code: str | None = None  # nothing to reset: refused like a wrong code
+            else:
+                code = command.code
+            authorised = await self._authorise(
+                code,
+                kind=kind,
+                strategy_id=strategy_id,
+                source=source,
+                operator=command.operator,
+                now=now,
+            )
+            if authorised is None:
                 return False
+            verdict, writes = authorised
             record = AuditRecord(
                 type=kind,
                 ok=True,

@@ -70,34 +70,14 @@ def kill(config: Config, *, strategy_id: str | None, flatten: bool, reason: str)
 
 def disengage(config: Config, *, strategy_id: str | None, code: str, operator: str | None) -> int:
     """Release; 0 when the daemon confirms, 3 when it denies, 1 when it does not answer."""
-    topics = Topics(config.mqtt.topic_prefix)
-    source = f"cli-{secrets.token_hex(4)}"
     command = Disengage(
         scope="strategy" if strategy_id else "global",
         strategy_id=strategy_id,
         code=code,
         operator=operator,
-        source=source,
     )
-
-    async def go() -> int:
-        async with _link(config) as link:
-            await link.subscribe(topics.audit)
-            await link.publish(topics.kill_command, encode(command))
-            with anyio.move_on_after(CONFIRM_TIMEOUT_S):
-                async for message in link.messages():
-                    try:
-                        record = _audit.decode(message.payload)
-                    except msgspec.MsgspecError:
-                        continue
-                    if record.type != "kill.disengage" or record.source != source:
-                        continue
-                    print(record.detail)
-                    return EXIT_OK if record.ok else EXIT_DENIED
-        print("tradeguard: no answer from the daemon within 5 s", file=sys.stderr)
-        return EXIT_FAIL
-
-    return _run_mqtt(go)
+    topic = Topics(config.mqtt.topic_prefix).kill_command
+    return admin(config, command, topic=topic, audit_type="kill.disengage")
 
 
 def admin(config: Config, command: msgspec.Struct, *, topic: str, audit_type: str) -> int:

@@ -344,15 +344,14 @@ class Resume(
 KillCommand = Engage | Disengage | ResetCircuit | Pause | Resume
 
 
-class Approve(
+class _ApprovalCommand(
     msgspec.Struct,
-    tag="approve",
     frozen=True,
     kw_only=True,
     forbid_unknown_fields=True,
     tag_field="type",
 ):
-    """Approve an intent waiting for a person (``P/v1/approval/command``)."""
+    """What approve and deny share (``P/v1/approval/command``)."""
 
     strategy_id: StrategyId
     intent_id: IntentId
@@ -361,21 +360,12 @@ class Approve(
     source: ShortText | None = None
 
 
-class Deny(
-    msgspec.Struct,
-    tag="deny",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
-    """Deny an intent waiting for a person (``P/v1/approval/command``)."""
+class Approve(_ApprovalCommand, tag="approve", frozen=True):
+    """Approve an intent waiting for a person. Authorised by an admin code."""
 
-    strategy_id: StrategyId
-    intent_id: IntentId
-    code: Annotated[str, Meta(max_length=128)] | None = None
-    operator: ShortText | None = None
-    source: ShortText | None = None
+
+class Deny(_ApprovalCommand, tag="deny", frozen=True):
+    """Deny an intent waiting for a person. Authorised by an admin code."""
 
 
 ApprovalCommand = Approve | Deny
