@@ -352,7 +352,9 @@ class BrokerGateway(Actor):
         self._client: TradingClient | None = None
         self._submit_q: deque[SubmitOrder] = deque()
         self._cancel_q: deque[CancelOrder] = deque()
-        self._wake = anyio.Event()
+        # One permit per queued job (cancels and submissions alike): a worker takes a
+        # permit, then the most urgent job. No wake-up can be lost, whatever the timing.
+        self._jobs = anyio.Semaphore(0)
         self._inflight_posts = 0
         self._posts_idle = anyio.Event()
         self._posts_idle.set()
@@ -506,24 +508,28 @@ class BrokerGateway(Actor):
             self._tracked[job.client_order_id] = TrackedOrder(
                 job.strategy_id, None, "pending", job.intent, job.accepted_at
             )
-            self._submit_q.append(job)
-            self._wake.set()
+            self._queue_submit(job)
 
     async def _feed_cancels(self) -> None:
         async for job in self._cancels:
-            self._cancel_requested.add(job.client_order_id)
-            self._cancel_q.append(job)
-            self._wake.set()
+            self._queue_cancel(job)
+
+    def _queue_submit(self, job: SubmitOrder) -> None:
+        self._submit_q.append(job)
+        self._jobs.release()
+
+    def _queue_cancel(self, job: CancelOrder) -> None:
+        self._cancel_requested.add(job.client_order_id)
+        self._cancel_q.append(job)
+        self._jobs.release()
 
     async def _worker(self) -> None:
         while True:
+            await self._jobs.acquire()
             if self._cancel_q:
                 await self._cancel(self._cancel_q.popleft())
-            elif self._submit_q:
-                await self._submit(self._submit_q.popleft())
             else:
-                await self._wake.wait()
-                self._wake = anyio.Event()
+                await self._submit(self._submit_q.popleft())
 
     # ------------------------------------------------------------------ submission
 
@@ -769,8 +775,7 @@ class BrokerGateway(Actor):
             if sid is not None and self._gate.blocked(sid) is not None:
                 self._cancel_requested.add(coid)
                 if coid in self._tracked:
-                    self._cancel_q.append(CancelOrder(strategy_id=sid, client_order_id=coid))
-                    self._wake.set()
+                    self._queue_cancel(CancelOrder(strategy_id=sid, client_order_id=coid))
         for coid, tracked in list(self._tracked.items()):
             if coid in open_at_broker or tracked.status == "pending":
                 continue
@@ -798,7 +803,7 @@ class BrokerGateway(Actor):
                 continue
             # The broker never got it: the daemon stopped between the journal and the POST.
             if time.time() - tracked.accepted_at < self._deadline_s:
-                self._submit_q.append(
+                self._queue_submit(
                     SubmitOrder(
                         strategy_id=tracked.strategy_id,
                         client_order_id=coid,
