@@ -15,9 +15,12 @@ state twice without a fill being counted twice.
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Final, assert_never
 
 import anyio
@@ -142,11 +145,57 @@ class Position:
             self.avg_price = price
 
 
+class DecisionIndex:
+    """``intent_id`` -> journaled decision, for answering re-sent intents forever.
+
+    The most recent decisions are kept in memory (bounded); an intent older than that
+    is looked up in the journal, so a daemon that runs for years neither forgets an
+    intent nor grows without bound.
+    """
+
+    def __init__(
+        self,
+        recent: Mapping[str, bytes] | None = None,
+        *,
+        lookup: Callable[[str], bytes | None] | None = None,
+        capacity: int = 100_000,
+    ) -> None:
+        """Start from the most recent decisions; ``lookup`` reads older ones."""
+        self._recent: OrderedDict[str, bytes] = OrderedDict(recent or {})
+        self._lookup = lookup
+        self._capacity = capacity
+
+    def get(self, intent_id: str) -> bytes | None:
+        """The decision for ``intent_id``, or None if there never was one."""
+        found = self._recent.get(intent_id)
+        if found is None and self._lookup is not None:
+            found = self._lookup(intent_id)
+            if found is not None:
+                self.put(intent_id, found)
+        return found
+
+    def __contains__(self, intent_id: object) -> bool:
+        """Whether ``intent_id`` was decided (memory or journal)."""
+        return isinstance(intent_id, str) and self.get(intent_id) is not None
+
+    def put(self, intent_id: str, payload: bytes) -> None:
+        """Remember a decision (the caller journals it)."""
+        self._recent[intent_id] = payload
+        self._recent.move_to_end(intent_id)
+        while len(self._recent) > self._capacity:
+            self._recent.popitem(last=False)
+
+    def __len__(self) -> int:
+        """Decisions held in memory."""
+        return len(self._recent)
+
+
 @dataclass
 class StrategyBook:
     """Everything the journal knows about one strategy, loaded at start-up."""
 
-    decisions: dict[str, bytes] = field(default_factory=dict)
+    decisions: DecisionIndex = field(default_factory=DecisionIndex)
+    lookup_order: Callable[[str], OrderRecord | None] | None = None
     orders: dict[str, OrderRecord] = field(default_factory=dict)
     positions: dict[str, Position] = field(default_factory=dict)
 
@@ -203,8 +252,10 @@ class OrderManager(Actor):
         self.orders = book.orders
         self.positions = book.positions
         self._by_intent = {o.intent_id: o for o in self.orders.values()}
+        self._lookup_order = book.lookup_order
         # Unfinished orders only: every exposure view walks these, never the whole history.
         self._open = {c: o for c, o in self.orders.items() if o.status not in FINAL}
+        self._finals: deque[str] = deque(c for c, o in self.orders.items() if o.status in FINAL)
         self._guardian = guardian
         self._gate = gate
         self._topics = topics
@@ -351,7 +402,7 @@ class OrderManager(Actor):
                 self.strategy_id, intent.intent_id, accepted=False, payload=payload, ts=now
             )
         )
-        self._decisions[intent.intent_id] = payload
+        self._decisions.put(intent.intent_id, payload)
         answers.append(payload)
         if self._metrics is not None:
             self._metrics.intent(self.strategy_id, "rejected", [r.code.value for r in reasons])
@@ -385,7 +436,7 @@ class OrderManager(Actor):
             )
         )
         writes.append(_order_insert(self.strategy_id, record, now))
-        self._decisions[intent.intent_id] = payload
+        self._decisions.put(intent.intent_id, payload)
         self.orders[coid] = record
         self._open[coid] = record
         self._by_intent[intent.intent_id] = record
@@ -567,6 +618,8 @@ class OrderManager(Actor):
 
     async def _cancel_intent(self, intent_id: str) -> None:
         order = self._by_intent.get(intent_id)
+        if order is None and self._lookup_order is not None:
+            order = self._lookup_order(intent_id)  # finished long ago: only in the journal
         if order is None:
             await self._send_event(
                 Rejected(
@@ -708,6 +761,7 @@ class OrderManager(Actor):
         order.status = status
         if status in FINAL:
             self._open.pop(order.client_order_id, None)
+            self._forget_old_finals(order)
         events.append(self._order_event(order, update.detail))
         if self._metrics is not None:
             self._metrics.order_status(self.strategy_id, status)
@@ -737,6 +791,14 @@ class OrderManager(Actor):
             filled_qty=order.filled_qty,
             source=update.source,
         )
+
+    def _forget_old_finals(self, order: OrderRecord) -> None:
+        """Keep the most recent finished orders in memory; the journal keeps them all."""
+        self._finals.append(order.client_order_id)
+        while len(self._finals) > RECENT_FINAL_ORDERS:
+            old = self.orders.pop(self._finals.popleft(), None)
+            if old is not None and self._by_intent.get(old.intent_id) is old:
+                del self._by_intent[old.intent_id]
 
     async def _flatten(self) -> None:
         """Close this strategy's positions with market orders (after its cancels)."""
@@ -861,17 +923,65 @@ def _order_insert(sid: str, record: OrderRecord, ts: float) -> Write:
     )
 
 
+def _journaled_decision(reader: sqlite3.Connection, sid: str, intent_id: str) -> bytes | None:
+    row = reader.execute(
+        "SELECT event FROM decisions WHERE strategy_id = ? AND intent_id = ?", (sid, intent_id)
+    ).fetchone()
+    return bytes(row[0]) if row else None
+
+
+def _journaled_order(reader: sqlite3.Connection, sid: str, intent_id: str) -> OrderRecord | None:
+    row = reader.execute(
+        "SELECT client_order_id, intent_id, intent, status, broker_order_id, filled_qty, "
+        "filled_avg_price, created_ts FROM orders WHERE strategy_id = ? AND intent_id = ?",
+        (sid, intent_id),
+    ).fetchone()
+    if row is None:
+        return None
+    coid, iid, intent, status, broker_id, filled, avg, created = row
+    return OrderRecord(
+        client_order_id=coid,
+        intent_id=iid,
+        intent=_intent_decoder.decode(intent),
+        status=status,
+        broker_order_id=broker_id,
+        filled_qty=filled,
+        filled_avg_price=avg,
+        created_ts=created,
+    )
+
+
+RECENT_DECISIONS: Final = 100_000
+RECENT_FINAL_ORDERS: Final = 10_000
+
+
 def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, StrategyBook]:
-    """Every strategy's decisions, orders and positions from the journal (start-up)."""
-    books = {sid: StrategyBook() for sid in strategies}
-    for sid, intent_id, event in journal.query(
-        "SELECT strategy_id, intent_id, event FROM decisions"
-    ):
-        if sid in books:
-            books[sid].decisions[intent_id] = bytes(event)
+    """Load each strategy's book from the journal at start-up.
+
+    Positions, unfinished orders and recent decisions and finished orders come into
+    memory; older ones stay in the journal and are looked up when asked for.
+    """
+    reader = journal.reader()
+    books: dict[str, StrategyBook] = {}
+    for sid in strategies:
+        recent = journal.query(
+            "SELECT intent_id, event FROM decisions WHERE strategy_id = ? ORDER BY ts DESC LIMIT ?",
+            (sid, RECENT_DECISIONS),
+        )
+        books[sid] = StrategyBook(
+            decisions=DecisionIndex(
+                {intent_id: bytes(event) for intent_id, event in reversed(recent)},
+                lookup=partial(_journaled_decision, reader, sid),
+                capacity=RECENT_DECISIONS,
+            ),
+            lookup_order=partial(_journaled_order, reader, sid),
+        )
     for row in journal.query(
         "SELECT client_order_id, strategy_id, intent_id, intent, status, broker_order_id, "
-        "filled_qty, filled_avg_price, created_ts FROM orders"
+        "filled_qty, filled_avg_price, created_ts FROM orders WHERE status NOT IN "
+        "('filled', 'cancelled', 'rejected', 'expired') OR rowid > "
+        "(SELECT coalesce(max(rowid), 0) FROM orders) - ? ORDER BY rowid",
+        (RECENT_FINAL_ORDERS,),
     ):
         coid, sid, intent_id, intent, status, broker_id, filled, avg, created = row
         if sid in books:

@@ -125,6 +125,16 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal write failed: {exc}") from exc
 
+    def reader(self) -> sqlite3.Connection:
+        """A separate read-only connection for look-ups from the event loop.
+
+        WAL lets it read while the writer commits; it sees committed rows only.
+        """
+        try:
+            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {self.path} for reading: {exc}") from exc
+
     def get_meta(self, key: str) -> str | None:
         """A value from the key-value ``meta`` table."""
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
