@@ -378,11 +378,13 @@ class OrderManager(Actor):
         if intent.intent_id in self._parked:
             return  # waiting for a person: its one decision comes then
         view = self.strategy_view(received_at)
-        reasons = self._guardian.evaluate(self.strategy_id, intent, received_at, view)
+        reasons = self._guardian.evaluate(
+            self.strategy_id, intent, now, view, received_at=received_at
+        )
         if reasons:
             self._reject(intent, reasons, now, writes, answers)
             return
-        notional = self._guardian.needs_approval(self.strategy_id, intent, view, received_at)
+        notional = self._guardian.needs_approval(self.strategy_id, intent, view, now)
         if notional is not None:
             self._park(intent, notional, now)
             return

@@ -187,8 +187,19 @@ class RiskGuardian(Actor):
         """Realized P&L of the strategy when the session began."""
         return self.session.realized_base.get(strategy_id, 0.0)
 
-    def gates(self, strategy_id: str, intent: OrderIntent, now: float) -> list[Reason]:
-        """The checks that never depend on prices: halt, kill switches, staleness."""
+    def gates(
+        self,
+        strategy_id: str,
+        intent: OrderIntent,
+        now: float,
+        received_at: float | None = None,
+    ) -> list[Reason]:
+        """The checks that never depend on prices: halt, kill switches, staleness.
+
+        Staleness counts twice: the intent's own ``ts`` against now, and for every
+        intent, how long it waited here (say, while the broker was unreachable at
+        start-up) -- so nothing queued is traded late, with or without a ``ts``.
+        """
         reasons: list[Reason] = []
         if self._halt_latch.reason is not None:
             reasons.append(
@@ -205,7 +216,15 @@ class RiskGuardian(Actor):
                 Reason(code=blocked, message=f"kill switch of strategy {strategy_id} is engaged")
             )
         max_age = self.limits[strategy_id].max_intent_age_s
-        if intent.ts is not None and abs(now - intent.ts) > max_age:
+        if received_at is not None and now - received_at > max_age:
+            reasons.append(
+                Reason(
+                    code=ReasonCode.STALE_INTENT,
+                    message=f"intent waited {now - received_at:.1f} s in the daemon "
+                    f"(limit {max_age:g} s): the broker was not reachable",
+                )
+            )
+        elif intent.ts is not None and abs(now - intent.ts) > max_age:
             direction = "old" if intent.ts < now else "in the future"
             reasons.append(
                 Reason(
@@ -222,10 +241,11 @@ class RiskGuardian(Actor):
         intent: OrderIntent,
         now: float,
         strategy_view: StrategyView | None = None,
+        received_at: float | None = None,
     ) -> list[Reason]:
         """Every limit ``intent`` breaks; empty when it may trade."""
         limits = self.limits[strategy_id]
-        reasons = self.gates(strategy_id, intent, now)
+        reasons = self.gates(strategy_id, intent, now, received_at)
         rate = self._rates.check(strategy_id, now)
         if rate is not None:
             reasons.append(rate)

@@ -15,6 +15,7 @@ import pytest
 from harness import (
     DaemonProcess,
     Mosquitto,
+    free_port,
     poll_until,
     probe,
     running_daemon,
@@ -23,6 +24,8 @@ from harness import (
 )
 from sim_harness import fast_config, running_venue
 
+from daemon.config import load_config
+from daemon.wiring import Daemon
 from protocol.topics import Topics
 from sim.venue import PaperVenue
 
@@ -338,3 +341,36 @@ async def test_global_engage_cancels_200_open_orders_and_stops_posts(
             assert all(o.status == "canceled" for o in venue.engine.orders.values()), (
                 "an order escaped the cancel"
             )
+
+
+async def test_intents_queued_while_the_broker_is_down_are_never_traded_late(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    tables = trading_tables(
+        mosquitto, prefix, tmp_path, url, risk_overrides={"max_intent_age_s": 1.0}
+    )
+    daemon = Daemon(load_config(write_config(tmp_path, tables)))
+    async with anyio.create_task_group() as tg, probe(mosquitto, t.event("s1")) as p:
+        tg.start_soon(daemon.run)
+        assert daemon.session is None or not daemon.ready.is_set()
+        # No broker yet: the daemon cannot reconcile, so it holds intents (no ts at all).
+        await poll_until(lambda: daemon.session is not None and daemon.session.is_connected)
+        await p.publish(t.intent("s1"), resting_buy("queued-1"))
+        await anyio.sleep(1.5)  # longer than max_intent_age_s: the intent is now too old
+        async with running_venue(fast_config(port=port, rate_limit_per_min=FAST)) as venue:
+            body = await p.expect(t.event("s1"), decided_for("queued-1"), timeout=20)
+            assert body["type"] == "rejected"
+            assert body["reasons"][0]["code"] == "STALE_INTENT"
+            assert "waited" in body["reasons"][0]["message"]
+            await p.publish(t.intent("s1"), resting_buy("fresh-1"))
+            fresh = await p.expect(t.event("s1"), decided_for("fresh-1"))
+            assert fresh["type"] == "accepted"
+            assert not [o for o in venue_orders(venue) if o.client_order_id == "s1-queued-1"]
+            daemon.request_stop()
+
+
+def decided_for(intent_id: str) -> Callable[[Any], bool]:
+    return lambda b: b.get("intent_id") == intent_id and b.get("type") in ("accepted", "rejected")
