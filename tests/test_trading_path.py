@@ -374,3 +374,44 @@ async def test_intents_queued_while_the_broker_is_down_are_never_traded_late(
 
 def decided_for(intent_id: str) -> Callable[[Any], bool]:
     return lambda b: b.get("intent_id") == intent_id and b.get("type") in ("accepted", "rejected")
+
+
+async def test_engage_with_flatten_cancels_then_closes_positions(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    async with running_venue(fast_config(rate_limit_per_min=FAST)) as venue:
+        config = write_config(
+            tmp_path, trading_tables(mosquitto, prefix, tmp_path, venue.base_url, s1={}, s2={})
+        )
+        async with (
+            running_daemon(config) as daemon,
+            probe(mosquitto, f"{prefix}/v1/strategy/+/event", t.kill_state) as p,
+        ):
+            await p.publish(t.intent("s1"), market("f1", "buy", 3, "AAPL"))
+            await p.publish(t.intent("s2"), market("f2", "buy", 2, "MSFT"))
+            await p.publish(t.intent("s1"), resting_buy("f3"))
+            await p.wait_until(
+                lambda: (
+                    sum(
+                        1
+                        for m in p.received
+                        if b'"status":"filled"' in m.payload
+                        or (b'"f3"' in m.payload and b'"status":"accepted"' in m.payload)
+                    )
+                    >= 3
+                )
+            )
+            await p.publish(
+                t.kill_command,
+                {"type": "engage", "scope": "strategy", "strategy_id": "s1", "flatten": True},
+            )
+            await p.expect(t.kill_state, lambda s: s["strategies"]["s1"]["engaged"])
+            await poll_until(lambda: daemon.managers["s1"].positions["AAPL"].qty == 0, timeout=20)
+            assert venue.engine.position_qty("AAPL") == 0
+            # The other strategy is untouched, and s1's resting order was cancelled first.
+            assert venue.engine.position_qty("MSFT") == 2
+            assert daemon.managers["s1"].orders["s1-f3"].status == "cancelled"
+            flattens = [o for o in venue_orders(venue) if "flatten" in o.client_order_id]
+            assert len(flattens) == 1
+            assert flattens[0].side == "sell"
