@@ -106,7 +106,6 @@ QUOTE_RETRY_S: Final = 1.0
 """After a failed quote fetch, that symbol is not fetched again for this long."""
 
 DUPLICATE_CODE: Final = 40010001
-NOT_CANCELABLE_CODE: Final = 42210000
 
 
 def check_mode(*, mode: str, url: str, key_id: str, kind: str) -> None:

@@ -164,7 +164,6 @@ class KillSwitchAuthority(Actor):
         self._lock = anyio.Lock()
         now = time.monotonic()
         self._last_heartbeat = dict.fromkeys(self._timeouts, now)
-        self._deadline_changed = anyio.Event()
 
     async def _run(self) -> None:
         await self._publish_state()

@@ -17,7 +17,7 @@ retained daemon state and the pending-approval list.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Final, Protocol
 
 import anyio
@@ -155,7 +155,6 @@ class RiskGuardian(Actor):
         self._status: BrokerStatus | None = None
         self._state_changed = anyio.Event()
         self._status_arrived = anyio.Event()
-        self.on_circuit_reset: Callable[[], None] | None = None
         halt.subscribe(lambda _reason: self.state_changed())
 
     # ------------------------------------------------------------------ checks

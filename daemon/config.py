@@ -22,7 +22,6 @@ from protocol.messages import STRATEGY_ID_PATTERN
 Fraction = Annotated[float, Meta(ge=0, le=1)]
 PositiveFloat = Annotated[float, Meta(gt=0)]
 NonNegativeFloat = Annotated[float, Meta(ge=0)]
-Port = Annotated[int, Meta(ge=1, le=65535)]
 PortOrZero = Annotated[int, Meta(ge=0, le=65535)]
 StrategyId = Annotated[str, Meta(pattern=STRATEGY_ID_PATTERN)]
 TopicPrefix = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_./-]{1,64}$")]
