@@ -41,6 +41,7 @@ from daemon.channels import (
     OrderUpdate,
     Publish,
     SubmitOrder,
+    receive_batch,
 )
 from daemon.journal import Journal, JournalWriter, Write
 from daemon.metrics import Metrics
@@ -282,22 +283,9 @@ class OrderManager(Actor):
             tg.start_soon(self._state_publisher)
             tg.start_soon(self._approval_timeouts)
             await self._broker_ready.wait()
-            while (batch := await self._next_intents()) is not None:
+            while (batch := await receive_batch(self._intents)) is not None:
                 await self._handle(batch)
             tg.cancel_scope.cancel()
-
-    async def _next_intents(self) -> list[InboundIntent] | None:
-        """Every intent queued right now (at least one): one journal commit decides them all."""
-        try:
-            batch = [await self._intents.receive()]
-        except anyio.EndOfStream:
-            return None
-        while len(batch) < 256:
-            try:
-                batch.append(self._intents.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-        return batch
 
     async def _handle(self, batch: list[InboundIntent]) -> None:
         """Decide a batch of intents in arrival order, journaled in one group commit.
@@ -648,21 +636,8 @@ class OrderManager(Actor):
 
     # ------------------------------------------------------------------ broker updates
 
-    async def _next_batch(self) -> list[OrderUpdate | FlattenNow] | None:
-        """Everything queued right now (at least one item), so that one commit covers it."""
-        try:
-            batch = [await self._updates.receive()]
-        except anyio.EndOfStream:
-            return None
-        while len(batch) < 256:
-            try:
-                batch.append(self._updates.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-        return batch
-
     async def _consume_updates(self) -> None:
-        while (batch := await self._next_batch()) is not None:
+        while (batch := await receive_batch(self._updates)) is not None:
             writes: list[Write] = []
             events: list[OrderEvent | FillEvent] = []
             flatten = False

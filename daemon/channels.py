@@ -55,6 +55,24 @@ class TriggerPress(msgspec.Struct, frozen=True, kw_only=True):
     retained: bool = False
 
 
+async def receive_batch(stream: MemoryObjectReceiveStream[T], limit: int = 256) -> list[T] | None:
+    """Wait for one item, then take whatever else is queued (up to ``limit``).
+
+    Returns None when the stream has ended. Callers use it to cover a burst with one
+    journal commit.
+    """
+    try:
+        batch = [await stream.receive()]
+    except anyio.EndOfStream:
+        return None
+    while len(batch) < limit:
+        try:
+            batch.append(stream.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    return batch
+
+
 class Channel(Generic[T]):  # Python 3.11 has no PEP 695 syntax
     """A bounded memory object stream pair, created by the wiring."""
 

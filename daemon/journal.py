@@ -22,6 +22,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.actor import Actor, TradingHalt
+from daemon.channels import receive_batch
 from daemon.errors import JournalError
 
 log = structlog.get_logger(__name__)
@@ -193,17 +194,7 @@ class JournalWriter(Actor):
         self._requests.close()
 
     async def _run(self) -> None:
-        while True:
-            try:
-                first = await self._pending.receive()
-            except anyio.EndOfStream:
-                return
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self._pending.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
+        while (batch := await receive_batch(self._pending, limit=4096)) is not None:
             writes = [w for request in batch for w in request.writes]
             started = time.perf_counter()
             try:

@@ -75,6 +75,16 @@ OrderStatus = Literal[
 CircuitState = Literal["closed", "half_open", "open"]
 
 
+class _Inbound(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
+):
+    """Base of every message the daemon receives: strict, tagged by ``type``."""
+
+
+class _Outbound(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event the daemon sends: tagged by ``type``."""
+
+
 def _require_finite(**values: float | None) -> None:
     for name, value in values.items():
         if value is not None and not math.isfinite(value):
@@ -84,14 +94,7 @@ def _require_finite(**values: float | None) -> None:
 # --------------------------------------------------------------------------- intents (§3)
 
 
-class OrderIntent(
-    msgspec.Struct,
-    tag="order",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class OrderIntent(_Inbound, tag="order", frozen=True):
     """A request to place one order."""
 
     intent_id: IntentId
@@ -132,28 +135,14 @@ class OrderIntent(
             raise ValueError(f"`stop_price` is not allowed for order_type `{self.order_type}`")
 
 
-class CancelIntent(
-    msgspec.Struct,
-    tag="cancel",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class CancelIntent(_Inbound, tag="cancel", frozen=True):
     """Cancel the order made from one earlier intent."""
 
     intent_id: IntentId
     ts: float | None = None
 
 
-class CancelAllIntent(
-    msgspec.Struct,
-    tag="cancel_all",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class CancelAllIntent(_Inbound, tag="cancel_all", frozen=True):
     """Cancel every open order of the strategy."""
 
     ts: float | None = None
@@ -172,13 +161,7 @@ class Reason(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
-class Accepted(
-    msgspec.Struct,
-    tag="accepted",
-    frozen=True,
-    kw_only=True,
-    tag_field="type",
-):
+class Accepted(_Outbound, tag="accepted", frozen=True):
     """The intent passed every check and was journaled."""
 
     intent_id: str
@@ -187,13 +170,7 @@ class Accepted(
     duplicate: bool = False
 
 
-class Rejected(
-    msgspec.Struct,
-    tag="rejected",
-    frozen=True,
-    kw_only=True,
-    tag_field="type",
-):
+class Rejected(_Outbound, tag="rejected", frozen=True):
     """The intent was refused; ``reasons`` lists every limit it breaks."""
 
     intent_id: str | None
@@ -202,13 +179,7 @@ class Rejected(
     duplicate: bool = False
 
 
-class OrderEvent(
-    msgspec.Struct,
-    tag="order",
-    frozen=True,
-    kw_only=True,
-    tag_field="type",
-):
+class OrderEvent(_Outbound, tag="order", frozen=True):
     """A change of an order's status."""
 
     intent_id: str
@@ -221,13 +192,7 @@ class OrderEvent(
     detail: str | None = None
 
 
-class FillEvent(
-    msgspec.Struct,
-    tag="fill",
-    frozen=True,
-    kw_only=True,
-    tag_field="type",
-):
+class FillEvent(_Outbound, tag="fill", frozen=True):
     """One execution; ``position_qty`` is the strategy's position after it."""
 
     intent_id: str
@@ -246,14 +211,7 @@ Event = Accepted | Rejected | OrderEvent | FillEvent
 # --------------------------------------------------------------------------- kill switch (§5)
 
 
-class Engage(
-    msgspec.Struct,
-    tag="engage",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class Engage(_Inbound, tag="engage", frozen=True):
     """Engage the global switch or one strategy's. Needs no code."""
 
     scope: Scope = "global"
@@ -267,14 +225,7 @@ class Engage(
         _check_scope(self.scope, self.strategy_id)
 
 
-class Disengage(
-    msgspec.Struct,
-    tag="disengage",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class Disengage(_Inbound, tag="disengage", frozen=True):
     """Release a switch. Authorised by an admin code (CONTRACT §8)."""
 
     scope: Scope = "global"
@@ -295,14 +246,7 @@ def _check_scope(scope: Scope, strategy_id: str | None) -> None:
         raise ValueError("`strategy_id` is only allowed when scope is `strategy`")
 
 
-class ResetCircuit(
-    msgspec.Struct,
-    tag="reset_circuit",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class ResetCircuit(_Inbound, tag="reset_circuit", frozen=True):
     """Close an open (or half-open) circuit breaker. Authorised by an admin code."""
 
     code: Annotated[str, Meta(max_length=128)] | None = None
@@ -310,14 +254,7 @@ class ResetCircuit(
     source: ShortText | None = None
 
 
-class Pause(
-    msgspec.Struct,
-    tag="pause",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class Pause(_Inbound, tag="pause", frozen=True):
     """Pause a strategy: only orders that reduce its positions pass. Needs no code."""
 
     strategy_id: StrategyId
@@ -325,14 +262,7 @@ class Pause(
     source: ShortText | None = None
 
 
-class Resume(
-    msgspec.Struct,
-    tag="resume",
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class Resume(_Inbound, tag="resume", frozen=True):
     """Resume a paused strategy. Authorised by an admin code."""
 
     strategy_id: StrategyId
@@ -344,13 +274,7 @@ class Resume(
 KillCommand = Engage | Disengage | ResetCircuit | Pause | Resume
 
 
-class _ApprovalCommand(
-    msgspec.Struct,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-    tag_field="type",
-):
+class _ApprovalCommand(_Inbound, frozen=True):
     """What approve and deny share (``P/v1/approval/command``)."""
 
     strategy_id: StrategyId
