@@ -262,3 +262,35 @@ async def test_one_answer_lists_every_broken_limit(
             body = await p.expect(t.event("s1"), decided("x1"))
             assert {"MAX_NOTIONAL", "RESTRICTED_SYMBOL", "LOW_CONFIDENCE"} <= codes(body)
             assert all(r["message"] for r in body["reasons"])
+
+
+async def test_home_assistant_approves_with_a_code(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    async with running_venue(fast_config(rate_limit_per_min=10**6)) as venue:
+        tables = trading_tables(
+            mosquitto,
+            prefix,
+            tmp_path,
+            venue.base_url,
+            s1={"approval_above_notional": 1000.0, "approval_timeout_s": 60.0},
+        )
+        tables["kill"] = {"admin_code_hash": hash_code(CODE)}
+        tables["homeassistant"] = {"enabled": True, "discovery_prefix": f"ha{prefix}"}
+        config = write_config(tmp_path, tables)
+        async with (
+            running_daemon(config),
+            probe(mosquitto, t.approval_pending, t.event("s1"), t.audit) as p,
+        ):
+            await p.publish(t.intent("s1"), order("ha-1", "buy", 10, "AAPL"))
+            await p.expect(t.approval_pending, lambda b: len(b["pending"]) == 1)
+            await p.publish(f"{prefix}/v1/ha/approve", "s1 ha-1 wrong-code-1")
+            denied = await p.expect(t.audit, lambda a: a["type"] == "approval.approve")
+            assert denied["ok"] is False
+            await p.publish(f"{prefix}/v1/ha/approve", "two words")
+            await p.expect(t.audit, lambda a: "expected 'STRATEGY INTENT_ID CODE'" in a["detail"])
+            await p.publish(f"{prefix}/v1/ha/approve", f"s1 ha-1 {CODE}")
+            assert (await p.expect(t.event("s1"), decided("ha-1")))["type"] == "accepted"
+        for body in p.bodies(t.audit):
+            assert CODE not in str(body)
