@@ -57,6 +57,8 @@ from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 
+ENGAGE_REPORT_WAIT_S = 2.0
+
 
 def mqtt_endpoint(
     config: Config, *, port: int | None = None, client_id: str | None = None
@@ -457,8 +459,15 @@ class Daemon:
         return refresh
 
     async def _wait_posts_idle(self) -> None:
+        """Let orders already on their way land before the engage is reported, briefly.
+
+        A hung broker must not delay the phone's confirmation for long: the gate is
+        already closed, and the gateway cancels whatever those POSTs create once they
+        return (and every reconcile cancels open orders of an engaged scope).
+        """
         if self.gateway is not None:
-            await self.gateway.wait_posts_idle()
+            with anyio.move_on_after(ENGAGE_REPORT_WAIT_S):
+                await self.gateway.wait_posts_idle()
 
     async def _announce_ready(self, session: MqttSession) -> None:
         assert self.gateway is not None
