@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,6 +39,7 @@ from sim.wire import (
     asset_json,
     clock_json,
     dec,
+    decimal_value,
     exchange_of,
     invalid,
     parse_order_request,
@@ -348,9 +349,9 @@ class TradingApi:
             raise invalid("invalid client_order_id")
         new = self._engine.replace(
             order.id,
-            qty=_decimal(body.get("qty"), "qty"),
-            limit_price=_decimal(body.get("limit_price"), "limit_price"),
-            stop_price=_decimal(body.get("stop_price"), "stop_price"),
+            qty=decimal_value(body.get("qty"), "qty"),
+            limit_price=decimal_value(body.get("limit_price"), "limit_price"),
+            stop_price=decimal_value(body.get("stop_price"), "stop_price"),
             time_in_force=tif,
             client_order_id=client_order_id,
         )
@@ -423,8 +424,8 @@ class TradingApi:
     async def delete_position(self, request: web.Request) -> web.Response:
         """``DELETE /v2/positions/{symbol}?qty=|percentage=``: a market order closing it."""
         symbol = self._position_symbol(request)
-        qty = _decimal(request.query.get("qty"), "qty")
-        percentage = _decimal(request.query.get("percentage"), "percentage")
+        qty = decimal_value(request.query.get("qty"), "qty")
+        percentage = decimal_value(request.query.get("percentage"), "percentage")
         order = self._venue.close_position(symbol, qty=qty, percentage=percentage)
         return json_response(order.to_json())
 
@@ -473,20 +474,6 @@ async def _json_body(request: web.Request) -> Any:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise invalid("request body format is invalid") from exc
-
-
-def _decimal(raw: object, name: str) -> Decimal | None:
-    if raw is None:
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        raise invalid(f"invalid {name}")
-    try:
-        value = Decimal(str(raw))
-    except InvalidOperation as exc:
-        raise invalid(f"invalid {name}") from exc
-    if not value.is_finite():
-        raise invalid(f"invalid {name}")
-    return value
 
 
 def _parse_time(raw: str | None, name: str) -> datetime | None:

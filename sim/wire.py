@@ -80,7 +80,11 @@ def invalid(message: str) -> RequestRefusedError:
 
 
 def _decimal_field(body: dict[str, Any], name: str) -> Decimal | None:
-    raw = body.get(name)
+    return decimal_value(body.get(name), name)
+
+
+def decimal_value(raw: object, name: str) -> Decimal | None:
+    """A request's decimal (JSON number or string); None when absent, 422 when not a number."""
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
