@@ -78,6 +78,8 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
         stream_queue_size: Events buffered per websocket before the venue drops
             that (too slow) connection.
         route_latency_s: Added latency per route, e.g. ``{"POST /v2/orders": 0.2}``.
+        base_latency_s: Latency of every ``/v2`` request (0: none, the old behaviour).
+        latency_jitter_s: Extra latency drawn uniformly from ``[0, this]`` per request.
         stream_drop_interval_s: Close every trade stream this often (None: never).
     """
 
@@ -102,4 +104,6 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
     fill_delay_s: float = 0.01
     stream_queue_size: int = 1000
     route_latency_s: dict[str, float] = msgspec.field(default_factory=dict)
+    base_latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
     stream_drop_interval_s: float | None = None

@@ -7,6 +7,7 @@ them, e.g. ``"POST /v2/orders"``, ``"GET /v2/orders/{order_id}"``,
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast, get_args
@@ -26,6 +27,10 @@ class FaultPlan:
 
     Attributes:
         latency_s: Added delay per route before it is served.
+        base_latency_s: Delay of every ``/v2`` request (the network and the venue's
+            own work), before ``latency_s``.
+        latency_jitter_s: A further delay drawn uniformly from ``[0, this]`` for
+            every ``/v2`` request, so requests overtake each other as they do live.
         errors: Per route, the statuses the next requests get instead of being served.
         drops: Per route, accept-then-drop modes for the next requests: the request
             is served (an order is created) but the client never gets the answer:
@@ -37,6 +42,8 @@ class FaultPlan:
     """
 
     latency_s: dict[str, float] = field(default_factory=dict)
+    base_latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
     errors: dict[str, deque[int]] = field(default_factory=dict)
     drops: dict[str, deque[DropMode]] = field(default_factory=dict)
     stream_drop_interval_s: float | None = None
@@ -47,6 +54,8 @@ class FaultPlan:
         """The faults a configuration arms from the start."""
         return cls(
             latency_s=dict(config.route_latency_s),
+            base_latency_s=config.base_latency_s,
+            latency_jitter_s=config.latency_jitter_s,
             stream_drop_interval_s=config.stream_drop_interval_s,
         )
 
@@ -68,8 +77,18 @@ class FaultPlan:
             self.latency_s[route] = seconds
 
     def latency_for(self, route: str) -> float:
-        """Total added latency of ``route``."""
-        return self.latency_s.get(route, 0.0) + self.latency_s.get(ANY_ROUTE, 0.0)
+        """Total added latency of ``route``: base, jitter and the route's own delay."""
+        jitter = (
+            random.uniform(0.0, self.latency_jitter_s)  # noqa: S311  # timing noise, not crypto
+            if self.latency_jitter_s > 0
+            else 0.0
+        )
+        return (
+            self.base_latency_s
+            + jitter
+            + self.latency_s.get(route, 0.0)
+            + self.latency_s.get(ANY_ROUTE, 0.0)
+        )
 
     def add_errors(self, route: str, status: int, count: int = 1) -> None:
         """Answer the next ``count`` requests on ``route`` with ``status``."""
@@ -107,6 +126,8 @@ class FaultPlan:
         """The armed faults, as ``GET /_sim/state`` reports them."""
         return {
             "latency_s": dict(self.latency_s),
+            "base_latency_s": self.base_latency_s,
+            "latency_jitter_s": self.latency_jitter_s,
             "errors": {route: list(queue) for route, queue in self.errors.items() if queue},
             "drops": {route: list(queue) for route, queue in self.drops.items() if queue},
             "stream_drop_interval_s": self.stream_drop_interval_s,

@@ -159,6 +159,8 @@ class TradingApi:
             return await handler(request)
         faults = self._venue.faults
         route = route_key(request)
+        if route == "POST /v2/orders":
+            self._venue.order_post_arrivals.append(time.time())
         latency = faults.latency_for(route)
         if latency > 0:
             await anyio.sleep(latency)

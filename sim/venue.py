@@ -66,6 +66,9 @@ class PaperVenue:
         faults: Armed faults.
         streams: Trade stream connections.
         events: The most recent trade events, oldest first (bounded).
+        order_post_arrivals: Wall-clock arrival time of each ``POST /v2/orders``,
+            taken before any latency (bounded): when a request left its client,
+            give or take the loopback hop.
     """
 
     def __init__(self, config: SimConfig) -> None:
@@ -76,6 +79,7 @@ class PaperVenue:
         self.faults = FaultPlan.from_config(config)
         self.streams = StreamHub(self.authorize, self.faults, config.stream_queue_size)
         self.events: deque[TradeEvent] = deque(maxlen=EVENT_LOG_SIZE)
+        self.order_post_arrivals: deque[float] = deque(maxlen=EVENT_LOG_SIZE)
         self.engine = MatchingEngine(config, self.clock, self.prices, on_event=self._on_event)
         self.api = TradingApi(self)
         self._base_url: str | None = None
