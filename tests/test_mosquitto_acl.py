@@ -10,6 +10,10 @@ clients) and must never reach the daemon: after each one the same client publish
 an allowed marker, and the daemon must see the marker without having seen the
 denied message first (one connection's messages are handled in order, so a leak
 would have arrived before the marker).
+
+The broker derives every client id from the login, so no user can take over the
+daemon's connections by sending the daemon's client id. Test clients never
+reconnect on their own: a dropped connection stays dropped and shows.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Protocol
 
 import paho.mqtt.client as paho
 import pytest
-from harness import REPO, free_port
+from harness import REPO, VENV_BIN, free_port
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -41,6 +45,7 @@ INSTALL = REPO / "systemd" / "mosquitto" / "install.sh"
 P = "tradeguard"  # the default prefix: the broker is this module's own
 TRIGGER = "zigbee2mqtt/panic_button"
 NOT_AUTHORIZED = 0x87
+NO_MATCHING_SUBSCRIBERS = 0x10
 # mosquitto 2.0's ACL file does not check SUBSCRIBE (2.0.11 grants QoS 1 for any
 # filter) and filters on delivery instead; a newer broker may answer 0x87. Either
 # way the tests prove that nothing forbidden is delivered.
@@ -166,14 +171,16 @@ class Client:
         *,
         tls: bool = True,
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+        client_id: str | None = None,
     ) -> None:
         self.broker = broker
         self.port = broker.tls_port if tls else broker.plain_port
         self.user = user
         self._client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"{user or 'anonymous'}-{uuid.uuid4().hex[:8]}",
+            client_id=client_id or f"{user or 'anonymous'}-{uuid.uuid4().hex[:8]}",
             protocol=protocol,
+            reconnect_on_failure=False,
         )
         if tls:
             self._client.tls_set(ca_certs=str(broker.ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
@@ -181,6 +188,8 @@ class Client:
             self._client.username_pw_set(user, password)
         self._lock = threading.Condition()
         self.connack: ReasonCode | None = None
+        self.connects = 0
+        self.disconnects: list[ReasonCode] = []
         self.received: list[Received] = []
         self._pubacks: dict[int, ReasonCode] = {}
         self._subacks: dict[int, list[ReasonCode]] = {}
@@ -188,6 +197,7 @@ class Client:
         self._client.on_publish = self._on_publish
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_disconnect = self._on_disconnect
 
     def _on_connect(
         self,
@@ -199,6 +209,19 @@ class Client:
     ) -> None:
         with self._lock:
             self.connack = reason
+            self.connects += 1
+            self._lock.notify_all()
+
+    def _on_disconnect(
+        self,
+        _client: paho.Client,
+        _userdata: object,
+        _flags: paho.DisconnectFlags,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        with self._lock:
+            self.disconnects.append(reason)
             self._lock.notify_all()
 
     def _on_publish(
@@ -265,8 +288,20 @@ class Client:
         with self._lock:
             assert self._lock.wait_for(lambda: wanted in self.received, TIMEOUT), (
                 f"{self.user} never received {payload!r} on {topic}"
+                f" (disconnected: {self.disconnects})"
             )
             return self.received[: self.received.index(wanted)]
+
+    def wait_disconnected(self) -> None:
+        """Wait until the broker has dropped this connection."""
+        with self._lock:
+            assert self._lock.wait_for(lambda: self.disconnects, TIMEOUT), (
+                f"{self.user}'s connection was never dropped"
+            )
+
+    def socket(self) -> object:
+        """The connection's socket (a reconnect would make a new one)."""
+        return self._client.socket()
 
     def close(self) -> None:
         if self.connack is not None and not self.connack.is_failure:
@@ -276,7 +311,11 @@ class Client:
 
 class Login(Protocol):
     def __call__(
-        self, user: str, *, protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5
+        self,
+        user: str,
+        *,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+        client_id: str | None = None,
     ) -> Client: ...
 
 
@@ -285,8 +324,13 @@ def connect(broker: SecuredBroker) -> Iterator[Login]:
     """Log in as a user with the password install.sh made; every client is closed at the end."""
     clients: list[Client] = []
 
-    def login(user: str, *, protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5) -> Client:
-        client = Client(broker, user, broker.password(user), protocol=protocol)
+    def login(
+        user: str,
+        *,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+        client_id: str | None = None,
+    ) -> Client:
+        client = Client(broker, user, broker.password(user), protocol=protocol, client_id=client_id)
         clients.append(client)
         reason = client.connect()
         assert not reason.is_failure, f"{user} could not log in: {reason}"
@@ -297,10 +341,15 @@ def connect(broker: SecuredBroker) -> Iterator[Login]:
         client.close()
 
 
-@pytest.fixture
-def daemon(connect: Login) -> Client:
-    """The daemon's user, subscribed to everything it listens to."""
-    client = connect("tradeguard")
+# The daemon's two logins (install.sh --daemon USER: USER and USER-control), one
+# connection each: data plane and control plane. Both have the same rights.
+DAEMON_LOGINS = ("tradeguard", "tradeguard-control")
+
+
+@pytest.fixture(params=DAEMON_LOGINS)
+def daemon(connect: Login, request: pytest.FixtureRequest) -> Client:
+    """One of the daemon's logins, subscribed to everything the daemon listens to."""
+    client = connect(request.param)
     for topic_filter in (f"{P}/#", TRIGGER, "homeassistant/#"):
         assert client.subscribe(topic_filter) < 0x80
     return client
@@ -315,6 +364,7 @@ MARKERS = {
     "s1": f"{P}/v1/strategy/s1/heartbeat",
     "s2": f"{P}/v1/strategy/s2/heartbeat",
     "phone": f"{P}/v1/kill/command",
+    "operator": f"{P}/v1/kill/command",
     "homeassistant": f"{P}/v1/kill/command",
     "button": TRIGGER,
 }
@@ -336,6 +386,10 @@ SPOOFS = [
     ("phone", f"{P}/v1/kill/state"),
     ("phone", f"{P}/v1/daemon/state"),
     ("phone", f"{P}/v1/ha/release"),
+    ("operator", f"{P}/v1/strategy/s1/intent"),
+    ("operator", f"{P}/v1/kill/state"),
+    ("operator", f"{P}/v1/daemon/status"),
+    ("operator", f"{P}/v1/audit"),
     ("button", f"{P}/v1/strategy/s1/intent"),
     ("button", f"{P}/v1/kill/command"),
     ("button", f"{P}/v1/approval/command"),
@@ -365,6 +419,8 @@ ALLOWED = [
     ("s2", f"{P}/v1/strategy/s2/intent"),
     ("phone", f"{P}/v1/kill/command"),
     ("phone", f"{P}/v1/approval/command"),
+    ("operator", f"{P}/v1/kill/command"),
+    ("operator", f"{P}/v1/approval/command"),
     ("button", TRIGGER),
     ("homeassistant", f"{P}/v1/kill/command"),
     ("homeassistant", f"{P}/v1/ha/release"),
@@ -415,19 +471,20 @@ def test_a_strategy_reads_only_its_own_event_and_state(connect: Login, daemon: C
     assert Received(f"{P}/v1/strategy/s1/state", own_state.encode()) in before
 
 
-def test_the_phone_reads_state_and_audit_but_no_strategy_traffic(
-    connect: Login, daemon: Client
+@pytest.mark.parametrize("user", ["phone", "operator"])
+def test_the_phone_and_the_cli_read_state_and_audit_but_no_strategy_traffic(
+    connect: Login, daemon: Client, user: str
 ) -> None:
-    phone = connect("phone")
+    watcher = connect(user)
     for topic_filter in (
         f"{P}/v1/kill/state",
         f"{P}/v1/daemon/#",
         f"{P}/v1/audit",
         f"{P}/v1/strategy/+/state",
     ):
-        assert phone.subscribe(topic_filter) < 0x80, topic_filter
+        assert watcher.subscribe(topic_filter) < 0x80, topic_filter
     for forbidden in (f"{P}/v1/strategy/s1/event", f"{P}/v1/strategy/+/intent", "#"):
-        assert phone.subscribe(forbidden) in REFUSED_OR_FILTERED, forbidden
+        assert watcher.subscribe(forbidden) in REFUSED_OR_FILTERED, forbidden
     secret = {f"{P}/v1/strategy/s1/event": token(), f"{P}/v1/strategy/s1/intent": token()}
     for topic, body in secret.items():
         assert daemon.publish(topic, body) == 0
@@ -440,7 +497,7 @@ def test_the_phone_reads_state_and_audit_but_no_strategy_traffic(
     for topic, body in visible.items():
         assert daemon.publish(topic, body) == 0
     for topic, body in visible.items():
-        before = phone.wait_for(topic, body)
+        before = watcher.wait_for(topic, body)
         assert {m.payload.decode() for m in before}.isdisjoint(secret.values())
 
 
@@ -468,6 +525,92 @@ def test_mqtt_311_clients_get_no_reason_code_but_the_publish_is_still_dropped(
     assert s1.publish(MARKERS["s1"], marker) == 0
     before = daemon.wait_for(MARKERS["s1"], marker)
     assert spoof.encode() not in {m.payload for m in before}
+
+
+# The daemon's client ids in the config (mqtt.client_id and its control plane's),
+# and the ids the broker gives the daemon's connections (their logins).
+DAEMON_CLIENT_IDS = ("tradeguard-daemon", "tradeguard-daemon-control", *DAEMON_LOGINS)
+
+
+def test_no_login_can_take_over_the_daemons_connections(connect: Login) -> None:
+    # The daemon's two connections, with the client ids the daemon sends.
+    daemon = connect("tradeguard", client_id="tradeguard-daemon")
+    control = connect("tradeguard-control", client_id="tradeguard-daemon-control")
+    for client in (daemon, control):
+        assert client.subscribe(f"{P}/#") < 0x80
+    sockets = [daemon.socket(), control.socket()]
+
+    # s1 logs in again and again with the daemon's client ids, and stays connected.
+    # MQTT 5 last, for PUBACK reason codes below.
+    spoofers = [
+        connect("s1", protocol=protocol, client_id=client_id)
+        for protocol in (MQTTProtocolVersion.MQTTv311, MQTTProtocolVersion.MQTTv5)
+        for _attempt in range(2)
+        for client_id in DAEMON_CLIENT_IDS
+    ]
+
+    # Both daemon connections are the ones from before: a command sent now
+    # arrives on each, and neither was ever dropped.
+    phone, command = connect("phone"), token()
+    subscribers = phone.publish(f"{P}/v1/kill/command", command)
+    assert subscribers != NO_MATCHING_SUBSCRIBERS, "the daemon's connections are gone"
+    assert subscribers == 0
+    for client, sock in zip((daemon, control), sockets, strict=True):
+        client.wait_for(f"{P}/v1/kill/command", command)
+        assert client.disconnects == [], f"{client.user} was disconnected"
+        assert client.connects == 1
+        assert client.socket() is sock
+
+    # The broker named every spoofer s1, whatever id it sent: each one took over
+    # the one before it, and nothing else.
+    for taken_over in spoofers[:-1]:
+        taken_over.wait_disconnected()
+    s1 = spoofers[-1]
+    assert s1.disconnects == []
+
+    # The last one has s1's rights and no more: the daemon's topics are refused,
+    # and it never reads the command (sent before the daemon's event below).
+    for topic in (f"{P}/v1/kill/state", f"{P}/v1/daemon/status", f"{P}/v1/strategy/s2/intent"):
+        assert s1.publish(topic, token()) == NOT_AUTHORIZED, topic
+    assert s1.subscribe(f"{P}/v1/kill/command") in REFUSED_OR_FILTERED
+    assert s1.subscribe(f"{P}/v1/strategy/s1/event") < 0x80
+    assert phone.publish(f"{P}/v1/kill/command", command) == 0
+    own_event = token()
+    assert daemon.publish(f"{P}/v1/strategy/s1/event", own_event) == 0
+    before_event = s1.wait_for(f"{P}/v1/strategy/s1/event", own_event)
+    assert command.encode() not in {m.payload for m in before_event}
+
+
+def test_the_cli_logged_in_as_operator_leaves_the_daemon_connected(
+    broker: SecuredBroker, connect: Login, tmp_path: Path
+) -> None:
+    # docs/deployment.md's config for the CLI on the broker's host.
+    config = tmp_path / "cli.toml"
+    config.write_text(
+        "[mqtt]\n"
+        'host = "127.0.0.1"\n'
+        f"port = {broker.plain_port}\n"
+        f'topic_prefix = "{P}"\n'
+        'username = "operator"\n'
+        f'password_file = "{broker.root}/etc/mosquitto/tradeguard/passwords/operator"\n'
+        "[state]\n"
+        f'path = "{tmp_path}/state/state.db"\n',
+        encoding="utf-8",
+    )
+    daemon = connect("tradeguard", client_id="tradeguard-daemon")
+    assert daemon.subscribe(f"{P}/#") < 0x80
+    status = subprocess.run(
+        [str(VENV_BIN / "tradeguard"), "--config", str(config), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    command = token()
+    assert connect("phone").publish(f"{P}/v1/kill/command", command) == 0
+    daemon.wait_for(f"{P}/v1/kill/command", command)
+    assert daemon.disconnects == []
 
 
 @pytest.mark.parametrize(
@@ -543,15 +686,25 @@ def test_install_sh_is_idempotent_and_prunes(tmp_path: Path) -> None:
     assert again.stderr == ""
     assert _snapshot(tmp_path) == before
     credential = tmp_path / "etc/tradeguard/credentials/mqtt-password"
-    daemon_password = tmp_path / "etc/mosquitto/tradeguard/passwords/tradeguard"
-    assert credential.read_bytes() == daemon_password.read_bytes()
+    passwords = tmp_path / "etc/mosquitto/tradeguard/passwords"
+    # The one credential file serves both of the daemon's logins.
+    assert credential.read_bytes() == (passwords / "tradeguard").read_bytes()
+    assert credential.read_bytes() == (passwords / "tradeguard-control").read_bytes()
     assert credential.stat().st_mode & 0o777 == 0o600
 
     pruned = _install(tmp_path, "--prune", "--rotate", "s1", "s1")
     assert pruned.returncode == 0, pruned.stderr
     passwd = (tmp_path / "etc/mosquitto/tradeguard/passwd").read_text(encoding="utf-8")
     users = {line.split(":", 1)[0] for line in passwd.splitlines()}
-    assert users == {"tradeguard", "phone", "homeassistant", "button", "s1"}
+    assert users == {
+        "tradeguard",
+        "tradeguard-control",
+        "operator",
+        "phone",
+        "homeassistant",
+        "button",
+        "s1",
+    }
     acl = (tmp_path / "etc/mosquitto/tradeguard/acl").read_text(encoding="utf-8")
     assert "user s2" not in acl
     assert "@" not in acl.replace("#@", "")  # no placeholder left
@@ -559,10 +712,55 @@ def test_install_sh_is_idempotent_and_prunes(tmp_path: Path) -> None:
     assert rotated.read_bytes() != before["etc/mosquitto/tradeguard/passwords/s1"]
 
 
+def _acl_lines(acl: str, user: str) -> list[str]:
+    """The ACL lines of ``user``: from its ``user`` line to the next blank line."""
+    lines = acl.splitlines()
+    start = lines.index(f"user {user}")
+    return lines[start + 1 : lines.index("", start)]
+
+
+@pytest.mark.parametrize("rotate", DAEMON_LOGINS)
+def test_install_sh_gives_the_daemons_two_logins_one_password_and_the_same_acl(
+    tmp_path: Path, rotate: str
+) -> None:
+    first = _install(tmp_path, "--trigger", f"button={TRIGGER}", "s1")
+    assert first.returncode == 0, first.stderr
+    acl = (tmp_path / "etc/mosquitto/tradeguard/acl").read_text(encoding="utf-8")
+    data_plane = _acl_lines(acl, "tradeguard")
+    assert f"topic read {TRIGGER}" in data_plane
+    assert _acl_lines(acl, "tradeguard-control") == data_plane
+    credential = tmp_path / "etc/tradeguard/credentials/mqtt-password"
+    passwords = tmp_path / "etc/mosquitto/tradeguard/passwords"
+    old = credential.read_bytes()
+
+    # Rotating either login rotates both, and the credential file with them.
+    rotated = _install(tmp_path, "--rotate", rotate, "--trigger", f"button={TRIGGER}", "s1")
+    assert rotated.returncode == 0, rotated.stderr
+    new = credential.read_bytes()
+    assert new != old
+    assert (passwords / "tradeguard").read_bytes() == new
+    assert (passwords / "tradeguard-control").read_bytes() == new
+
+    # An install from before the control login: it gets the daemon's password,
+    # from the credential file when the broker's copy was deleted.
+    passwd = tmp_path / "etc/mosquitto/tradeguard/passwd"
+    subprocess.run(["mosquitto_passwd", "-D", str(passwd), "tradeguard-control"], check=True)
+    (passwords / "tradeguard-control").unlink()
+    (passwords / "tradeguard").unlink()
+    upgraded = _install(tmp_path, "--trigger", f"button={TRIGGER}", "s1")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "differs" not in upgraded.stderr
+    assert (passwords / "tradeguard-control").read_bytes() == new
+    assert "\ntradeguard-control:" in passwd.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["phone"], "used for both phone and strategy"),
+        (["tradeguard-control"], "used for both daemon control plane and strategy"),
+        (["--operator", "phone", "s1"], "used for both operator and phone"),
+        (["--daemon", "d" * 25, "s1"], "at most 24 characters"),
         (["bad/id"], "a username is 1-32 characters"),
         (["--trigger", "b=tradeguard/v1/strategy/s1/intent", "s1"], "may only publish"),
         (["--trigger", "b=zigbee2mqtt/#", "s1"], "must not be empty or hold"),

@@ -3,15 +3,17 @@
 #
 #   sudo systemd/mosquitto/install.sh [options] STRATEGY_ID...
 #
-# Idempotent: run it again with the full list whenever strategies or buttons change.
-# It
+# Idempotent: run it again with the full lists whenever strategies, operators or
+# buttons change. It
 #   * installs tradeguard.conf into /etc/mosquitto/conf.d/ (TLS listener on 8883,
 #     loopback listener on 1883, no anonymous access, passwords, ACL, persistence);
-#   * adds a mosquitto user for the daemon, the phone, Home Assistant, every button
+#   * adds a mosquitto user for the daemon (two: USER and USER-control, see below),
+#     every operator (the tradeguard CLI), the phone, Home Assistant, every button
 #     and every strategy (username = strategy id) that is not in the password file
 #     yet, with a random password kept in /etc/mosquitto/tradeguard/passwords/USER
-#     (root only: hand them out, then delete them if you like); existing users keep
-#     their password unless named with --rotate;
+#     (root only: hand them out, then delete them if you like; the CLI's config may
+#     point at an operator's); existing users keep their password unless named with
+#     --rotate;
 #   * copies the daemon's password to /etc/tradeguard/credentials/mqtt-password
 #     (the unit's LoadCredential= source) unless that file exists already;
 #   * renders acl.template into /etc/mosquitto/tradeguard/acl;
@@ -20,9 +22,22 @@
 #   * restarts mosquitto when its config changed, else reloads it (SIGHUP re-reads
 #     the password file and the ACL).
 #
+# The broker takes each client's id from its login (use_username_as_clientid), so
+# that no other user can take over the daemon's session; one login is one
+# connection. The daemon holds two connections, its data plane (intents) as USER
+# and its control plane (kill and approval commands) as USER-control: both logins
+# have the same password (the one credential file serves both) and the same ACL,
+# --rotate of either rotates both, and --prune keeps both. The CLI must not log in
+# as the daemon (it would take over the daemon's connection): it logs in as an
+# operator, one login per person or tool connected at the same time.
+#
 # Options:
 #   --prefix P            topic prefix, mqtt.topic_prefix (default: tradeguard)
-#   --daemon USER         the daemon's username (default: tradeguard)
+#   --daemon USER         the daemon's username, at most 24 characters (default:
+#                         tradeguard); USER-control is its control-plane login
+#   --operator USER       a login for the tradeguard CLI (and mosquitto_sub): may send
+#                         kill and approval commands and read state and audit, as the
+#                         phone may (repeatable; default: operator)
 #   --phone USER          the phone dashboard's username (default: phone)
 #   --homeassistant USER  Home Assistant's username (default: homeassistant)
 #   --discovery-prefix D  Home Assistant discovery prefix (default: homeassistant)
@@ -47,6 +62,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 prefix=tradeguard
 daemon_user=tradeguard
+operators=()
+default_operators=1
 phone_user=phone
 ha_user=homeassistant
 discovery=homeassistant
@@ -73,6 +90,7 @@ while [[ $# -gt 0 ]]; do
 	case $1 in
 	--prefix) need_value "$@"; prefix=$2; shift 2 ;;
 	--daemon) need_value "$@"; daemon_user=$2; shift 2 ;;
+	--operator) need_value "$@"; operators+=("$2"); default_operators=0; shift 2 ;;
 	--phone) need_value "$@"; phone_user=$2; shift 2 ;;
 	--homeassistant) need_value "$@"; ha_user=$2; shift 2 ;;
 	--discovery-prefix) need_value "$@"; discovery=$2; shift 2 ;;
@@ -93,6 +111,9 @@ done
 if [[ $default_triggers == 1 ]]; then
 	triggers=("button=zigbee2mqtt/panic_button")
 fi
+if [[ $default_operators == 1 ]]; then
+	operators=(operator)
+fi
 
 # --- validate -----------------------------------------------------------------
 name_re='^[A-Za-z0-9_-]{1,32}$'
@@ -105,7 +126,13 @@ claim() { # claim USER ROLE: every username has exactly one role
 	[[ -z ${seen[$1]:-} ]] || die "username '$1' is used for both ${seen[$1]} and $2"
 	seen[$1]=$2
 }
+(( ${#daemon_user} <= 24 )) || die "--daemon '$daemon_user': at most 24 characters (it gets a -control login too)"
 claim "$daemon_user" daemon
+control_user=$daemon_user-control
+claim "$control_user" "daemon control plane"
+for user in "${operators[@]}"; do
+	claim "$user" operator
+done
 claim "$phone_user" phone
 claim "$ha_user" homeassistant
 trigger_users=()
@@ -127,8 +154,10 @@ for sid in "${strategies[@]}"; do
 	claim "$sid" "strategy"
 done
 [[ -z $extra_acl || -r $extra_acl ]] || die "--extra-acl: cannot read $extra_acl"
-for user in "${rotate[@]}"; do
-	[[ -n ${seen[$user]:-} ]] || die "--rotate '$user': not one of the users being installed"
+for n in "${!rotate[@]}"; do
+	[[ -n ${seen[${rotate[n]}]:-} ]] || die "--rotate '${rotate[n]}': not one of the users being installed"
+	# The daemon's two logins share one password: rotating either rotates both.
+	[[ ${rotate[n]} != "$control_user" ]] || rotate[n]=$daemon_user
 done
 
 command -v mosquitto_passwd >/dev/null || die "mosquitto_passwd not found: apt-get install -y mosquitto"
@@ -184,18 +213,8 @@ is_rotated() {
 	return 1
 }
 
-ensure_user() { # ensure_user USER [SEED_FILE]: add USER unless present (or rotated)
-	local user=$1 seed=${2:-} secret_file=$passwords_dir/$1 password output
-	if has_user "$user" && ! is_rotated "$user"; then
-		return
-	fi
-	if ! is_rotated "$user" && [[ -s $secret_file ]]; then
-		password=$(<"$secret_file")
-	elif ! is_rotated "$user" && [[ -n $seed && -s $seed ]]; then
-		password=$(<"$seed")
-	else
-		password=$(openssl rand -hex 16)
-	fi
+set_password() { # set_password USER PASSWORD: in the password file and passwords/USER
+	local user=$1 password=$2 secret_file=$passwords_dir/$1 output
 	printf '%s\n' "$password" >"$secret_file"
 	chmod 0600 "$secret_file"
 	# The password goes through stdin, never the command line (visible in ps).
@@ -205,7 +224,42 @@ ensure_user() { # ensure_user USER [SEED_FILE]: add USER unless present (or rota
 	echo "user $user: password in $secret_file"
 }
 
+ensure_user() { # ensure_user USER [SEED_FILE]: add USER unless present (or rotated)
+	local user=$1 seed=${2:-} secret_file=$passwords_dir/$1
+	if has_user "$user" && ! is_rotated "$user"; then
+		return
+	fi
+	if ! is_rotated "$user" && [[ -s $secret_file ]]; then
+		set_password "$user" "$(<"$secret_file")"
+	elif ! is_rotated "$user" && [[ -n $seed && -s $seed ]]; then
+		set_password "$user" "$(<"$seed")"
+	else
+		set_password "$user" "$(openssl rand -hex 16)"
+	fi
+}
+
+# The daemon's control-plane login gets the daemon's password whenever that is set
+# (new or rotated) and when it is missing (an install from before it existed).
+ensure_control_user() {
+	local source=$passwords_dir/$daemon_user
+	if has_user "$control_user" && [[ $daemon_set == 0 ]]; then
+		return
+	fi
+	[[ -s $source ]] || source=$credential
+	[[ -s $source ]] || die "cannot give $control_user the password of $daemon_user: neither" \
+		"$passwords_dir/$daemon_user nor $credential holds it; re-run with --rotate $daemon_user"
+	set_password "$control_user" "$(<"$source")"
+}
+
+daemon_set=0
+if ! has_user "$daemon_user" || is_rotated "$daemon_user"; then
+	daemon_set=1
+fi
 ensure_user "$daemon_user" "$credential"
+ensure_control_user
+for user in "${operators[@]}"; do
+	ensure_user "$user"
+done
 ensure_user "$phone_user"
 ensure_user "$ha_user"
 for user in "${trigger_users[@]}"; do
@@ -233,19 +287,41 @@ chmod 0640 "$passwd_file"
 if [[ ! -s $credential ]] || is_rotated "$daemon_user"; then
 	install -m 0600 "$passwords_dir/$daemon_user" "$credential"
 	echo "daemon password installed as $credential (LoadCredential=mqtt-password)"
-elif ! cmp -s "$credential" "$passwords_dir/$daemon_user"; then
+elif [[ -s $passwords_dir/$daemon_user ]] && ! cmp -s "$credential" "$passwords_dir/$daemon_user"; then
 	echo "warning: $credential differs from the broker's password for $daemon_user;" \
 		"re-run with --rotate $daemon_user to set both" >&2
 fi
 
 # --- ACL ------------------------------------------------------------------------
-# Lines starting with `##` are template notes; blocks between `#@begin NAME` and
-# `#@end NAME` repeat per strategy / trigger. Values never contain a `|` (checked
-# above), which the substitutions below use as delimiter.
-render_acl() {
-	local line in_block="" block=() i n
+# Lines starting with `##` are template notes; the block between `#@begin daemon`
+# and `#@end daemon` repeats per daemon login, then blocks between `#@begin NAME`
+# and `#@end NAME` repeat per strategy / operator / trigger. Values never contain a `|`
+# (checked above), which the substitutions below use as delimiter.
+repeat_daemon_block() {
+	local line in_block=0 block=() i user
 	while IFS= read -r line || [[ -n $line ]]; do
-		if [[ $line =~ ^#@begin\ (strategy|trigger)$ ]]; then
+		if [[ $line == "#@begin daemon" ]]; then
+			in_block=1
+			block=()
+		elif [[ $in_block == 1 && $line == "#@end daemon" ]]; then
+			for user in "$daemon_user" "$control_user"; do
+				for i in "${block[@]}"; do
+					printf '%s\n' "${i//@DAEMON@/"$user"}"
+				done
+			done
+			in_block=0
+		elif [[ $in_block == 1 ]]; then
+			block+=("$line")
+		else
+			printf '%s\n' "$line"
+		fi
+	done
+}
+
+render_acl() {
+	local line in_block="" block=() i n user
+	while IFS= read -r line || [[ -n $line ]]; do
+		if [[ $line =~ ^#@begin\ (strategy|operator|trigger)$ ]]; then
 			in_block=${BASH_REMATCH[1]}
 			block=()
 			continue
@@ -255,6 +331,12 @@ render_acl() {
 				for sid in "${strategies[@]}"; do
 					for i in "${block[@]}"; do
 						printf '%s\n' "${i//@SID@/"$sid"}"
+					done
+				done
+			elif [[ $in_block == operator ]]; then
+				for user in "${operators[@]}"; do
+					for i in "${block[@]}"; do
+						printf '%s\n' "${i//@OPERATOR@/"$user"}"
 					done
 				done
 			else
@@ -275,9 +357,8 @@ render_acl() {
 		else
 			printf '%s\n' "$line"
 		fi
-	done <"$here/acl.template" | sed \
+	done < <(repeat_daemon_block <"$here/acl.template") | sed \
 		-e "s|@PREFIX@|$prefix|g" \
-		-e "s|@DAEMON@|$daemon_user|g" \
 		-e "s|@PHONE@|$phone_user|g" \
 		-e "s|@HOMEASSISTANT@|$ha_user|g" \
 		-e "s|@DISCOVERY@|$discovery|g"
