@@ -11,7 +11,7 @@ from sim.cli import CLOCK_MODES, run
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the arguments of CONTRACT section 9 and run the venue."""
+    """Parse the arguments of CONTRACT section 9 (plus ``--state``, ``--cash-account``)."""
     parser = argparse.ArgumentParser(
         prog="python -m sim", description="Run tradeguard's Alpaca-compatible paper venue."
     )
@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", action="store_true", help="serve the /_sim control API")
     parser.add_argument("--rate-limit", type=int, default=200, help="requests/min per key")
     parser.add_argument("--cash", type=float, default=100_000.0, help="starting cash")
+    parser.add_argument("--state", default=None, help="SQLite file the account persists in")
+    parser.add_argument(
+        "--cash-account", action="store_true", help="cash account (no margin, no shorting)"
+    )
     args = parser.parse_args(argv)
     # stdout carries only the "listening on" line; logs go to stderr.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         control=args.control,
         rate_limit_per_min=args.rate_limit,
         starting_cash=args.cash,
+        state=args.state,
+        cash_account=args.cash_account,
     )
 
 

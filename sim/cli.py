@@ -9,6 +9,7 @@ import anyio
 import structlog
 
 from sim.config import ClockMode, SimConfig
+from sim.errors import SimConfigError
 from sim.venue import PaperVenue
 
 log = structlog.get_logger(__name__)
@@ -27,6 +28,8 @@ def run(
     control: bool = False,
     rate_limit_per_min: int = 200,
     starting_cash: float = 100_000.0,
+    state: str | None = None,
+    cash_account: bool = False,
 ) -> int:
     """Serve the venue until SIGTERM or SIGINT.
 
@@ -42,7 +45,9 @@ def run(
         secret_key: See ``key_id``.
         control: Serve the ``/_sim`` control API.
         rate_limit_per_min: Requests per minute per key before 429 (Alpaca's is 200).
-        starting_cash: Cash of the paper account at start.
+        starting_cash: Cash of a fresh paper account.
+        state: SQLite file keeping the account across restarts (None: nothing persists).
+        cash_account: A cash account (multiplier 1, no shorting) instead of margin.
 
     Returns:
         0 after a clean stop, 2 on bad arguments.
@@ -69,11 +74,16 @@ def run(
         control_enabled=control,
         rate_limit_per_min=rate_limit_per_min,
         starting_cash=starting_cash,
+        state_path=state,
+        cash_account=cash_account,
     )
     try:
         anyio.run(_serve, config, backend="asyncio")
     except OSError as exc:
         print(f"error: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 2
+    except SimConfigError as exc:
+        print(f"error: --state: {exc}", file=sys.stderr)
         return 2
     return 0
 

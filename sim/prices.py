@@ -5,6 +5,17 @@ a symbol's price path depends only on the seed and on how many ticks it has
 seen. Scenarios steer it with :meth:`PriceModel.set_price`,
 :meth:`PriceModel.set_drift` (e.g. -1 %/tick for a drawdown),
 :meth:`PriceModel.set_volatility` and :meth:`PriceModel.set_spread_bps`.
+
+Calibration: the mid follows a geometric random walk whose variance per
+trading day is the symbol's daily volatility squared (``daily_volatility`` of
+the asset list, 1-3 % by symbol). Each tick stands for ``step_s`` seconds of
+market time (the tick interval, 0.25 s when ticks are manual). 90 % of a day's
+variance falls in the regular session (6.5 h) and 10 % in the extended
+sessions (9.5 h); outside every session (nights, weekends, holidays) prices are
+frozen, quote sizes too. With the ``always-open`` clock every hour counts as
+regular-session time. Bid and ask sizes are drawn per tick from 1-20 round
+lots (100-2000 shares) by a generator of their own, so they never perturb the
+price path.
 """
 
 from __future__ import annotations
@@ -18,22 +29,47 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sim.assets import load_assets
 from sim.errors import SimConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from datetime import datetime
 
+    from sim.clock import Phase
     from sim.config import SimConfig
 
 CENT = Decimal("0.01")
 _MIN_MID = 0.01
 _SYMBOL = re.compile(r"^[A-Z][A-Z0-9.]{0,11}$")
+REGULAR_SESSION_S = 6.5 * 3600
+EXTENDED_SESSIONS_S = 9.5 * 3600
+REGULAR_VARIANCE_SHARE = 0.9
+NOMINAL_STEP_S = 0.25
+LOT = 100
+MAX_LOTS = 20
 
 
 def is_valid_symbol(symbol: str) -> bool:
-    """Whether the venue knows ``symbol`` as a tradable US equity."""
+    """Whether ``symbol`` is spelled like a US equity ticker (listed or not)."""
     return _SYMBOL.fullmatch(symbol) is not None
+
+
+def step_volatility(daily_volatility: float, phase: Phase, seconds: float) -> float:
+    """Standard deviation of the log return over ``seconds`` of market time in ``phase``.
+
+    Args:
+        daily_volatility: Standard deviation of one trading day's log return.
+        phase: Session phase the time falls in (``closed``: prices are frozen).
+        seconds: Length of the step.
+    """
+    if phase == "closed" or seconds <= 0:
+        return 0.0
+    if phase == "regular":
+        share, length = REGULAR_VARIANCE_SHARE, REGULAR_SESSION_S
+    else:
+        share, length = 1.0 - REGULAR_VARIANCE_SHARE, EXTENDED_SESSIONS_S
+    return daily_volatility * math.sqrt(share * seconds / length)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +97,12 @@ class _SymbolState:
     drift: float
     spread_bps: float
     rng: random.Random
+    size_rng: random.Random
     replay: list[tuple[Decimal, Decimal]]
+    daily_volatility: float | None = None
     replay_index: int = 0
+    bid_size: int = 100
+    ask_size: int = 100
 
 
 class PriceModel:
@@ -71,18 +111,28 @@ class PriceModel:
     Args:
         config: Venue configuration (seed, symbols, CSV).
         now: Clock used to timestamp quotes.
+        phase: Session phase right now (``closed`` freezes prices); None: always regular.
     """
 
-    def __init__(self, config: SimConfig, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        now: Callable[[], datetime],
+        phase: Callable[[], Phase] | None = None,
+    ) -> None:
         """Load the CSV replay (if any); symbols are created on first use."""
         self._config = config
         self._now = now
+        self._phase = phase
         self._replays = _load_csv(config.quotes_csv) if config.quotes_csv else {}
         self._states: dict[str, _SymbolState] = {}
+        self._lastday: dict[str, Decimal] = {}
+        self.step_s = config.tick_interval_s if config.tick_interval_s > 0 else NOMINAL_STEP_S
 
     def reset(self) -> None:
         """Forget every price path: the next quote starts from the start price again."""
         self._states.clear()
+        self._lastday.clear()
 
     def _state(self, symbol: str) -> _SymbolState:
         state = self._states.get(symbol)
@@ -90,19 +140,24 @@ class PriceModel:
             return state
         cfg = self._config
         rng = random.Random(f"{cfg.seed}:{symbol}:walk")  # noqa: S311 - simulation, not crypto
+        size_rng = random.Random(f"{cfg.seed}:{symbol}:sizes")  # noqa: S311 - simulation
         spec = cfg.symbols.get(symbol)
-        if spec is not None:
-            start, vol, drift, spread = (
-                spec.start_price,
-                spec.volatility,
-                spec.drift,
-                spec.spread_bps,
-            )
+        asset = load_assets().get(symbol)
+        daily: float | None = asset.daily_volatility if asset else cfg.default_daily_volatility
+        if asset is not None:
+            start, spread = asset.reference_price, asset.spread_bps
         else:
             low, high = cfg.unknown_price_range
             start_rng = random.Random(f"{cfg.seed}:{symbol}:start")  # noqa: S311 - simulation
             start = round(start_rng.uniform(low, high), 2)
-            vol, drift, spread = cfg.default_volatility, 0.0, cfg.default_spread_bps
+            spread = cfg.default_spread_bps
+        vol, drift = 0.0, 0.0
+        if spec is not None:
+            start, drift, spread = spec.start_price, spec.drift, spec.spread_bps
+            if spec.daily_volatility is not None:
+                daily = spec.daily_volatility
+            if spec.volatility is not None:
+                vol, daily = spec.volatility, None
         replay = self._replays.get(symbol, [])
         if replay:
             bid, ask = replay[0]
@@ -114,7 +169,9 @@ class PriceModel:
             drift=drift,
             spread_bps=spread,
             rng=rng,
+            size_rng=size_rng,
             replay=replay,
+            daily_volatility=daily,
         )
         self._states[symbol] = state
         return state
@@ -139,26 +196,63 @@ class PriceModel:
             symbol=symbol,
             bid=bid,
             ask=ask,
-            bid_size=100,
-            ask_size=100,
+            bid_size=state.bid_size,
+            ask_size=state.ask_size,
             timestamp=self._now(),
         )
 
     def lastday_price(self, symbol: str) -> Decimal:
-        """Reference close of the previous day: the symbol's start price."""
+        """Close of the previous session (before the first close: the start price)."""
+        rolled = self._lastday.get(symbol)
+        if rolled is not None:
+            return rolled
         return Decimal(repr(self._state(symbol).start_price)).quantize(CENT)
 
-    def tick(self) -> None:
-        """Advance every symbol seen so far by one step."""
+    def roll_day(self) -> None:
+        """A session closed: every symbol's ``lastday_price`` becomes its mid now."""
+        for symbol in self._states:
+            self._lastday[symbol] = self.quote(symbol).mid.quantize(CENT)
+
+    def marks(self) -> dict[str, tuple[float, str]]:
+        """Each quoted symbol's mid and last-day price (what a restart resumes from)."""
+        return {
+            symbol: (state.mid, str(self.lastday_price(symbol)))
+            for symbol, state in sorted(self._states.items())
+        }
+
+    def restore(self, marks: dict[str, tuple[float, str]]) -> None:
+        """Resume the mids and last-day prices saved by :meth:`marks`."""
+        for symbol, (mid, lastday) in marks.items():
+            if not is_valid_symbol(symbol) or not mid > 0:
+                continue
+            self._state(symbol).mid = mid
+            self._lastday[symbol] = Decimal(lastday)
+
+    def tick(self, seconds: float | None = None) -> None:
+        """Advance every symbol seen so far by one step of market time.
+
+        Args:
+            seconds: Market time the step stands for (default :attr:`step_s`).
+                Nothing moves while every session is closed.
+        """
+        phase: Phase = self._phase() if self._phase is not None else "regular"
+        if phase == "closed":
+            return
+        step = self.step_s if seconds is None else seconds
         for symbol in sorted(self._states):
             state = self._states[symbol]
+            state.bid_size = LOT * state.size_rng.randint(1, MAX_LOTS)
+            state.ask_size = LOT * state.size_rng.randint(1, MAX_LOTS)
             if state.replay:
                 if state.replay_index < len(state.replay) - 1:
                     state.replay_index += 1
                 bid, ask = state.replay[state.replay_index]
                 state.mid = float((bid + ask) / 2)
                 continue
-            shock = state.rng.gauss(0.0, 1.0) * state.volatility
+            vol = state.volatility
+            if state.daily_volatility is not None:
+                vol = step_volatility(state.daily_volatility, phase, step)
+            shock = state.rng.gauss(0.0, 1.0) * vol
             state.mid = max(state.mid * (1.0 + state.drift) * math.exp(shock), _MIN_MID)
 
     def set_price(self, symbol: str, price: float) -> None:
@@ -177,7 +271,9 @@ class PriceModel:
         """Set the per-tick relative standard deviation of ``symbol``."""
         if volatility < 0:
             raise ValueError("volatility must be >= 0")
-        self._state(symbol).volatility = volatility
+        state = self._state(symbol)
+        state.volatility = volatility
+        state.daily_volatility = None
 
     def set_spread_bps(self, symbol: str, spread_bps: float) -> None:
         """Set the full bid/ask spread of ``symbol`` in basis points."""

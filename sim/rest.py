@@ -20,27 +20,27 @@ and ``X-RateLimit-Reset`` (Unix time the window restarts).
 from __future__ import annotations
 
 import math
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import msgspec
 import structlog
 from aiohttp import web
 
+from sim.clock import NEW_YORK
 from sim.engine import ZERO
 from sim.errors import RequestRefusedError
 from sim.prices import is_valid_symbol
 from sim.wire import (
     NOT_FOUND,
     asset_id_of,
-    asset_json,
     clock_json,
     dec,
     decimal_value,
-    exchange_of,
     invalid,
     parse_order_request,
     quote_json,
@@ -52,12 +52,19 @@ if TYPE_CHECKING:
 
     from sim.engine import SimOrder
     from sim.venue import PaperVenue
+    from sim.wire import TimeInForceName
 
 log = structlog.get_logger(__name__)
 
 RATE_WINDOW_S = 60.0
 RATE_LIMITED = 42910000
 PCT_STEP = Decimal("0.000001")
+CALENDAR_DEFAULT_SPAN = timedelta(days=365)
+ACTIVITY_PAGE_SIZE = 100
+_PERIOD = re.compile(r"^([1-9][0-9]{0,3})(D|W|M|A)$")
+_PERIOD_DAYS = {"D": 1, "W": 7, "M": 30, "A": 365}
+_TIMEFRAMES = frozenset({"1Min", "5Min", "15Min", "1H", "1D"})
+_TIME_IN_FORCE = frozenset({"day", "gtc", "opg", "cls", "ioc", "fok"})
 _ERROR_BODIES: dict[int, dict[str, Any]] = {
     429: {"code": RATE_LIMITED, "message": "rate limit exceeded"},
     500: {"code": 50010000, "message": "internal server error occurred"},
@@ -129,7 +136,14 @@ class TradingApi:
         """Every route of the API."""
         return [
             web.get("/v2/account", self.get_account),
+            web.get("/v2/account/configurations", self.get_configurations),
+            web.patch("/v2/account/configurations", self.patch_configurations),
+            web.get("/v2/account/activities", self.get_activities),
+            web.get("/v2/account/activities/{activity_type}", self.get_activities),
+            web.get("/v2/account/portfolio/history", self.get_portfolio_history),
             web.get("/v2/clock", self.get_clock),
+            web.get("/v2/calendar", self.get_calendar),
+            web.get("/v2/assets", self.get_assets),
             web.get("/v2/assets/{symbol}", self.get_asset),
             web.post("/v2/orders", self.post_order),
             web.get("/v2/orders", self.get_orders),
@@ -221,6 +235,12 @@ class TradingApi:
         engine = self._engine
         account = engine.account()
         equity = dec(account.equity)
+        config = self._venue.config
+        shorting = (
+            not config.cash_account
+            and config.shorting_enabled
+            and not engine.configurations["no_shorting"]
+        )
         return {
             "id": engine.account_id,
             "account_number": engine.account_number,
@@ -228,12 +248,12 @@ class TradingApi:
             "crypto_status": "ACTIVE",
             "currency": "USD",
             "buying_power": dec(account.buying_power),
-            "regt_buying_power": dec(account.buying_power),
-            "daytrading_buying_power": "0",
+            "regt_buying_power": dec(account.regt_buying_power),
+            "daytrading_buying_power": dec(account.daytrading_buying_power),
             "effective_buying_power": dec(account.buying_power),
-            "non_marginable_buying_power": dec(account.buying_power),
-            "options_buying_power": dec(account.buying_power),
-            "bod_dtbp": "0",
+            "non_marginable_buying_power": dec(account.non_marginable_buying_power),
+            "options_buying_power": dec(account.non_marginable_buying_power),
+            "bod_dtbp": dec(account.daytrading_buying_power),
             "cash": dec(account.cash),
             "accrued_fees": "0",
             "pending_transfer_in": "0",
@@ -244,20 +264,20 @@ class TradingApi:
             "transfers_blocked": False,
             "account_blocked": False,
             "created_at": ts(engine.created_at),
-            "trade_suspended_by_user": False,
-            "multiplier": "1",
-            "shorting_enabled": self._venue.config.shorting_enabled,
+            "trade_suspended_by_user": bool(engine.configurations["suspend_trade"]),
+            "multiplier": str(account.multiplier),
+            "shorting_enabled": shorting,
             "equity": equity,
-            "last_equity": dec(Decimal(repr(self._venue.config.starting_cash))),
+            "last_equity": dec(engine.last_equity),
             "long_market_value": dec(account.long_market_value),
             "short_market_value": dec(account.short_market_value),
             "position_market_value": dec(account.long_market_value - account.short_market_value),
-            "initial_margin": dec(account.long_market_value - account.short_market_value),
-            "maintenance_margin": "0",
-            "last_maintenance_margin": "0",
+            "initial_margin": dec(account.initial_margin),
+            "maintenance_margin": dec(account.maintenance_margin),
+            "last_maintenance_margin": dec(engine.last_maintenance_margin),
             "sma": "0",
             "daytrade_count": 0,
-            "balance_asof": self._venue.clock.now().date().isoformat(),
+            "balance_asof": self._venue.clock.now().astimezone(NEW_YORK).date().isoformat(),
             "options_approved_level": 0,
             "options_trading_level": 0,
             "intraday_adjustments": "0",
@@ -268,12 +288,122 @@ class TradingApi:
         """``GET /v2/clock``."""
         return json_response(clock_json(self._venue.clock))
 
+    async def get_calendar(self, request: web.Request) -> web.Response:
+        """``GET /v2/calendar?start=&end=``: sessions of the venue clock (a year each way)."""
+        today = self._venue.clock.now().astimezone(NEW_YORK).date()
+        start = _parse_date(request.query.get("start"), "start") or today - CALENDAR_DEFAULT_SPAN
+        end = _parse_date(request.query.get("end"), "end") or today + CALENDAR_DEFAULT_SPAN
+        date_type = request.query.get("date_type", "TRADING")
+        if date_type not in {"TRADING", "SETTLEMENT"}:
+            raise invalid(f"invalid date_type: {date_type!r}")
+        clock = self._venue.clock
+        sessions = clock.sessions(start - timedelta(days=7), end + timedelta(days=7))
+        body: list[dict[str, Any]] = []
+        for index, session in enumerate(sessions):
+            following = sessions[index + 1].day if index + 1 < len(sessions) else None
+            settlement = following or session.day + timedelta(days=1)
+            key = session.day if date_type == "TRADING" else settlement
+            if not start <= key <= end:
+                continue
+            body.append(
+                {
+                    "date": session.day.isoformat(),
+                    "open": session.open.astimezone(NEW_YORK).strftime("%H:%M"),
+                    "close": session.close.astimezone(NEW_YORK).strftime("%H:%M"),
+                    "session_open": session.pre_open.astimezone(NEW_YORK).strftime("%H%M"),
+                    "session_close": session.post_close.astimezone(NEW_YORK).strftime("%H%M"),
+                    "settlement_date": settlement.isoformat(),
+                }
+            )
+        return json_response(body)
+
+    async def get_assets(self, request: web.Request) -> web.Response:
+        """``GET /v2/assets?status=&asset_class=&exchange=``."""
+        query = request.query
+        status = query.get("status")
+        if status is not None and status not in {"active", "inactive"}:
+            raise invalid(f"invalid status: {status!r}")
+        asset_class = query.get("asset_class", "us_equity")
+        if asset_class != "us_equity":
+            return json_response([])
+        assets = self._engine.assets.select(status=status, exchange=query.get("exchange"))
+        return json_response([asset.to_json() for asset in assets])
+
     async def get_asset(self, request: web.Request) -> web.Response:
-        """``GET /v2/assets/{symbol}``."""
-        symbol = request.match_info["symbol"]
-        if not is_valid_symbol(symbol):
+        """``GET /v2/assets/{symbol_or_asset_id}``."""
+        asset = self._engine.assets.get(request.match_info["symbol"])
+        if asset is None:
             raise RequestRefusedError(404, NOT_FOUND, "asset not found")
-        return json_response(asset_json(symbol))
+        return json_response(asset.to_json())
+
+    async def get_configurations(self, _request: web.Request) -> web.Response:
+        """``GET /v2/account/configurations``."""
+        return json_response(dict(self._engine.configurations))
+
+    async def patch_configurations(self, request: web.Request) -> web.Response:
+        """``PATCH /v2/account/configurations``: change some settings; answers all."""
+        return json_response(self._engine.configure(await _json_body(request)))
+
+    async def get_activities(self, request: web.Request) -> web.Response:
+        """``GET /v2/account/activities[/{activity_type}]`` (the venue records FILLs)."""
+        query = request.query
+        path_type = request.match_info.get("activity_type")
+        raw_types = path_type or query.get("activity_types") or "FILL"
+        types = {t.strip() for t in raw_types.split(",") if t.strip()}
+        direction = query.get("direction", "desc")
+        if direction not in {"asc", "desc"}:
+            raise invalid(f"invalid direction: {direction!r}")
+        page_size = _int_param(query.get("page_size"), "page_size", ACTIVITY_PAGE_SIZE, 1, 100)
+        on_day = _parse_date(query.get("date"), "date")
+        after = _parse_time(query.get("after"), "after")
+        until = _parse_time(query.get("until"), "until")
+        selected = [
+            activity
+            for activity in self._engine.activities
+            if activity["activity_type"] in types
+            and _activity_in(activity, on_day=on_day, after=after, until=until)
+        ]
+        if direction == "desc":
+            selected.reverse()
+        token = query.get("page_token")
+        if token:
+            ids = [activity["id"] for activity in selected]
+            selected = selected[ids.index(token) + 1 :] if token in ids else []
+        return json_response(selected[:page_size])
+
+    async def get_portfolio_history(self, request: web.Request) -> web.Response:
+        """``GET /v2/account/portfolio/history``: equity at each session close, then now."""
+        query = request.query
+        timeframe = query.get("timeframe", "1D")
+        if timeframe not in _TIMEFRAMES:
+            raise invalid(f"invalid timeframe: {timeframe!r}")
+        period = query.get("period", "1M")
+        match = _PERIOD.fullmatch(period)
+        if match is None:
+            raise invalid(f"invalid period: {period!r}")
+        now = self._venue.clock.now()
+        start = now - timedelta(days=int(match.group(1)) * _PERIOD_DAYS[match.group(2)])
+        end = _parse_time(query.get("end"), "end") or now
+        if query.get("start") is not None:
+            start = _parse_time(query.get("start"), "start") or start
+        engine = self._engine
+        points = [(t, e) for t, e in engine.history if start <= t <= end]
+        if end >= now:
+            points.append((now, engine.account().equity))
+        base = points[0][1] if points else engine.last_equity
+        equity = [float(e) for _, e in points]
+        profit_loss = [float(e - base) for _, e in points]
+        pct = [float(_ratio(e - base, base)) for _, e in points]
+        return json_response(
+            {
+                "timestamp": [int(t.timestamp()) for t, _ in points],
+                "equity": equity,
+                "profit_loss": profit_loss,
+                "profit_loss_pct": pct,
+                "base_value": float(base),
+                "timeframe": timeframe,
+            }
+        )
 
     # ----------------------------------------------------------------- orders
 
@@ -282,7 +412,7 @@ class TradingApi:
         spec = parse_order_request(await _json_body(request))
         order = self._engine.submit(spec)
         self._venue.wake_matcher()
-        return json_response(order.to_json())
+        return json_response(self._engine.order_json(order))
 
     async def get_orders(self, request: web.Request) -> web.Response:
         """``GET /v2/orders`` with status, limit, after, until, direction, symbols, side."""
@@ -304,6 +434,7 @@ class TradingApi:
             raise invalid(f"invalid side: {side!r}")
         symbols_raw = query.get("symbols")
         symbols = [s for s in symbols_raw.split(",") if s] if symbols_raw else None
+        nested = _flag_param(query.get("nested"), "nested")
         orders = self._engine.list_orders(
             status=status,
             limit=limit,
@@ -312,8 +443,9 @@ class TradingApi:
             direction=direction,
             symbols=symbols,
             side=side,
+            nested=nested,
         )
-        return json_response([order.to_json() for order in orders])
+        return json_response([self._engine.order_json(o, nested=nested) for o in orders])
 
     async def delete_orders(self, _request: web.Request) -> web.Response:
         """``DELETE /v2/orders``: cancel every open order (207 multi-status)."""
@@ -322,8 +454,9 @@ class TradingApi:
         return json_response(body, 207)
 
     async def get_order(self, request: web.Request) -> web.Response:
-        """``GET /v2/orders/{order_id}``."""
-        return json_response(self._order(request).to_json())
+        """``GET /v2/orders/{order_id}?nested=``."""
+        nested = _flag_param(request.query.get("nested"), "nested")
+        return json_response(self._engine.order_json(self._order(request), nested=nested))
 
     async def get_order_by_client_id(self, request: web.Request) -> web.Response:
         """``GET /v2/orders:by_client_order_id?client_order_id=``."""
@@ -344,17 +477,20 @@ class TradingApi:
         if not isinstance(body, dict):
             raise invalid("request body must be a JSON object")
         tif = body.get("time_in_force")
-        if tif is not None and tif not in {"day", "gtc", "opg", "cls", "ioc", "fok"}:
+        if tif is not None and (not isinstance(tif, str) or tif not in _TIME_IN_FORCE):
             raise invalid(f"invalid time_in_force: {tif!r}")
         client_order_id = body.get("client_order_id")
-        if client_order_id is not None and not isinstance(client_order_id, str):
+        if client_order_id is not None and (
+            not isinstance(client_order_id, str) or not 0 < len(client_order_id) <= 128
+        ):
             raise invalid("invalid client_order_id")
         new = self._engine.replace(
             order.id,
             qty=decimal_value(body.get("qty"), "qty"),
             limit_price=decimal_value(body.get("limit_price"), "limit_price"),
             stop_price=decimal_value(body.get("stop_price"), "stop_price"),
-            time_in_force=tif,
+            trail=decimal_value(body.get("trail"), "trail"),
+            time_in_force=cast("TimeInForceName | None", tif),
             client_order_id=client_order_id,
         )
         self._venue.wake_matcher()
@@ -384,12 +520,13 @@ class TradingApi:
         unrealized = market_value - cost_basis
         intraday = qty * (mark - lastday)
         held = engine.sell_holds(symbol) if qty > 0 else ZERO
+        asset = engine.assets.get(symbol)
         return {
             "asset_id": asset_id_of(symbol),
             "symbol": symbol,
-            "exchange": exchange_of(symbol),
+            "exchange": asset.exchange if asset is not None else "NASDAQ",
             "asset_class": "us_equity",
-            "asset_marginable": True,
+            "asset_marginable": asset.marginable if asset is not None else True,
             "avg_entry_price": dec(avg),
             "qty": dec(qty),
             "qty_available": dec(max(size - held, ZERO)),
@@ -459,13 +596,16 @@ class TradingApi:
             if not is_valid_symbol(symbol):
                 return json_response({"message": f"invalid symbol: {symbol}"}, 400)
         prices = self._venue.prices
-        return json_response({"quotes": {s: quote_json(prices.quote(s)) for s in symbols}})
+        listed = [s for s in symbols if self._engine.assets.listed(s)]
+        return json_response({"quotes": {s: quote_json(prices.quote(s)) for s in listed}})
 
     async def get_latest_quote(self, request: web.Request) -> web.Response:
         """``GET /v2/stocks/{symbol}/quotes/latest``."""
         symbol = request.match_info["symbol"]
         if not is_valid_symbol(symbol):
             return json_response({"message": f"invalid symbol: {symbol}"}, 400)
+        if not self._engine.assets.listed(symbol):
+            return json_response({"message": f"no quote for {symbol}"}, 404)
         quote = self._venue.prices.quote(symbol)
         return json_response({"symbol": symbol, "quote": quote_json(quote)})
 
@@ -489,6 +629,50 @@ def _parse_time(raw: str | None, name: str) -> datetime | None:
         except ValueError as exc:
             raise invalid(f"invalid {name}: {raw!r}") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _parse_date(raw: str | None, name: str) -> date | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        return date.fromisoformat(raw[:10])
+    except ValueError as exc:
+        raise invalid(f"invalid {name}: {raw!r}") from exc
+
+
+def _int_param(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise invalid(f"invalid {name}: {raw!r}") from exc
+    if not low <= value <= high:
+        raise invalid(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _flag_param(raw: str | None, name: str) -> bool:
+    if raw is None:
+        return False
+    if raw.lower() not in {"true", "false"}:
+        raise invalid(f"invalid {name}: {raw!r}")
+    return raw.lower() == "true"
+
+
+def _activity_in(
+    activity: dict[str, Any],
+    *,
+    on_day: date | None,
+    after: datetime | None,
+    until: datetime | None,
+) -> bool:
+    at = datetime.fromisoformat(str(activity["transaction_time"]))
+    if on_day is not None and at.astimezone(NEW_YORK).date() != on_day:
+        return False
+    if after is not None and at <= after:
+        return False
+    return until is None or at < until
 
 
 def _ratio(numerator: Decimal, denominator: Decimal) -> Decimal:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,7 @@ from sim.errors import RequestRefusedError
 from sim.faults import FaultPlan
 from sim.prices import PriceModel, Quote
 from sim.rest import TradingApi
+from sim.store import VenueStore
 from sim.stream import StreamHub
 from sim.wire import FORBIDDEN, OrderSpec, dec, invalid
 
@@ -60,6 +62,7 @@ class PaperVenue:
 
     Attributes:
         config: The settings it was made with.
+        store: The SQLite state file (``config.state_path``), None without one.
         clock: Market clock (sessions, clock jumps).
         prices: Price model (quotes, drift, spread).
         engine: Matching engine (orders, positions, account).
@@ -72,15 +75,24 @@ class PaperVenue:
     """
 
     def __init__(self, config: SimConfig) -> None:
-        """Build the venue; nothing listens until :meth:`run`."""
+        """Build the venue (resuming ``config.state_path`` if it holds an account).
+
+        Nothing listens until :meth:`run`.
+
+        Raises:
+            SimConfigError: If the state file cannot be opened.
+        """
         self.config = config
         self.clock = MarketClock(config.clock)
-        self.prices = PriceModel(config, self.clock.now)
+        self.prices = PriceModel(config, self.clock.now, self.clock.phase)
         self.faults = FaultPlan.from_config(config)
         self.streams = StreamHub(self.authorize, self.faults, config.stream_queue_size)
         self.events: deque[TradeEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self.order_post_arrivals: deque[float] = deque(maxlen=EVENT_LOG_SIZE)
-        self.engine = MatchingEngine(config, self.clock, self.prices, on_event=self._on_event)
+        self.store = VenueStore(config.state_path) if config.state_path else None
+        self.engine = MatchingEngine(
+            config, self.clock, self.prices, on_event=self._on_event, store=self.store
+        )
         self.api = TradingApi(self)
         self._base_url: str | None = None
         self._matcher_wake: anyio.Event | None = None
@@ -149,6 +161,9 @@ class PaperVenue:
             with anyio.CancelScope(shield=True), anyio.move_on_after(2 * SHUTDOWN_GRACE_S):
                 await self.streams.close_all()
                 await runner.cleanup()
+            if self.store is not None:
+                # Last prices, so a restart resumes from them rather than the start price.
+                self.store.save_account(self.engine.account_record())
             self._base_url = None
             log.info("sim.venue.stopped")
 
@@ -255,6 +270,16 @@ class PaperVenue:
         log.info("sim.clock.advanced", seconds=seconds, offset_s=self.clock.offset_s)
         self.engine.match()
 
+    def set_time(self, when: datetime) -> None:
+        """Jump the venue clock forward to ``when`` and run a matching pass.
+
+        Raises:
+            ValueError: If ``when`` is in the venue's past.
+        """
+        self.clock.set_time(when)
+        log.info("sim.clock.set", at=when.isoformat(), offset_s=self.clock.offset_s)
+        self.engine.match()
+
     def set_price(self, symbol: str, price: float) -> None:
         """Move the mid of ``symbol`` to ``price`` and match against it."""
         self.prices.set_price(symbol, price)
@@ -343,6 +368,7 @@ class PaperVenue:
             "orders_total": len(self.engine.orders),
             "clock_offset_s": self.clock.offset_s,
             "market_open": self.clock.is_open(),
+            "session_phase": self.clock.phase(),
             "quotes": {
                 s: {"bid": dec(q.bid), "ask": dec(q.ask)}
                 for s in self.prices.symbols()

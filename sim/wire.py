@@ -8,12 +8,12 @@ sends numbers, the spec says strings).
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
+from sim.assets import asset_id_of
 from sim.clock import NEW_YORK
 from sim.errors import RequestRefusedError
 
@@ -22,25 +22,17 @@ if TYPE_CHECKING:
     from sim.prices import Quote
 
 Side = Literal["buy", "sell"]
-OrderTypeName = Literal["market", "limit", "stop", "stop_limit"]
+OrderTypeName = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
 TimeInForceName = Literal["day", "gtc", "opg", "cls", "ioc", "fok"]
+OrderClassName = Literal["simple", "bracket", "oco", "oto"]
 
 INVALID_REQUEST = 40010001
 FORBIDDEN = 40310000
 NOT_FOUND = 40410000
 NOT_CANCELABLE = 42210000
+UNPROCESSABLE = 42210000
 
-_EXCHANGES = {"SPY": "ARCA", "QQQ": "NASDAQ", "IWM": "ARCA", "DIA": "ARCA"}
-
-
-def exchange_of(symbol: str) -> str:
-    """Listing exchange the venue reports for ``symbol``."""
-    return _EXCHANGES.get(symbol, "NASDAQ")
-
-
-def asset_id_of(symbol: str) -> str:
-    """Stable asset id of ``symbol`` (independent of the seed, as real ids are)."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"tradeguard-sim:asset:{symbol}"))
+__all__ = ["asset_id_of"]
 
 
 def dec(value: Decimal | None) -> str | None:
@@ -72,6 +64,12 @@ class OrderSpec:
     stop_price: Decimal | None = None
     client_order_id: str | None = None
     extended_hours: bool = False
+    order_class: OrderClassName = "simple"
+    take_profit: Decimal | None = None
+    stop_loss_stop: Decimal | None = None
+    stop_loss_limit: Decimal | None = None
+    trail_price: Decimal | None = None
+    trail_percent: Decimal | None = None
 
 
 def invalid(message: str) -> RequestRefusedError:
@@ -121,9 +119,11 @@ def parse_order_request(body: object) -> OrderSpec:
     """
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object")
-    order_class = body.get("order_class")
-    if order_class not in {None, "", "simple"}:
-        raise invalid(f"invalid order_class: {order_class!r} (the paper venue trades simple)")
+    order_class = body.get("order_class") or "simple"
+    if not isinstance(order_class, str) or order_class not in get_args(OrderClassName):
+        raise invalid(f"invalid order_class: {order_class!r}")
+    take_profit = _leg(body, "take_profit", ("limit_price",))
+    stop_loss = _leg(body, "stop_loss", ("stop_price", "limit_price"))
     symbol = body.get("symbol")
     if not isinstance(symbol, str) or not symbol:
         raise invalid("symbol is required")
@@ -149,7 +149,29 @@ def parse_order_request(body: object) -> OrderSpec:
         stop_price=_decimal_field(body, "stop_price"),
         client_order_id=client_order_id,
         extended_hours=extended_hours,
+        order_class=cast("OrderClassName", order_class),
+        take_profit=take_profit.get("limit_price"),
+        stop_loss_stop=stop_loss.get("stop_price"),
+        stop_loss_limit=stop_loss.get("limit_price"),
+        trail_price=_decimal_field(body, "trail_price"),
+        trail_percent=_decimal_field(body, "trail_percent"),
     )
+
+
+def _leg(body: dict[str, Any], name: str, fields: tuple[str, ...]) -> dict[str, Decimal]:
+    raw = body.get(name)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise invalid(f"invalid {name}")
+    values: dict[str, Decimal] = {}
+    for field in fields:
+        value = decimal_value(raw.get(field), f"{name}.{field}")
+        if value is not None:
+            values[field] = value
+    if not values:
+        raise invalid(f"{name}.{fields[0]} is required")
+    return values
 
 
 def quote_json(quote: Quote) -> dict[str, Any]:
@@ -164,28 +186,6 @@ def quote_json(quote: Quote) -> dict[str, Any]:
         "bs": quote.bid_size,
         "c": ["R"],
         "z": "C",
-    }
-
-
-def asset_json(symbol: str) -> dict[str, Any]:
-    """An Asset entity for ``symbol``."""
-    return {
-        "id": asset_id_of(symbol),
-        "class": "us_equity",
-        "exchange": exchange_of(symbol),
-        "symbol": symbol,
-        "name": f"{symbol} (tradeguard paper venue)",
-        "status": "active",
-        "tradable": True,
-        "marginable": True,
-        "maintenance_margin_requirement": 30,
-        "margin_requirement_long": "30",
-        "margin_requirement_short": "30",
-        "shortable": True,
-        "easy_to_borrow": True,
-        "borrow_status": "easy_to_borrow",
-        "fractionable": True,
-        "attributes": [],
     }
 
 

@@ -27,14 +27,19 @@ from sim.wire import OrderSpec, OrderTypeName, Side, TimeInForceName
 
 T = TypeVar("T")
 
-SYMBOLS = st.sampled_from(["AAPL", "MSFT", "NEWCO"])
+SYMBOLS = st.sampled_from(["AAPL", "MSFT", "GME"])
 SIDES: tuple[Side, ...] = ("buy", "sell")
-KINDS: tuple[OrderTypeName | Literal["notional"], ...] = (
+Kind = OrderTypeName | Literal["notional", "bracket", "oto", "oco"]
+KINDS: tuple[Kind, ...] = (
     "market",
     "limit",
     "stop",
     "stop_limit",
     "notional",
+    "trailing_stop",
+    "bracket",
+    "oto",
+    "oco",
 )
 TIFS: tuple[TimeInForceName, ...] = ("day", "gtc", "ioc", "fok")
 FINAL_EVENTS = {"fill", "canceled", "expired", "rejected", "replaced"}
@@ -73,7 +78,7 @@ class EngineLifecycle(RuleBasedStateMachine):
         config = SimConfig(
             seed=seed,
             starting_cash=50_000.0,
-            shorting_enabled=shorting,
+            cash_account=not shorting,
             partial_fill_probability=partial,
         )
         self.shorting = shorting
@@ -94,30 +99,45 @@ class EngineLifecycle(RuleBasedStateMachine):
         *,
         symbol: str,
         side: Side,
-        kind: OrderTypeName | Literal["notional"],
+        kind: Kind,
         tif: TimeInForceName,
         qty: Decimal,
         offset: int,
     ) -> None:
         mid = self.prices.quote(symbol).mid
-        level = (mid * (1 + Decimal(offset) / 100)).quantize(Decimal("0.01"))
+        cent = Decimal("0.01")
+        level = (mid * (1 + Decimal(offset) / 100)).quantize(cent)
         notional = kind == "notional"
+        complex_class = kind in {"bracket", "oto", "oco"}
+        sign = 1 if side == "buy" else -1
+        order_type: OrderTypeName = "limit" if kind == "oco" else "market"
+        if kind in {"market", "limit", "stop", "stop_limit", "trailing_stop"}:
+            order_type = kind
         spec = OrderSpec(
             symbol=symbol,
             side=side,
-            type="market" if kind == "notional" else kind,
+            type=order_type,
             time_in_force="day" if notional else tif,
             qty=None if notional else qty,
             notional=qty * 100 if notional else None,
             limit_price=level if kind in {"limit", "stop_limit"} else None,
             stop_price=level if kind in {"stop", "stop_limit"} else None,
+            trail_percent=Decimal(abs(offset) + 1) if kind == "trailing_stop" else None,
+            order_class=kind if complex_class else "simple",  # type: ignore[arg-type]  # narrowed above
+            take_profit=(mid * (1 + sign * Decimal("0.02"))).quantize(cent)
+            if complex_class
+            else None,
+            stop_loss_stop=(mid * (1 - sign * Decimal("0.02"))).quantize(cent)
+            if kind in {"bracket", "oco"}
+            else None,
         )
         assert _refusal(self.engine.submit, spec) in {None, 403, 422}
 
     @precondition(lambda self: bool(self.engine.orders))
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
-        order_id = data.draw(st.sampled_from(sorted(self.engine.orders)))
+        ids = [o.id for o in sorted(self.engine.orders.values(), key=lambda o: o.seq)]
+        order_id = data.draw(st.sampled_from(ids))
         was_final = self.engine.orders[order_id].is_final
         assert _refusal(self.engine.cancel, order_id) == (422 if was_final else None)
 
@@ -202,7 +222,9 @@ class EngineLifecycle(RuleBasedStateMachine):
                 assert event.position_qty == position[event.order["symbol"]]
         for order_id, names in per_order.items():
             order = self.engine.orders[order_id]
-            assert names[:2] == ["pending_new", "new"], names
+            if order.parent_id is None:
+                assert names[0] == "pending_new", names
+                assert names[1] in {"new", "canceled", "pending_cancel", "expired"}, names
             assert (names[-1] in FINAL_EVENTS) == order.is_final, (names, order.status)
             assert order.filled_qty == fills[order_id]
             if order.is_final:

@@ -188,7 +188,7 @@ async def test_us_equities_sessions_hold_orders_until_the_open() -> None:
         assert clock.next_open < clock.next_close
         order = await broker.submit(_buy("AAPL", 1))
         venue.match()
-        assert (await broker.order(order.id)).status == OrderStatus.NEW
+        assert (await broker.order(order.id)).status == OrderStatus.ACCEPTED
         assert order.expires_at == clock.next_close
 
         to_open = venue.clock.next_open() - venue.clock.now() + timedelta(seconds=1)

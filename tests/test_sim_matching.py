@@ -78,7 +78,7 @@ def test_unknown_symbols_start_at_a_seeded_price_and_drift_scripts_a_slide() -> 
     now = MarketClock("always-open").now
     first = PriceModel(SimConfig(seed=1), now).quote("NEWCO").mid
     assert PriceModel(SimConfig(seed=1), now).quote("NEWCO").mid == first
-    assert PriceModel(SimConfig(seed=2), now).quote("NEWCO").mid != first
+    assert PriceModel(SimConfig(seed=2), now).quote("NEWCO").mid != first  # not listed: drawn
     assert 20 <= first <= 500
 
     config = SimConfig(symbols={"AAPL": SymbolSpec(start_price=100.0, volatility=0.0)})
@@ -116,8 +116,8 @@ def test_fok_fills_completely_or_not_at_all() -> None:
     assert _names(events, killed.id)[-1] == "canceled"
 
 
-def test_partial_fills_then_the_rest_and_sells_never_short_by_default() -> None:
-    engine, _, events = _engine(partial_fill_probability=1.0)
+def test_partial_fills_then_the_rest_and_a_cash_account_never_shorts() -> None:
+    engine, _, events = _engine(partial_fill_probability=1.0, cash_account=True)
     order = engine.submit(_spec("buy", 3))
     while engine.match():
         pass

@@ -35,7 +35,12 @@ async def test_account_clock_asset_and_quotes() -> None:
         broker = Broker(venue.base_url)
         account = await broker.account()
         assert Decimal(account.cash or "0") == Decimal(100_000)
-        assert account.equity == account.cash == account.buying_power
+        assert account.equity == account.cash
+        # A margin account at or above $25,000: four times equity for intraday trading.
+        assert account.multiplier == "4"
+        assert Decimal(account.buying_power or "0") == 4 * Decimal(100_000)
+        assert Decimal(account.regt_buying_power or "0") == 2 * Decimal(100_000)
+        assert account.shorting_enabled
         assert account.status.value == "ACTIVE"
 
         clock = await broker.clock()
@@ -48,7 +53,7 @@ async def test_account_clock_asset_and_quotes() -> None:
         assert asset.fractionable
 
         quotes = await broker.latest_quotes(["AAPL", "ZZZQ"])
-        assert set(quotes) == {"AAPL", "ZZZQ"}
+        assert set(quotes) == {"AAPL"}  # an unlisted symbol has no quote
         aapl = quotes["AAPL"]
         assert 0 < aapl.bid_price < aapl.ask_price
         assert float(venue.quote("AAPL").ask) == aapl.ask_price
@@ -258,10 +263,10 @@ async def test_errors_are_answered_as_alpaca_does() -> None:
         assert broke.value.message == "insufficient buying power"
 
         with pytest.raises(APIError) as short:
-            await broker.submit(_market("TSLA", 5, OrderSide.SELL))
-        assert short.value.status_code == 403
-        assert short.value.code == 40310000
-        assert "insufficient qty available" in short.value.message
+            await broker.submit(_market("NKLA", 5, OrderSide.SELL))
+        assert short.value.status_code == 422
+        assert short.value.code == 42210000
+        assert short.value.message == "asset NKLA cannot be sold short"
 
         with pytest.raises(APIError) as unknown:
             await broker.order("00000000-0000-4000-8000-000000000000")
