@@ -76,8 +76,6 @@ from protocol.messages import OrderIntent, OrderStatus
 
 log = structlog.get_logger(__name__)
 
-LIVE_HOST: Final = "api.alpaca.markets"
-
 STATUS_MAP: Final[dict[str, OrderStatus]] = {
     "new": "accepted",
     "accepted": "accepted",
@@ -106,27 +104,6 @@ QUOTE_RETRY_S: Final = 1.0
 """After a failed quote fetch, that symbol is not fetched again for this long."""
 
 DUPLICATE_CODE: Final = 40010001
-
-
-def check_mode(*, mode: str, url: str, key_id: str, kind: str) -> None:
-    """Refuse a mode that disagrees with the endpoint or the keys.
-
-    ``live`` needs the live URL and an ``AK`` key; ``paper`` never the live URL;
-    the built-in venue is paper only.
-
-    Raises:
-        BrokerError: one line saying what disagrees.
-    """
-    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
-    if kind == "sim" and mode != "paper":
-        raise BrokerError("broker.mode: the built-in paper venue (kind 'sim') is paper only")
-    if mode == "paper" and host == LIVE_HOST:
-        raise BrokerError(f"broker.mode is 'paper' but broker.url points at live trading ({url})")
-    if mode == "live":
-        if host != LIVE_HOST:
-            raise BrokerError(f"broker.mode is 'live' but broker.url is not https://{LIVE_HOST}")
-        if not key_id.startswith("AK"):
-            raise BrokerError("broker.mode is 'live' but the key id is not a live key (AK...)")
 
 
 class _TimeoutAdapter(HTTPAdapter):

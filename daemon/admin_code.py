@@ -23,6 +23,8 @@ from daemon.errors import ConfigError
 
 TOTP_STEP_S: Final = 30
 TOTP_DIGITS: Final = 6
+TOTP_MIN_SECRET_BYTES: Final = 14
+"""112 bits: what pyotp (after NIST SP 800-63B) requires of a TOTP secret."""
 _SCRYPT_N: Final = 2**14
 _SCRYPT_R: Final = 8
 _SCRYPT_P: Final = 1
@@ -111,9 +113,14 @@ class AdminCodeVerifier:
         self._totp: pyotp.TOTP | None = None
         if totp_secret is not None:
             try:
-                base64.b32decode(totp_secret.upper() + "=" * (-len(totp_secret) % 8))
+                decoded = base64.b32decode(totp_secret.upper() + "=" * (-len(totp_secret) % 8))
             except ValueError as exc:
                 raise ConfigError("kill.totp_secret_file: not a base32 TOTP secret") from exc
+            if len(decoded) < TOTP_MIN_SECRET_BYTES:
+                raise ConfigError(
+                    f"kill.totp_secret_file: the secret has {len(decoded) * 8} bits, at least "
+                    f"{TOTP_MIN_SECRET_BYTES * 8} are needed (`tradeguard totp-setup` makes one)"
+                )
             self._totp = pyotp.TOTP(totp_secret, digits=TOTP_DIGITS, interval=TOTP_STEP_S)
         self._hash = _parse_hash(code_hash) if code_hash is not None else None
         self.last_totp_step = last_totp_step

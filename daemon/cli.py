@@ -1,7 +1,8 @@
 """The ``tradeguard`` command line (CONTRACT §9).
 
-Every command takes ``--config F`` (default ``$TRADEGUARD_CONFIG``, else the
-built-in defaults). Bad input is a one-line error naming what is wrong, exit 2.
+Every command takes ``--config F``, before or after the command name (default
+``$TRADEGUARD_CONFIG``, else the built-in defaults). Bad input and unusable
+environments are a one-line error naming what is wrong, exit 2; never a traceback.
 """
 
 from __future__ import annotations
@@ -9,22 +10,35 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
 import os
+import re
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from daemon.config import Config, load_config
-from daemon.errors import TradeguardError
+from daemon.errors import ConfigError, TradeguardError
 from daemon.logs import configure_logging
+from daemon.version import tradeguard_version
+from protocol.messages import INTENT_ID_PATTERN, STRATEGY_ID_PATTERN
+
+if TYPE_CHECKING:
+    from daemon.wiring import Daemon
 
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_DENIED = 3
+
+
+MAX_TEXT = 200
+"""Longest ``--reason`` / ``--operator`` a command message carries (``ShortText``)."""
+MAX_CODE = 128
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,23 +47,81 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"tradeguard: error: {message}\n")
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free port), got {port}")
+    return port
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _matching(pattern: str, what: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if re.fullmatch(pattern, text) is None:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return text
+
+    return check
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if len(text) > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit} characters, got {len(text)}")
+        return text
+
+    return check
+
+
+_strategy_id = _matching(STRATEGY_ID_PATTERN, "a strategy id (1-32 of [A-Za-z0-9_-])")
+_intent_id = _matching(INTENT_ID_PATTERN, "an intent id (1-64 of [A-Za-z0-9._:-])")
+_short_text = _text(MAX_TEXT)
+_code = _text(MAX_CODE)
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    config_help = "config file (default $TRADEGUARD_CONFIG, else the built-in defaults)"
+    parser = _Parser(prog="tradeguard", description=__doc__)
+    parser.add_argument("--config", metavar="F", help=config_help)
+    parser.add_argument("--version", action="version", version=f"tradeguard {tradeguard_version()}")
+    # After the command name too; SUPPRESS keeps a --config given before it when absent here.
     common = _Parser(add_help=False)
-    common.add_argument("--config", metavar="F", help="config file (default $TRADEGUARD_CONFIG)")
-    parser = _Parser(prog="tradeguard", description=__doc__, parents=[common])
+    common.add_argument("--config", metavar="F", default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
 
     p = sub.add_parser("kill", parents=[common], help="engage the kill switch")
-    p.add_argument("--strategy", metavar="SID")
+    p.add_argument("--strategy", metavar="SID", type=_strategy_id)
     p.add_argument("--flatten", action="store_true", help="close positions after cancelling")
-    p.add_argument("--reason", default="cli")
+    p.add_argument("--reason", default="cli", type=_short_text)
 
     p = sub.add_parser("disengage", parents=[common], help="release the kill switch")
-    p.add_argument("--strategy", metavar="SID")
-    p.add_argument("--code", required=True, metavar="C")
-    p.add_argument("--operator", default=None)
+    p.add_argument("--strategy", metavar="SID", type=_strategy_id)
+    p.add_argument("--code", required=True, metavar="C", type=_code)
+    p.add_argument("--operator", default=None, type=_short_text)
 
     _add_admin_commands(sub, common)
 
@@ -58,20 +130,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sim", parents=[common], help="run the Alpaca-compatible paper venue")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8790)
+    p.add_argument("--port", type=_port, default=8790)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", choices=["always-open", "us-equities"], default="always-open")
     p.add_argument("--key-id", default=None)
     p.add_argument("--secret-key", default=None)
     p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
-    p.add_argument("--rate-limit", type=int, default=200, help="requests per minute per key")
-    p.add_argument("--cash", type=float, default=100_000.0, help="starting cash of the account")
+    p.add_argument(
+        "--rate-limit", type=_at_least_one, default=200, help="requests per minute per key"
+    )
+    p.add_argument(
+        "--cash", type=_positive_amount, default=100_000.0, help="starting cash of the account"
+    )
 
     sub.add_parser("schema", parents=[common], help="print the JSON Schema of every v1 message")
 
     p = sub.add_parser("orders", parents=[common], help="list recent orders from the journal")
-    p.add_argument("--strategy", metavar="SID")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--strategy", metavar="SID", type=_strategy_id)
+    p.add_argument("--limit", type=_at_least_one, default=50)
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("doctor", parents=[common], help="check the set-up and say how to fix it")
@@ -83,11 +159,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo-strategy", parents=[common], help="trade a few symbols through the daemon"
     )
-    p.add_argument("--strategy", default="demo", metavar="SID")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--strategy", default="demo", metavar="SID", type=_strategy_id)
+    p.add_argument("--rounds", type=_at_least_one, default=3)
 
-    p = sub.add_parser("check-config", parents=[common], help="validate a config file")
-    p.add_argument("file", metavar="F")
+    p = sub.add_parser(
+        "check-config", parents=[common], help="validate a config file as `run` would"
+    )
+    p.add_argument(
+        "file", metavar="F", nargs="?", help="the file (default --config, $TRADEGUARD_CONFIG)"
+    )
 
     sub.add_parser(
         "hash-code", parents=[common], help="hash a static admin code (read from stdin or a prompt)"
@@ -104,24 +184,24 @@ def _add_admin_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "reset-circuit", parents=[common], help="close the drawdown circuit breaker (admin code)"
     )
-    p.add_argument("--code", required=True, metavar="C")
-    p.add_argument("--operator", default=None)
+    p.add_argument("--code", required=True, metavar="C", type=_code)
+    p.add_argument("--operator", default=None, type=_short_text)
 
     p = sub.add_parser("pause", parents=[common], help="pause a strategy (reduce-only)")
-    p.add_argument("--strategy", required=True, metavar="SID")
-    p.add_argument("--reason", default="cli")
+    p.add_argument("--strategy", required=True, metavar="SID", type=_strategy_id)
+    p.add_argument("--reason", default="cli", type=_short_text)
 
     p = sub.add_parser("resume", parents=[common], help="resume a paused strategy (admin code)")
-    p.add_argument("--strategy", required=True, metavar="SID")
-    p.add_argument("--code", required=True, metavar="C")
-    p.add_argument("--operator", default=None)
+    p.add_argument("--strategy", required=True, metavar="SID", type=_strategy_id)
+    p.add_argument("--code", required=True, metavar="C", type=_code)
+    p.add_argument("--operator", default=None, type=_short_text)
 
     for verb in ("approve", "deny"):
         p = sub.add_parser(verb, parents=[common], help=f"{verb} an intent waiting for a person")
-        p.add_argument("--strategy", required=True, metavar="SID")
-        p.add_argument("--intent", required=True, metavar="INTENT_ID")
-        p.add_argument("--code", required=True, metavar="C")
-        p.add_argument("--operator", default=None)
+        p.add_argument("--strategy", required=True, metavar="SID", type=_strategy_id)
+        p.add_argument("--intent", required=True, metavar="INTENT_ID", type=_intent_id)
+        p.add_argument("--code", required=True, metavar="C", type=_code)
+        p.add_argument("--operator", default=None, type=_short_text)
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -155,9 +235,7 @@ def _first_leaf(error: BaseException) -> BaseException:
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "check-config":
-        config = load_config(args.file)
-        print(f"{args.file}: valid ({len(config.strategies)} strategies)")
-        return EXIT_OK
+        return _check_config(args.file or args.config)
     if command == "schema":
         from protocol.codec import json_schema  # noqa: PLC0415  # keep start-up light
 
@@ -168,21 +246,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "totp-setup":
         return _totp_setup(Path(args.output), args.account)
     if command == "sim":
-        from sim.cli import run as run_sim  # noqa: PLC0415  # the venue is optional at run time
-
-        configure_logging("info")  # to stderr: stdout carries only the "listening" line
-
-        return run_sim(
-            host=args.host,
-            port=args.port,
-            seed=args.seed,
-            clock=args.clock,
-            key_id=args.key_id,
-            secret_key=args.secret_key,
-            control=args.control,
-            rate_limit_per_min=args.rate_limit,
-            starting_cash=args.cash,
-        )
+        return _sim(args)
     config = load_config(args.config)
     if command == "run":
         return _run(config)
@@ -252,7 +316,54 @@ def _admin(command: str, args: argparse.Namespace, config: Config) -> int:
             )
 
 
+def _check_config(path: str | None) -> int:
+    """Validate as ``run`` does (:func:`daemon.preflight.check_setup`), starting nothing."""
+    from daemon.preflight import check_setup  # noqa: PLC0415
+
+    config = load_config(path)
+    check_setup(config)
+    name = path or config.source or "built-in defaults"
+    print(f"{name}: valid ({len(config.strategies)} strategies)")
+    return EXIT_OK
+
+
+def _sim(args: argparse.Namespace) -> int:
+    _check_listen_host(args.host, option="--host")
+    from sim.cli import run as run_sim  # noqa: PLC0415  # the venue is optional at run time
+
+    configure_logging("info")  # to stderr: stdout carries only the "listening" line
+    try:
+        return run_sim(
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+            clock=args.clock,
+            key_id=args.key_id,
+            secret_key=args.secret_key,
+            control=args.control,
+            rate_limit_per_min=args.rate_limit,
+            starting_cash=args.cash,
+        )
+    except (OSError, BaseExceptionGroup) as exc:
+        # anyio wraps a failed bind in a group, which sim.cli's `except OSError` misses.
+        error = _leaf(exc, OSError)
+        if error is None:
+            raise
+        return _fail(f"cannot listen on {args.host}:{args.port}: {_reason(error)}")
+
+
+def _check_listen_host(host: str, *, option: str) -> None:
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{option}: cannot listen on {host!r}: {_reason(exc)}") from exc
+
+
 def _run(config: Config) -> int:
+    """Run the daemon; a failure to start is one line and exit 2, a later failure exit 1."""
+    from daemon.preflight import check_setup  # noqa: PLC0415
+
+    check_setup(config)
     from daemon.wiring import Daemon  # noqa: PLC0415  # heavy imports only for `run`
 
     configure_logging(config.log.level, json=config.log.json)
@@ -261,8 +372,55 @@ def _run(config: Config) -> int:
         print(line, flush=True)
 
     daemon = Daemon(config, announce=announce)
-    anyio.run(daemon.run, backend="asyncio")
+    try:
+        anyio.run(daemon.run, backend="asyncio")
+    except (OSError, TradeguardError, BaseExceptionGroup) as exc:
+        error = _leaf(exc, (TradeguardError, OSError))
+        if error is None:
+            raise
+        started = daemon.ready.is_set()
+        message = (
+            str(error) if isinstance(error, TradeguardError) else _start_failure(daemon, error)
+        )
+        return _fail(message, EXIT_FAIL if started else EXIT_USAGE)
     return EXIT_OK
+
+
+def _start_failure(daemon: Daemon, error: BaseException) -> str:
+    """Say which listener of the start-up failed (the daemon binds them in this order)."""
+    config = daemon.config
+    reason = _reason(error)
+    if config.mqtt.is_embedded and daemon.mqtt_port is None:
+        return f"mqtt.port: the embedded mosquitto cannot listen on {config.mqtt.port}: {reason}"
+    if config.metrics.enabled and daemon.metrics_port is None:
+        metrics = config.metrics
+        return f"metrics.port: cannot listen on {metrics.host}:{metrics.port}: {reason}"
+    if config.broker.kind == "sim" and daemon.broker_url is None:
+        sim = config.broker.sim
+        return f"broker.sim.port: the paper venue cannot listen on {sim.host}:{sim.port}: {reason}"
+    return reason
+
+
+def _leaf(
+    error: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The first ``kind`` error in ``error`` (which may be a group), or None."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            found = _leaf(inner, kind)
+            if found is not None:
+                return found
+        return None
+    return error if isinstance(error, kind) else None
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, without the where (asyncio puts the address into ``strerror``)."""
+    if isinstance(error, OSError) and error.errno and not isinstance(error, socket.gaierror):
+        return os.strerror(error.errno)
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 def _hash_code() -> int:
@@ -285,10 +443,13 @@ def _totp_setup(output: Path, account: str) -> int:
     if output.exists():
         return _fail(f"{output} exists: refusing to overwrite a TOTP secret")
     secret = pyotp.random_base32(32)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(secret + "\n")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secret + "\n")
+    except OSError as exc:
+        return _fail(f"--output: cannot write {output}: {_reason(exc)}")
     uri = pyotp.TOTP(secret).provisioning_uri(name=account, issuer_name="tradeguard")
     qr = qrcode.QRCode(border=1)
     qr.add_data(uri)

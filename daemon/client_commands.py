@@ -323,6 +323,10 @@ def demo_strategy(config: Config, *, strategy_id: str, rounds: int) -> int:
     run = secrets.token_hex(3)
 
     async def go() -> int:
+        # The strategy client reports a refused connection as its own library's error: ask
+        # the way every other command does first, so that it is the same one line.
+        async with _link(config):
+            pass
         async with StrategyClient(
             strategy_id,
             host=endpoint.host,

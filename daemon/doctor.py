@@ -33,8 +33,8 @@ import anyio
 import msgspec
 import requests
 
-from actors.broker_gateway import LIVE_HOST, check_mode
 from daemon.admin_code import check_hash_format
+from daemon.broker_mode import LIVE_HOST, check_mode
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import find_mosquitto
 from daemon.errors import BrokerConnectionError, BrokerError, ConfigError, EmbeddedBrokerError

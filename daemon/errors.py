@@ -33,3 +33,19 @@ class ActorDiedError(TradeguardError):
 
 class BrokerConnectionError(TradeguardError):
     """The MQTT broker could not be reached (tools and the CLI)."""
+
+
+class StateFolderInUseError(JournalError):
+    """Another daemon holds the state folder (one daemon per journal).
+
+    Attributes:
+        folder: the state folder.
+        pid: the process id written by the holder (None if it could not be read).
+    """
+
+    def __init__(self, folder: str, pid: int | None) -> None:
+        """Say who holds ``folder``."""
+        holder = f"tradeguard PID {pid}" if pid is not None else "another tradeguard process"
+        super().__init__(f"state folder {folder} is in use by {holder} (one daemon per journal)")
+        self.folder = folder
+        self.pid = pid

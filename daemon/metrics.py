@@ -24,6 +24,7 @@ journal_commit_seconds_total             counter    time spent committing (fsync
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from daemon.errors import ConfigError
 
 if TYPE_CHECKING:
     from daemon.wiring import Daemon
@@ -116,7 +119,13 @@ class Metrics:
         await runner.setup()
         try:
             site = web.TCPSite(runner, host, port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                reason = os.strerror(exc.errno) if exc.errno else str(exc)
+                raise ConfigError(
+                    f"metrics.port: cannot listen on {host}:{port}: {reason}"
+                ) from exc
             bound = runner.addresses[0][1]
             log.info("metrics.listening", host=host, port=bound)
             task_status.started(bound)

@@ -23,7 +23,7 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
-from actors.broker_gateway import BrokerGateway, TrackedOrder, check_mode
+from actors.broker_gateway import BrokerGateway, TrackedOrder
 from actors.home_assistant import HomeAssistantDiscovery
 from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_step
 from actors.order_manager import FINAL, OrderManager, load_books
@@ -31,6 +31,7 @@ from actors.risk_guardian import RiskGuardian, load_risk_state
 from daemon.actor import Actor, TradingHalt
 from daemon.admin_code import AdminCodeVerifier, hash_code
 from daemon.audit import AuditTrail
+from daemon.broker_mode import check_mode
 from daemon.channels import (
     ApprovalDecision,
     CancelOrder,
@@ -51,6 +52,7 @@ from daemon.journal import Journal, JournalWriter
 from daemon.metrics import Metrics
 from daemon.mqtt_session import MqttEndpoint, MqttSession, make_tls_context
 from daemon.notify import SystemdNotifier
+from daemon.state_lock import StateFolderLock
 from daemon.version import tradeguard_version
 from protocol.messages import AuditRecord
 from protocol.topics import Topics
@@ -115,6 +117,8 @@ class Daemon:
         self.halt = TradingHalt()
         self.topics = Topics(config.mqtt.topic_prefix)
         self.state_path = resolve_path(config, config.state.path)
+        self.state_lock = StateFolderLock(self.state_path.parent)
+        self.state_lock.acquire()  # one daemon per journal: before the journal is opened
         self.journal = Journal(self.state_path)
         self.gate = load_gate(self.journal)
         self._books = load_books(self.journal, frozenset(config.strategies))
@@ -180,6 +184,7 @@ class Daemon:
                 root.cancel_scope.cancel()
         finally:
             self.journal.close()
+            self.state_lock.release()
             self.notifier.close()
 
     async def _start_broker(self, root: anyio.abc.TaskGroup) -> None:

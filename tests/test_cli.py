@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import socket
@@ -9,11 +10,14 @@ import stat
 import subprocess
 from pathlib import Path
 
+import anyio
 import pyotp
 import pytest
-from harness import VENV_BIN
+from harness import VENV_BIN, Mosquitto, base_tables, running_daemon, write_config
 
+from daemon import cli
 from daemon.admin_code import AdminCodeVerifier
+from daemon.journal import Journal
 
 TG = str(VENV_BIN / "tradeguard")
 
@@ -115,3 +119,179 @@ def test_run_refuses_a_mode_that_disagrees(
     assert out.returncode == 2
     assert words in out.stderr
     assert out.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["sim", "--port", "70000"], "argument --port: a port is 0-65535"),
+        (["sim", "--port", "-1"], "argument --port"),
+        (["sim", "--port", "http"], "argument --port: not a port number"),
+        (["sim", "--host", "no-such-host.invalid", "--port", "0"], "--host: cannot listen"),
+        (["sim", "--cash", "nan"], "argument --cash"),
+        (["sim", "--cash", "inf"], "argument --cash"),
+        (["sim", "--rate-limit", "0"], "argument --rate-limit"),
+        (["orders", "--limit", "0"], "argument --limit"),
+        (["orders", "--strategy", "no such"], "argument --strategy"),
+        (["demo-strategy", "--rounds", "-3"], "argument --rounds"),
+        (["kill", "--strategy", "s1/../x"], "argument --strategy: 's1/../x' is not a strategy"),
+        (["kill", "--reason", "r" * 201], "argument --reason: at most 200"),
+        (["pause", "--strategy", ""], "argument --strategy"),
+        (["approve", "--strategy", "s1", "--intent", "a b", "--code", "1"], "argument --intent"),
+        (["totp-setup", "--output", "/proc/no-such-folder/totp"], "--output: cannot write"),
+        (["run", "--config", "/"], "cannot read config file /"),
+        (["status", "--config", "/no/such/file.toml"], "cannot read config file"),
+        (["check-config", "/"], "cannot read config file /"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, argv: list[str], words: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRADEGUARD_CONFIG"}
+    out = subprocess.run(
+        [TG, *argv], capture_output=True, text=True, check=False, timeout=30, cwd=tmp_path, env=env
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith("tradeguard: error: ")
+    assert words in out.stderr
+
+
+def test_sim_on_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [TG, "sim", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    errors = [line for line in out.stderr.splitlines() if not line.startswith("{")]
+    assert errors == [
+        f"tradeguard: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+
+
+def test_run_with_a_busy_metrics_port_is_one_line_and_exit_2(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    tables = base_tables(mosquitto, prefix, tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        tables["metrics"] = {"enabled": True, "port": port}
+        tables["log"] = {"level": "error"}
+        config = write_config(tmp_path, tables)
+        out = subprocess.run(
+            [TG, "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-1] == (
+        f"tradeguard: error: metrics.port: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"
+    )
+
+
+def _every_command() -> list[list[str]]:
+    """Each subcommand with its required arguments."""
+    return [
+        ["run"],
+        ["kill"],
+        ["disengage", "--code", "123456"],
+        ["reset-circuit", "--code", "123456"],
+        ["pause", "--strategy", "s1"],
+        ["resume", "--strategy", "s1", "--code", "123456"],
+        ["approve", "--strategy", "s1", "--intent", "i1", "--code", "123456"],
+        ["deny", "--strategy", "s1", "--intent", "i1", "--code", "123456"],
+        ["status"],
+        ["sim"],
+        ["schema"],
+        ["orders"],
+        ["doctor"],
+        ["positions"],
+        ["demo-strategy"],
+        ["check-config"],
+        ["hash-code"],
+        ["totp-setup", "--output", "x"],
+    ]
+
+
+def test_every_command_takes_config_before_or_after_its_name() -> None:
+    parser = cli._build_parser()
+    subcommands = next(
+        action._name_parser_map
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    assert sorted(c[0] for c in _every_command()) == sorted(subcommands)
+    for command in _every_command():
+        assert parser.parse_args(["--config", "before.toml", *command]).config == "before.toml"
+        assert parser.parse_args([*command, "--config", "after.toml"]).config == "after.toml"
+        assert parser.parse_args(command).config is None
+        both = parser.parse_args(["--config", "before.toml", *command, "--config", "after.toml"])
+        assert both.config == "after.toml"
+
+
+def test_journal_commands_read_the_config_given_anywhere(tmp_path: Path) -> None:
+    state = tmp_path / "elsewhere" / "state.db"
+    Journal(state).close()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[state]\npath = "{state}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "TRADEGUARD_CONFIG"}
+    for argv, extra in (
+        (["--config", str(config), "orders", "--json"], {}),
+        (["orders", "--json", "--config", str(config)], {}),
+        (["orders", "--json"], {"TRADEGUARD_CONFIG": str(config)}),
+        (["--config", str(config), "positions", "--json"], {}),
+    ):
+        out = subprocess.run(
+            [TG, *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+            cwd=tmp_path,
+            env={**env, **extra},
+        )
+        assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "[]", ""), argv
+    # Without any: the built-in defaults (./tradeguard-state), which has no journal here.
+    out = subprocess.run(
+        [TG, "orders"], capture_output=True, text=True, check=False, cwd=tmp_path, env=env
+    )
+    assert out.returncode == 2
+    assert "no journal at tradeguard-state/state.db" in out.stderr
+
+
+@pytest.mark.anyio
+async def test_kill_honours_config_before_the_command(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, base_tables(mosquitto, prefix, tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "TRADEGUARD_CONFIG"}
+
+    def tradeguard(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TG, *argv], capture_output=True, text=True, check=False, timeout=30, env=env
+        )
+
+    async with running_daemon(config) as daemon:
+        out = await anyio.to_thread.run_sync(
+            lambda: tradeguard("--config", str(config), "kill", "--strategy", "s1")
+        )
+        assert out.returncode == 0, out.stderr
+        assert daemon.gate.engaged("s1")
+        assert not daemon.gate.engaged(None)
+        env["TRADEGUARD_CONFIG"] = str(config)
+        out = await anyio.to_thread.run_sync(lambda: tradeguard("kill", "--reason", "env"))
+        assert out.returncode == 0, out.stderr
+        assert daemon.gate.engaged(None)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
+import pyotp
 import pytest
 from harness import VENV_BIN
 
+from daemon.admin_code import hash_code
 from daemon.config import builtin_defaults, load_config, parse_config, read_secret
 from daemon.errors import ConfigError, SecretError
 
@@ -118,3 +121,109 @@ def test_relative_paths_follow_the_config_file(tmp_path: Path) -> None:
     path.write_text("[state]\npath = 'st/state.db'\n")
     config = load_config(path)
     assert read_secret(config, "./secret.txt", key="k") == "abc"
+
+
+def _alpaca(mode: str, url: str, key_file: str = "key", secret_file: str = "secret") -> str:
+    return (
+        f'[broker]\nkind = "alpaca"\nmode = "{mode}"\nurl = "{url}"\n'
+        f'stream_url = "wss://paper-api.alpaca.markets/stream"\n'
+        f'key_id_file = "{key_file}"\nsecret_key_file = "{secret_file}"\n'
+    )
+
+
+PAPER_URL = "https://paper-api.alpaca.markets"
+LIVE_URL = "https://api.alpaca.markets"
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        (_alpaca("paper", LIVE_URL), "broker.url points at live trading"),
+        (_alpaca("live", LIVE_URL), "broker.key_id_file is not a live key"),
+        (_alpaca("live", PAPER_URL, key_file="ak-key"), "broker.url is not"),
+        (_alpaca("paper", PAPER_URL, key_file="absent"), "broker.key_id_file: file 'absent'"),
+        (_alpaca("paper", PAPER_URL, secret_file="absent"), "broker.secret_key_file: file"),
+        (_alpaca("paper", PAPER_URL, secret_file="empty"), "broker.secret_key_file:"),
+        (_alpaca("paper", "paper-api.alpaca.markets"), "broker.url:"),
+        ('[broker]\nkind = "sim"\nmode = "live"\n', "broker.mode:"),
+        ('[kill]\ntotp_secret_file = "absent"\n', "kill.totp_secret_file: file 'absent'"),
+        ('[kill]\ntotp_secret_file = "short-totp"\n', "kill.totp_secret_file: the secret has 40"),
+        ('[kill]\ntotp_secret_file = "key"\n', "kill.totp_secret_file: not a base32"),
+        ('[kill]\nadmin_code_hash = "plain"\n', "kill.admin_code_hash"),
+        ('[mqtt]\nhost = "127.0.0.1"\npassword_file = "absent"\n', "mqtt.password_file: file"),
+        ('[mqtt]\nhost = "127.0.0.1"\ntls = true\nca_file = "absent"\n', "mqtt.ca_file:"),
+        ('[mqtt]\nhost = "127.0.0.1"\ntls = true\ncert_file = "key"\n', "mqtt.cert_file:"),
+        ("[mqtt]\ntls = true\n", "mqtt.tls: the embedded mosquitto"),
+        ('[mqtt]\nmosquitto_binary = "absent"\n', "mqtt.mosquitto_binary:"),
+        ('[mqtt]\nhost = "127.0.0.1"\nport = 0\n', "mqtt.port:"),
+        ('[state]\npath = "."\n', "state.path:"),
+        ('[metrics]\nenabled = true\nhost = "no-such-host.invalid"\n', "metrics.host:"),
+        ('[broker.sim]\nhost = "no-such-host.invalid"\n', "broker.sim.host:"),
+    ],
+)
+def test_check_config_and_run_refuse_the_same_configs(
+    tmp_path: Path, table: str, words: str
+) -> None:
+    (tmp_path / "key").write_text("PKTEST\n")
+    (tmp_path / "ak-key").write_text("AKTEST\n")
+    (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "short-totp").write_text("JBSWY3DP\n")
+    config = tmp_path / "c.toml"
+    state = "" if "[state]" in table else '[state]\npath = "st/state.db"\n'
+    config.write_text(f"{state}{table}[strategies.s1]\nallocation = 0.1\n")
+    tg = str(VENV_BIN / "tradeguard")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TRADEGUARD_CONFIG", "CREDENTIALS_DIRECTORY")
+    }
+    check = subprocess.run(
+        [tg, "check-config", str(config)], capture_output=True, text=True, check=False, env=env
+    )
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert check.stderr.count("\n") == 1
+    assert words in check.stderr
+    run = subprocess.run(
+        [tg, "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env=env,
+    )
+    assert (run.returncode, run.stderr) == (2, check.stderr)
+    assert not (tmp_path / "st").exists()  # refused before anything was created
+
+
+def test_check_config_accepts_what_run_needs_and_says_which_file(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("AKLIVE\n")
+    (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "totp").write_text(pyotp.random_base32(32) + "\n")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f"{_alpaca('live', LIVE_URL)}[kill]\ntotp_secret_file = 'totp'\n"
+        f"admin_code_hash = '{hash_code('correct-horse')}'\n[strategies.s1]\n"
+    )
+    tg = str(VENV_BIN / "tradeguard")
+    env = {k: v for k, v in os.environ.items() if k != "TRADEGUARD_CONFIG"}
+    ok = subprocess.run(
+        [tg, "check-config", str(config)], capture_output=True, text=True, check=False, env=env
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == f"{config}: valid (1 strategies)\n"
+    # Without F: --config (before or after the command), then $TRADEGUARD_CONFIG.
+    for argv, extra in (
+        (["--config", str(config), "check-config"], {}),
+        (["check-config", "--config", str(config)], {}),
+        (["check-config"], {"TRADEGUARD_CONFIG": str(config)}),
+    ):
+        out = subprocess.run(
+            [tg, *argv], capture_output=True, text=True, check=False, env={**env, **extra}
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == f"{config}: valid (1 strategies)\n"
+    defaults = subprocess.run(
+        [tg, "check-config"], capture_output=True, text=True, check=False, env=env, cwd=tmp_path
+    )
+    assert defaults.stdout == "built-in defaults: valid (1 strategies)\n"

@@ -1,0 +1,158 @@
+"""Everything ``run`` would refuse at start, checked without starting anything.
+
+``tradeguard check-config`` and ``tradeguard run`` both call :func:`check_setup`,
+so a config that ``check-config`` calls valid is one that ``run`` accepts:
+beyond the types and cross-key rules of :mod:`daemon.config`, it reads every
+file the config names (secrets, certificates), checks the trading mode against
+the endpoint and the key (:func:`daemon.broker_mode.check_mode`) and looks at
+the state path. It neither connects nor binds, so it also passes while the
+daemon it describes is running. Secrets are read, never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from urllib.parse import urlsplit
+
+from daemon.admin_code import AdminCodeVerifier, check_hash_format
+from daemon.broker_mode import check_mode
+from daemon.config import Config, read_secret, resolve_path
+from daemon.embedded_broker import find_mosquitto
+from daemon.errors import ConfigError, EmbeddedBrokerError
+
+SIM_URL = "http://127.0.0.1"
+"""What the mode check sees for the built-in venue: a loopback paper endpoint."""
+
+
+def check_setup(config: Config) -> None:
+    """Check what start-up needs beyond a well-typed config.
+
+    Args:
+        config: a config that :func:`daemon.config.parse_config` accepted.
+
+    Raises:
+        ConfigError: naming the key whose value or file is unusable.
+        BrokerError: the trading mode disagrees with the endpoint or the key id.
+    """
+    _check_mqtt(config)
+    _check_broker(config)
+    _check_kill(config)
+    _check_state(config)
+    if config.metrics.enabled:
+        _check_bind_host(config.metrics.host, key="metrics.host")
+
+
+def _check_mqtt(config: Config) -> None:
+    mqtt = config.mqtt
+    if mqtt.password_file:
+        read_secret(config, mqtt.password_file, key="mqtt.password_file")
+    if mqtt.is_embedded:
+        if mqtt.tls:
+            raise ConfigError(
+                "mqtt.tls: the embedded mosquitto listens without TLS on loopback; "
+                "set mqtt.host to a TLS broker, or tls = false"
+            )
+        if mqtt.mosquitto_binary is not None:
+            try:
+                find_mosquitto(str(resolve_path(config, mqtt.mosquitto_binary)))
+            except EmbeddedBrokerError as exc:
+                raise ConfigError(
+                    f"mqtt.mosquitto_binary: {mqtt.mosquitto_binary} is not an executable file"
+                ) from exc
+    elif mqtt.port == 0:
+        raise ConfigError("mqtt.port: 0 (any free port) only works with the embedded mosquitto")
+    if mqtt.tls:
+        _check_tls(config)
+
+
+def _check_tls(config: Config) -> None:
+    mqtt = config.mqtt
+    ca = str(resolve_path(config, mqtt.ca_file)) if mqtt.ca_file else None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"mqtt.ca_file: cannot load {ca}: {_why(exc)}") from exc
+    if mqtt.key_file and not mqtt.cert_file:
+        raise ConfigError("mqtt.key_file: needs mqtt.cert_file (the client certificate)")
+    if mqtt.cert_file:
+        cert = str(resolve_path(config, mqtt.cert_file))
+        key = str(resolve_path(config, mqtt.key_file)) if mqtt.key_file else None
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            keys = "mqtt.cert_file / mqtt.key_file" if key else "mqtt.cert_file"
+            raise ConfigError(f"{keys}: cannot load the client certificate: {_why(exc)}") from exc
+
+
+def _check_broker(config: Config) -> None:
+    broker = config.broker
+    if broker.kind == "sim":
+        check_mode(mode=broker.mode, url=SIM_URL, key_id="", kind="sim")
+        _check_bind_host(broker.sim.host, key="broker.sim.host")
+        return
+    # parse_config has made sure that kind "alpaca" names all four.
+    assert broker.url is not None
+    assert broker.stream_url is not None
+    assert broker.key_id_file is not None
+    assert broker.secret_key_file is not None
+    _check_url(broker.url, key="broker.url", schemes=("http", "https"))
+    _check_url(broker.stream_url, key="broker.stream_url", schemes=("ws", "wss"))
+    if broker.data_url is not None:
+        _check_url(broker.data_url, key="broker.data_url", schemes=("http", "https"))
+    key_id = read_secret(config, broker.key_id_file, key="broker.key_id_file")
+    read_secret(config, broker.secret_key_file, key="broker.secret_key_file")
+    check_mode(mode=broker.mode, url=broker.url.rstrip("/"), key_id=key_id, kind=broker.kind)
+
+
+def _check_url(url: str, *, key: str, schemes: tuple[str, ...]) -> None:
+    try:
+        parts = urlsplit(url)
+        _port = parts.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {url!r} is not a URL: {exc}") from exc
+    if parts.scheme not in schemes or not parts.hostname:
+        wanted = " or ".join(f"{scheme}://HOST" for scheme in schemes)
+        raise ConfigError(f"{key}: {url!r} is not a {wanted} URL")
+
+
+def _check_kill(config: Config) -> None:
+    kill = config.kill
+    if kill.admin_code_hash is not None:
+        check_hash_format(kill.admin_code_hash)
+    if kill.totp_secret_file:
+        secret = read_secret(config, kill.totp_secret_file, key="kill.totp_secret_file")
+        AdminCodeVerifier(totp_secret=secret, code_hash=None)  # refuses what it cannot use
+
+
+def _check_state(config: Config) -> None:
+    """The journal's file can be created (or opened for writing) by this user."""
+    path = resolve_path(config, config.state.path)
+    if path.is_dir():
+        raise ConfigError(f"state.path: {path} is a folder; name the journal file in it")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise ConfigError(f"state.path: {path} cannot be read and written by this user")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"state.path: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"state.path: this user cannot write in {folder}")
+
+
+def _check_bind_host(host: str, *, key: str) -> None:
+    """A listening address must resolve (binding itself is left to start-up)."""
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"{key}: cannot listen on {host!r}: {_why(exc)}") from exc
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
