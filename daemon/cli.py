@@ -34,6 +34,8 @@ EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_USAGE = 2
 EXIT_DENIED = 3
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, as a shell reports it."""
 
 
 MAX_TEXT = 200
@@ -95,6 +97,12 @@ def _text(limit: int) -> Callable[[str], str]:
     return check
 
 
+def _key(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 _strategy_id = _matching(STRATEGY_ID_PATTERN, "a strategy id (1-32 of [A-Za-z0-9_-])")
 _intent_id = _matching(INTENT_ID_PATTERN, "an intent id (1-64 of [A-Za-z0-9._:-])")
 _short_text = _text(MAX_TEXT)
@@ -133,8 +141,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8790)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", choices=["always-open", "us-equities"], default="always-open")
-    p.add_argument("--key-id", default=None)
-    p.add_argument("--secret-key", default=None)
+    p.add_argument("--key-id", default=None, type=_key)
+    p.add_argument("--secret-key", default=None, type=_key)
     p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
     p.add_argument(
         "--rate-limit", type=_at_least_one, default=200, help="requests per minute per key"
@@ -223,7 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         return _fail(str(_first_leaf(matched)), EXIT_FAIL)
     except KeyboardInterrupt:
-        return EXIT_OK
+        # Ctrl-C is how `run` and `sim` are meant to stop; for the others it is not a success
+        # (an interrupted `kill` has not been confirmed).
+        return EXIT_OK if args.command in ("run", "sim") else EXIT_INTERRUPTED
 
 
 def _first_leaf(error: BaseException) -> BaseException:
@@ -236,6 +246,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "check-config":
         return _check_config(args.file or args.config)
+    # Loaded first even for the commands below that need none: a bad --config is bad input.
+    given = load_config(args.config) if args.config is not None else None
     if command == "schema":
         from protocol.codec import json_schema  # noqa: PLC0415  # keep start-up light
 
@@ -247,7 +259,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _totp_setup(Path(args.output), args.account)
     if command == "sim":
         return _sim(args)
-    config = load_config(args.config)
+    config = given or load_config(None)
     if command == "run":
         return _run(config)
     if command == "doctor":

@@ -7,6 +7,7 @@ import secrets
 import sqlite3
 import sys
 import time
+from contextlib import closing
 from typing import Any
 
 import anyio
@@ -215,8 +216,11 @@ def _read_journal(config: Config, sql: str, params: tuple[Any, ...] = ()) -> lis
         path.with_name(path.name + "-wal").exists() and path.with_name(path.name + "-shm").exists()
     )
     uri = f"file:{path}?mode=ro" if live else f"file:{path}?mode=ro&immutable=1"
-    with sqlite3.connect(uri, uri=True) as db:
-        return db.execute(sql, params).fetchall()
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            return db.execute(sql, params).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read the journal {path}: {exc}") from exc
 
 
 def orders(config: Config, *, strategy_id: str | None, limit: int, as_json: bool) -> int:

@@ -131,6 +131,9 @@ def test_run_refuses_a_mode_that_disagrees(
         (["sim", "--cash", "nan"], "argument --cash"),
         (["sim", "--cash", "inf"], "argument --cash"),
         (["sim", "--rate-limit", "0"], "argument --rate-limit"),
+        (["sim", "--key-id", "", "--secret-key", ""], "argument --key-id: must not be empty"),
+        (["schema", "--config", "/no/such/file.toml"], "cannot read config file"),
+        (["--config", "/no/such/file.toml", "hash-code"], "cannot read config file"),
         (["orders", "--limit", "0"], "argument --limit"),
         (["orders", "--strategy", "no such"], "argument --strategy"),
         (["demo-strategy", "--rounds", "-3"], "argument --rounds"),
@@ -270,6 +273,25 @@ def test_journal_commands_read_the_config_given_anywhere(tmp_path: Path) -> None
     )
     assert out.returncode == 2
     assert "no journal at tradeguard-state/state.db" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [(b"not a database at all", "file is not a database"), (b"", "no such table")],
+)
+def test_an_unreadable_journal_is_one_line_and_exit_2(
+    tmp_path: Path, content: bytes, words: str
+) -> None:
+    (tmp_path / "state.db").write_bytes(content)
+    config = tmp_path / "c.toml"
+    config.write_text('[state]\npath = "state.db"\n')
+    for command in ("orders", "positions"):
+        out = subprocess.run(
+            [TG, command, "--config", str(config)], capture_output=True, text=True, check=False
+        )
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.count("\n") == 1
+        assert f"cannot read the journal {tmp_path / 'state.db'}: {words}" in out.stderr
 
 
 @pytest.mark.anyio
