@@ -54,13 +54,15 @@ def _check_mqtt(config: Config) -> None:
                 "mqtt.tls: the embedded mosquitto listens without TLS on loopback; "
                 "set mqtt.host to a TLS broker, or tls = false"
             )
-        if mqtt.mosquitto_binary is not None:
-            try:
-                find_mosquitto(str(resolve_path(config, mqtt.mosquitto_binary)))
-            except EmbeddedBrokerError as exc:
+        try:
+            find_mosquitto(mqtt.mosquitto_binary)  # as the daemon looks it up
+        except EmbeddedBrokerError as exc:
+            if mqtt.mosquitto_binary is not None:
                 raise ConfigError(
                     f"mqtt.mosquitto_binary: {mqtt.mosquitto_binary} is not an executable file"
                 ) from exc
+            key = "mqtt.embedded" if mqtt.embedded else "mqtt.host"
+            raise ConfigError(f"{key}: the daemon runs its own mosquitto, but {exc}") from exc
     elif mqtt.port == 0:
         raise ConfigError("mqtt.port: 0 (any free port) only works with the embedded mosquitto")
     if mqtt.tls:
