@@ -635,6 +635,8 @@ class MatchingEngine:
         for name, value in changes.items():
             if name not in DEFAULT_CONFIGURATIONS:
                 raise invalid(f"unknown configuration: {name!r}")
+            if value is None:
+                continue  # alpaca-py sends its unset optional fields as null
             choices = _CONFIGURATION_CHOICES.get(name)
             if choices is not None:
                 if isinstance(value, bool) or value not in choices:

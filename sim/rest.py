@@ -60,6 +60,9 @@ RATE_WINDOW_S = 60.0
 RATE_LIMITED = 42910000
 PCT_STEP = Decimal("0.000001")
 CALENDAR_DEFAULT_SPAN = timedelta(days=365)
+CALENDAR_FIRST_DAY = date(2015, 1, 1)
+CALENDAR_MAX_AHEAD = timedelta(days=2 * 365)
+HISTORY_MAX_DAYS = 30 * 365
 ACTIVITY_PAGE_SIZE = 100
 _PERIOD = re.compile(r"^([1-9][0-9]{0,3})(D|W|M|A)$")
 _PERIOD_DAYS = {"D": 1, "W": 7, "M": 30, "A": 365}
@@ -296,6 +299,11 @@ class TradingApi:
         date_type = request.query.get("date_type", "TRADING")
         if date_type not in {"TRADING", "SETTLEMENT"}:
             raise invalid(f"invalid date_type: {date_type!r}")
+        # The calendar is known from 2015 to a few years ahead; nothing exists outside.
+        start = max(start, CALENDAR_FIRST_DAY)
+        end = min(end, today + CALENDAR_MAX_AHEAD)
+        if start > end:
+            return json_response([])
         clock = self._venue.clock
         sessions = clock.sessions(start - timedelta(days=7), end + timedelta(days=7))
         body: list[dict[str, Any]] = []
@@ -382,7 +390,8 @@ class TradingApi:
         if match is None:
             raise invalid(f"invalid period: {period!r}")
         now = self._venue.clock.now()
-        start = now - timedelta(days=int(match.group(1)) * _PERIOD_DAYS[match.group(2)])
+        days = min(int(match.group(1)) * _PERIOD_DAYS[match.group(2)], HISTORY_MAX_DAYS)
+        start = now - timedelta(days=days)
         end = _parse_time(query.get("end"), "end") or now
         if query.get("start") is not None:
             start = _parse_time(query.get("start"), "start") or start

@@ -119,7 +119,9 @@ def parse_order_request(body: object) -> OrderSpec:
     """
     if not isinstance(body, dict):
         raise invalid("request body must be a JSON object")
-    order_class = body.get("order_class") or "simple"
+    order_class = body.get("order_class")
+    if order_class is None or order_class == "":
+        order_class = "simple"
     if not isinstance(order_class, str) or order_class not in get_args(OrderClassName):
         raise invalid(f"invalid order_class: {order_class!r}")
     take_profit = _leg(body, "take_profit", ("limit_price",))
