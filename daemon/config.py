@@ -59,7 +59,7 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     host: str = "127.0.0.1"
     port: PortOrZero = 8790
     seed: int = 0
-    clock: Literal["always-open", "us-equities"] = "always-open"
+    clock: Literal["always-open", "us-equities"] = "us-equities"
     starting_cash: PositiveFloat = 100_000.0
 
 

@@ -203,6 +203,8 @@ class Daemon:
                     clock=settings.clock,
                     starting_cash=settings.starting_cash,
                     rate_limit_per_min=max(200, int(broker.rate_limit_per_min) + 10),
+                    # The paper account lives beside the journal, so both survive restarts.
+                    state_path=str(self.state_path.parent / "paper-venue.db"),
                 )
             )
             url = await root.start(self.venue.run)

@@ -204,7 +204,8 @@ def base_tables(
         },
         "state": {"path": str(state_dir / "state.db")},
         "daemon": {"shutdown_timeout_s": 5.0},
-        "broker.sim": {"port": 0},
+        # Daemon tests trade at any hour: hold the embedded venue's market open.
+        "broker.sim": {"port": 0, "clock": "always-open"},
     }
     for sid, values in (strategies or {"s1": {}}).items():
         tables[f"strategies.{sid}"] = {"allocation": 0.2, **values}
