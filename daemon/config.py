@@ -244,9 +244,33 @@ def _check_semantics(config: Config) -> None:
     for index, trigger in enumerate(config.kill.triggers):
         if trigger.scope == "strategy" and trigger.strategy_id is None:
             raise ConfigError(f"kill.triggers[{index}].strategy_id: required for scope 'strategy'")
+        _check_topic_filter(trigger.topic, key=f"kill.triggers[{index}].topic")
+    ha = config.homeassistant
+    _check_topic_name(ha.discovery_prefix, key="homeassistant.discovery_prefix")
+    _check_topic_name(ha.node_id, key="homeassistant.node_id", levels=False)
     total = sum(s.allocation for s in config.strategies.values())
     if total > 1.0 + 1e-9:
         raise ConfigError(f"strategies: allocations add up to {total:.2f}, more than 1.0")
+
+
+def _check_topic_filter(topic: str, *, key: str) -> None:
+    """An MQTT topic filter: ``+`` and ``#`` only as whole levels, ``#`` only last."""
+    levels = topic.split("/")
+    for position, level in enumerate(levels):
+        if ("+" in level and level != "+") or ("#" in level and level != "#"):
+            raise ConfigError(f"{key}: {topic!r}: + and # must be a whole topic level")
+        if level == "#" and position != len(levels) - 1:
+            raise ConfigError(f"{key}: {topic!r}: # is only allowed as the last level")
+    if "\0" in topic:
+        raise ConfigError(f"{key}: a topic cannot contain a NUL character")
+
+
+def _check_topic_name(value: str, *, key: str, levels: bool = True) -> None:
+    """Part of a topic the daemon publishes to: no wildcards (and no ``/`` where one level)."""
+    forbidden = "+#\0" if levels else "+#/\0"
+    if not value or any(char in value for char in forbidden):
+        shown = " ".join(repr(c) for c in forbidden if c != "\0")
+        raise ConfigError(f"{key}: {value!r} must be non-empty, without {shown}")
 
 
 def parse_config(text: str | bytes, *, source: str | None = None) -> Config:

@@ -34,6 +34,10 @@ from daemon.errors import ConfigError, SecretError
             "allocations add up",
         ),
         ("not toml at all ===", "not valid TOML"),
+        ("[[kill.triggers]]\ntopic = 'a/#/b'", "kill.triggers[0].topic: 'a/#/b': # is only"),
+        ("[[kill.triggers]]\ntopic = 'a/b+'", "kill.triggers[0].topic: 'a/b+': + and #"),
+        ("[homeassistant]\ndiscovery_prefix = 'ha/#'", "homeassistant.discovery_prefix"),
+        ("[homeassistant]\nnode_id = 'a/b'", "homeassistant.node_id"),
     ],
 )
 def test_errors_name_the_key(text: str, message: str) -> None:
