@@ -6,7 +6,8 @@ Every route answers JSON; a bad request gets 400 ``{"message": ...}``.
 ``GET /_sim/state``        account, positions, open orders, quotes, clock, faults
 ``POST /_sim/reset``       fresh account, prices, clock and faults (same seed)
 ``POST /_sim/tick``        ``{"n": 1}``: advance prices n ticks, matching after each
-``POST /_sim/clock``       ``{"advance_s": 86400}``: jump the clock; due orders expire
+``POST /_sim/clock``       ``{"advance_s": 86400}`` or ``{"at": "2027-03-08T09:30:00-05:00"}``:
+                           jump the clock forward; due orders expire, queued ones open
 ``POST /_sim/price``       ``{"symbol": "AAPL", "price": 150.0, "drift": -0.01,
                            "volatility": 0.0, "spread_bps": 5}`` (all but symbol optional)
 ``POST /_sim/faults``      arm faults, any subset of:
@@ -25,6 +26,7 @@ Routes are named ``"METHOD /path/template"`` (see :mod:`sim.faults`); ``"*"`` is
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -48,7 +50,8 @@ class _Tick(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class _Clock(msgspec.Struct, forbid_unknown_fields=True):
-    advance_s: float
+    advance_s: float | None = None
+    at: datetime | None = None
 
 
 class _Price(msgspec.Struct, forbid_unknown_fields=True):
@@ -152,7 +155,15 @@ class ControlApi:
     async def clock(self, request: web.Request) -> dict[str, Any]:
         """``POST /_sim/clock``."""
         body, _ = await _decode(request, _Clock)
-        self._venue.advance_clock(body.advance_s)
+        if (body.advance_s is None) == (body.at is None):
+            raise ControlRequestError("give exactly one of advance_s, at")
+        if body.at is not None:
+            if body.at.tzinfo is None:
+                raise ControlRequestError("at needs a UTC offset")
+            self._venue.set_time(body.at)
+        else:
+            assert body.advance_s is not None
+            self._venue.advance_clock(body.advance_s)
         return self._venue.snapshot()
 
     async def price(self, request: web.Request) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
+import requests
 from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
 from alpaca.trading.models import Calendar
 from alpaca.trading.requests import GetCalendarRequest, LimitOrderRequest, MarketOrderRequest
@@ -271,3 +272,18 @@ def test_prices_are_frozen_outside_sessions_sizes_vary_and_the_seed_fixes_the_pa
     other = PriceModel(SimConfig(seed=6), clock.now)
     other.tick()
     assert other.quote("AAPL").mid != paths[0][0][0]
+
+
+async def test_the_control_api_moves_the_clock_to_a_moment() -> None:
+    session = _next_full_session()
+    async with running_venue(fast_config(clock="us-equities", control_enabled=True)) as venue:
+        url = f"{venue.base_url}/_sim/clock"
+        at = _at(session.day, 17).isoformat()
+        moved = await rest(requests.post, url, json={"at": at}, timeout=5)
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["session_phase"] == "post"
+        both = await rest(requests.post, url, json={"at": at, "advance_s": 1}, timeout=5)
+        assert both.status_code == 400
+        backwards = await rest(requests.post, url, json={"at": _at(session.day, 9).isoformat()})
+        assert backwards.status_code == 400
+        assert "forward" in backwards.json()["message"]
