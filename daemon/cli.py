@@ -226,20 +226,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except BaseExceptionGroup as group:
         # anyio task groups wrap errors; a tradeguard error inside is still one line.
-        matched, _rest = group.split(TradeguardError)
-        if matched is None:
+        error = _leaf(group, TradeguardError)
+        if error is None:
             raise
-        return _fail(str(_first_leaf(matched)), EXIT_FAIL)
+        return _fail(str(error), EXIT_FAIL)
     except KeyboardInterrupt:
         # Ctrl-C is how `run` and `sim` are meant to stop; for the others it is not a success
         # (an interrupted `kill` has not been confirmed).
         return EXIT_OK if args.command in ("run", "sim") else EXIT_INTERRUPTED
-
-
-def _first_leaf(error: BaseException) -> BaseException:
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
 
 
 def _dispatch(args: argparse.Namespace) -> int:
