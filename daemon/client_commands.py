@@ -16,6 +16,7 @@ import msgspec
 from daemon.config import Config, resolve_path
 from daemon.errors import BrokerConnectionError, JournalError
 from daemon.mqtt_session import MqttLink
+from daemon.preflight import check_mqtt_login
 from daemon.wiring import mqtt_endpoint
 from protocol.codec import decode_json, encode
 from protocol.messages import AuditRecord, Disengage, Engage, KillState
@@ -34,6 +35,7 @@ _audit = msgspec.json.Decoder(AuditRecord)
 
 
 def _link(config: Config) -> MqttLink:
+    check_mqtt_login(config)
     return MqttLink(mqtt_endpoint(config))
 
 
@@ -322,6 +324,7 @@ def demo_strategy(config: Config, *, strategy_id: str, rounds: int) -> int:
     from protocol.client import StrategyClient, StrategyClientError  # noqa: PLC0415
     from protocol.messages import Accepted, OrderIntent  # noqa: PLC0415
 
+    check_mqtt_login(config)
     endpoint = mqtt_endpoint(config)
     symbols = ["AAPL", "MSFT", "SPY"]
     run = secrets.token_hex(3)

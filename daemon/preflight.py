@@ -44,10 +44,25 @@ def check_setup(config: Config) -> None:
         _check_bind_host(config.metrics.host, key="metrics.host")
 
 
-def _check_mqtt(config: Config) -> None:
+def check_mqtt_login(config: Config) -> None:
+    """Check what any MQTT client of this config needs: the password and TLS files.
+
+    The CLI's client commands call this before connecting, so that an unreadable
+    certificate is one line naming the key.
+
+    Raises:
+        ConfigError: naming the key whose file is unusable.
+    """
     mqtt = config.mqtt
     if mqtt.password_file:
         read_secret(config, mqtt.password_file, key="mqtt.password_file")
+    if mqtt.tls:
+        _check_tls(config)
+
+
+def _check_mqtt(config: Config) -> None:
+    mqtt = config.mqtt
+    check_mqtt_login(config)
     if mqtt.is_embedded:
         if mqtt.tls:
             raise ConfigError(
@@ -65,8 +80,6 @@ def _check_mqtt(config: Config) -> None:
             raise ConfigError(f"{key}: the daemon runs its own mosquitto, but {exc}") from exc
     elif mqtt.port == 0:
         raise ConfigError("mqtt.port: 0 (any free port) only works with the embedded mosquitto")
-    if mqtt.tls:
-        _check_tls(config)
 
 
 def _check_tls(config: Config) -> None:
@@ -153,6 +166,8 @@ def _check_bind_host(host: str, *, key: str) -> None:
 
 
 def _why(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):  # an OSError whose errno is OpenSSL's, not the OS's
+        return f"{exc.library}: {exc.reason}" if exc.reason else str(exc)
     if isinstance(exc, OSError) and exc.errno and not isinstance(exc, socket.gaierror):
         return os.strerror(exc.errno)
     if isinstance(exc, OSError) and exc.strerror:

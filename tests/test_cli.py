@@ -294,6 +294,29 @@ def test_an_unreadable_journal_is_one_line_and_exit_2(
         assert f"cannot read the journal {tmp_path / 'state.db'}: {words}" in out.stderr
 
 
+def test_client_commands_check_the_mqtt_login_files_first(tmp_path: Path) -> None:
+    (tmp_path / "not-a-cert.pem").write_text("garbage\n")
+    cases = {
+        "ca_file = 'absent.pem'": "mqtt.ca_file: cannot load",
+        "cert_file = 'not-a-cert.pem'": "mqtt.cert_file: cannot load the client certificate",
+        "password_file = 'absent'": "mqtt.password_file: file 'absent' not found",
+    }
+    for line, words in cases.items():
+        config = tmp_path / "c.toml"
+        config.write_text(f"[mqtt]\nhost = '127.0.0.1'\nport = 1\ntls = true\n{line}\n")
+        for command in (["kill"], ["status"], ["pause", "--strategy", "s1"], ["demo-strategy"]):
+            out = subprocess.run(
+                [TG, *command, "--config", str(config)],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
+            assert out.returncode == 2, (command, out.stderr)
+            assert out.stderr.count("\n") == 1, out.stderr
+            assert words in out.stderr
+
+
 @pytest.mark.anyio
 async def test_kill_honours_config_before_the_command(
     mosquitto: Mosquitto, prefix: str, tmp_path: Path

@@ -157,6 +157,7 @@ LIVE_URL = "https://api.alpaca.markets"
         ('[mqtt]\nhost = "127.0.0.1"\npassword_file = "absent"\n', "mqtt.password_file: file"),
         ('[mqtt]\nhost = "127.0.0.1"\ntls = true\nca_file = "absent"\n', "mqtt.ca_file:"),
         ('[mqtt]\nhost = "127.0.0.1"\ntls = true\ncert_file = "key"\n', "mqtt.cert_file:"),
+        ('[mqtt]\nhost = "127.0.0.1"\ntls = true\nca_file = "key"\n', "mqtt.ca_file: cannot load"),
         ("[mqtt]\ntls = true\n", "mqtt.tls: the embedded mosquitto"),
         ('[mqtt]\nmosquitto_binary = "absent"\n', "mqtt.mosquitto_binary:"),
         ('[mqtt]\nhost = "127.0.0.1"\nport = 0\n', "mqtt.port:"),
