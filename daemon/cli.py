@@ -46,7 +46,7 @@ MAX_CODE = 128
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, exit 2."""
-        self.exit(EXIT_USAGE, f"tradeguard: error: {message}\n")
+        self.exit(EXIT_USAGE, f"tradeguard: error: {_one_line(message)}\n")
 
 
 def _port(text: str) -> int:
@@ -213,8 +213,13 @@ def _add_admin_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"tradeguard: error: {message}", file=sys.stderr)
+    print(f"tradeguard: error: {_one_line(message)}", file=sys.stderr)
     return code
+
+
+def _one_line(message: str) -> str:
+    """An error is one line even when it quotes a value holding a line break."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

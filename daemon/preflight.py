@@ -78,6 +78,8 @@ def _check_mqtt(config: Config) -> None:
                 ) from exc
             key = "mqtt.embedded" if mqtt.embedded else "mqtt.host"
             raise ConfigError(f"{key}: the daemon runs its own mosquitto, but {exc}") from exc
+    elif not (mqtt.host or "").strip():
+        raise ConfigError("mqtt.host: empty (omit it for the embedded mosquitto)")
     elif mqtt.port == 0:
         raise ConfigError("mqtt.port: 0 (any free port) only works with the embedded mosquitto")
 

@@ -146,6 +146,8 @@ def test_run_refuses_a_mode_that_disagrees(
         (["status", "--config", "/no/such/file.toml"], "cannot read config file"),
         (["check-config", "/"], "cannot read config file /"),
         (["frobnicate"], "invalid choice"),
+        (["kill", "--strategy", "s1\nx"], "argument --strategy: 's1\\nx' is not"),
+        (["status", "--config", "new\nline.toml"], "cannot read config file new\\nline.toml"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path, argv: list[str], words: str) -> None:

@@ -161,6 +161,7 @@ LIVE_URL = "https://api.alpaca.markets"
         ("[mqtt]\ntls = true\n", "mqtt.tls: the embedded mosquitto"),
         ('[mqtt]\nmosquitto_binary = "absent"\n', "mqtt.mosquitto_binary:"),
         ('[mqtt]\nhost = "127.0.0.1"\nport = 0\n', "mqtt.port:"),
+        ('[mqtt]\nhost = " "\n', "mqtt.host: empty"),
         ('[state]\npath = "."\n', "state.path:"),
         ('[metrics]\nenabled = true\nhost = "no-such-host.invalid"\n', "metrics.host:"),
         ('[broker.sim]\nhost = "no-such-host.invalid"\n', "broker.sim.host:"),
