@@ -64,6 +64,7 @@ WAIT_S = 10.0
 def fast_config(**overrides: Any) -> SimConfig:
     """A venue config for tests: free port, quick ticks, no random partial fills."""
     settings: dict[str, Any] = {
+        "clock": "always-open",  # tests run at any hour: hold the market open unless asked
         "port": 0,
         "tick_interval_s": 0.05,
         "fill_delay_s": 0.0,
