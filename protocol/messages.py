@@ -9,6 +9,7 @@ live in ``__post_init__``; msgspec turns the ``ValueError`` they raise into a
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
@@ -46,9 +47,13 @@ __all__ = [
     "SwitchState",
 ]
 
-STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}$"
-INTENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
-SYMBOL_PATTERN = r"^[A-Z0-9./]{1,12}$"
+# ``(?!\n)$``: a bare ``$`` also matches before a trailing newline in Python, so
+# ``"AAPL\n"`` would pass. The lookahead keeps the patterns valid JSON Schema (ECMA 262).
+STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}(?!\n)$"
+INTENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}(?!\n)$"
+SYMBOL_PATTERN = r"^[A-Z0-9./]{1,12}(?!\n)$"
+MAX_QTY_DECIMALS = 9
+"""Alpaca accepts quantities with at most 9 decimal places."""
 
 StrategyId = Annotated[str, Meta(pattern=STRATEGY_ID_PATTERN, description="1-32 of [A-Za-z0-9_-]")]
 IntentId = Annotated[str, Meta(pattern=INTENT_ID_PATTERN, description="1-64 of [A-Za-z0-9._:-]")]
@@ -91,6 +96,12 @@ def _require_finite(**values: float | None) -> None:
             raise ValueError(f"`{name}` must be a finite number")
 
 
+def decimals(value: float) -> int:
+    """Decimal places of a float as written (its shortest round-trip form)."""
+    exponent = Decimal(repr(value)).as_tuple().exponent
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
 # --------------------------------------------------------------------------- intents (§3)
 
 
@@ -123,6 +134,8 @@ class OrderIntent(_Inbound, tag="order", frozen=True):
         )
         if (self.qty is None) == (self.notional is None):
             raise ValueError("exactly one of `qty` or `notional` is required")
+        if self.qty is not None and decimals(self.qty) > MAX_QTY_DECIMALS:
+            raise ValueError(f"`qty` has more than {MAX_QTY_DECIMALS} decimal places")
         if self.notional is not None and self.order_type != "market":
             raise ValueError("`notional` is only allowed with order_type `market`")
         if self.order_type in ("limit", "stop_limit") and self.limit_price is None:
@@ -143,8 +156,12 @@ class CancelIntent(_Inbound, tag="cancel", frozen=True):
 
 
 class CancelAllIntent(_Inbound, tag="cancel_all", frozen=True):
-    """Cancel every open order of the strategy."""
+    """Cancel every open order of the strategy.
 
+    ``intent_id`` is optional (an addition): when given, the decision echoes it.
+    """
+
+    intent_id: IntentId | None = None
     ts: float | None = None
 
 
@@ -162,12 +179,19 @@ class Reason(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Accepted(_Outbound, tag="accepted", frozen=True):
-    """The intent passed every check and was journaled."""
+    """The intent passed every check and was journaled.
 
-    intent_id: str
-    client_order_id: str
+    For an order ``intent_id`` and ``client_order_id`` are always set. A
+    ``cancel_all`` is answered with ``client_order_id`` null, its own optional
+    ``intent_id`` and ``cancelling``, the number of open orders it asked the
+    broker to cancel (0 when nothing was open).
+    """
+
+    intent_id: str | None
+    client_order_id: str | None
     ts: float
     duplicate: bool = False
+    cancelling: int | None = None
 
 
 class Rejected(_Outbound, tag="rejected", frozen=True):
@@ -324,6 +348,10 @@ class SwitchState(msgspec.Struct, frozen=True, kw_only=True):
     since: float | None = None
     reason: str | None = None
     source: str | None = None
+    settled: bool | None = None
+    """While engaged: False from the engage until every POST that was in flight has
+    returned and the scope's open orders are cancelled, then True. None when released
+    (or not known since a restart)."""
 
 
 class KillState(msgspec.Struct, frozen=True, kw_only=True):

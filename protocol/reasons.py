@@ -38,3 +38,7 @@ class ReasonCode(StrEnum):
     # Added to the contract's set (extension, CONTRACT §4 allows new codes):
     TRADING_HALTED = "TRADING_HALTED"
     """A fail-closed actor (kill switch, risk, journal) died: nothing trades until restart."""
+    OVERLOADED = "OVERLOADED"
+    """The strategy's intake is full (CONTRACT §11): nothing was decided, re-send later."""
+    BROKER_BUSY = "BROKER_BUSY"
+    """The order could not reach the broker within ``broker.submit_deadline_s`` (§11)."""

@@ -62,13 +62,20 @@ class Topics:
         return f"{self._strategy}{strategy_id}/state"
 
     def subscriptions(self) -> list[str]:
-        """Topic filters the daemon subscribes to."""
-        return [
-            f"{self._strategy}+/intent",
-            f"{self._strategy}+/heartbeat",
-            self.kill_command,
-            self.approval_command,
-        ]
+        """Every topic filter the daemon subscribes to (data and control plane)."""
+        return [*self.data_subscriptions(), *self.control_subscriptions()]
+
+    def data_subscriptions(self) -> list[str]:
+        """Filters of the data-plane connection: intents only."""
+        return [f"{self._strategy}+/intent"]
+
+    def control_subscriptions(self) -> list[str]:
+        """Filters of the control-plane connection: commands and heartbeats.
+
+        They get a connection of their own because the broker queues per
+        connection: a backlog of intents can then never delay a kill command.
+        """
+        return [f"{self._strategy}+/heartbeat", self.kill_command, self.approval_command]
 
     def parse(self, topic: str) -> ParsedTopic | None:
         """Classify an inbound topic; ``None`` for anything that is not ours.
