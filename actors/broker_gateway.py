@@ -68,6 +68,7 @@ from daemon.channels import (
     CancelOrder,
     FlattenNow,
     KillChanged,
+    KillSettled,
     OrderUpdate,
     SubmitOrder,
 )
@@ -97,6 +98,14 @@ STATUS_MAP: Final[dict[str, OrderStatus]] = {
     "rejected": "rejected",
 }
 FINAL: Final = frozenset({"filled", "cancelled", "rejected", "expired"})
+
+EXPIRY_SWEEP_S: Final = 0.25
+"""How often queued orders are checked against their deadline."""
+ORDER_SHARE_OF_RATE: Final = 0.75
+"""Share of the rate limit the admission estimate counts on for orders; the rest is
+left for account polls (3 requests every ``broker.account_poll_s``), reconciles and
+look-ups."""
+EXPIRED_MARK: Final = "\x00expired"
 
 QUOTE_TIMEOUT_S: Final = 2.0
 """A quote older than this is of no use to a decision anyway."""
@@ -155,6 +164,11 @@ class TokenBucket:
         self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
+    def tokens(self) -> float:
+        """Tokens available now."""
+        self._refill()
+        return self._tokens
+
     async def acquire(self, *, urgent: bool = False) -> None:
         """Take one token, waiting as needed. Urgent callers (cancels) go first."""
         if urgent:
@@ -184,6 +198,12 @@ class _Outcome:
     NOT_FOUND = "not_found"
     UNKNOWN = "unknown"
     BLOCKED = "blocked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class _Blocked:
+    detail: str
 
 
 @dataclass
@@ -289,6 +309,7 @@ class BrokerGateway(Actor):
         on_status: Callable[[BrokerStatus], None],
         on_external: Callable[[str, str], None],
         halt: TradingHalt,
+        settlements: MemoryObjectSendStream[KillSettled] | None = None,
         request_timeout_s: float = 10.0,
         rate_limit_per_min: float = 190.0,
         reconcile_interval_s: float = 60.0,
@@ -317,6 +338,7 @@ class BrokerGateway(Actor):
         self._tracked: dict[str, TrackedOrder] = dict(tracked)
         self._on_status = on_status
         self._on_external = on_external
+        self._settlements = settlements
         self._timeout = request_timeout_s
         self.bucket = TokenBucket(rate_limit_per_min)
         self._reconcile_interval_s = reconcile_interval_s
@@ -342,6 +364,9 @@ class BrokerGateway(Actor):
         self.stream_connects = 0
         self.broker_errors = 0
         self.posts = 0
+        self.expired = 0
+        self.gate_passes: deque[tuple[float, str]] = deque(maxlen=1024)
+        """(time, client_order_id) of the most recent POSTs that passed the last gate check."""
         self.external: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
@@ -413,14 +438,19 @@ class BrokerGateway(Actor):
     ) -> _Result:
         """Run one REST call in a worker thread through the bucket; classify the outcome.
 
-        ``precheck`` runs after the token is granted, right before the request leaves:
-        the kill gate is checked there, not before a wait for the bucket.
+        ``precheck`` runs after the token is granted, in the worker thread right before
+        the request leaves: the kill gate is checked there, not before a wait for the
+        bucket or for a thread. It reads plain attributes only (safe from a thread).
         """
         await self.bucket.acquire(urgent=urgent)
-        if precheck is not None and (blocked := precheck()) is not None:
-            return _Result(_Outcome.BLOCKED, detail=blocked)
+
+        def checked() -> Any:
+            if precheck is not None and (blocked := precheck()) is not None:
+                return _Blocked(blocked)
+            return fn()
+
         try:
-            body = await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+            body = await anyio.to_thread.run_sync(checked, limiter=self._limiter)
         except APIError as exc:
             status = _status_code(exc)
             code = _error_code(exc)
@@ -436,6 +466,8 @@ class BrokerGateway(Actor):
         except (requests.RequestException, OSError) as exc:
             self.broker_errors += 1
             return _Result(_Outcome.UNKNOWN, detail=f"{type(exc).__name__}: {exc}")
+        if isinstance(body, _Blocked):
+            return _Result(_Outcome.BLOCKED, detail=body.detail)
         self._set_connected(connected=True)
         return _Result(_Outcome.OK, body=body)
 
@@ -461,6 +493,7 @@ class BrokerGateway(Actor):
             tracked.broker_order_id = update.broker_order_id
         if update.status in FINAL:
             del self._tracked[update.client_order_id]
+            self._cancel_requested.discard(update.client_order_id)
         await self._updates[sid].send(update)
 
     # ------------------------------------------------------------------ actor body
@@ -478,6 +511,7 @@ class BrokerGateway(Actor):
             tg.start_soon(self._run_stream)
             tg.start_soon(self._reconcile_loop)
             tg.start_soon(self._poll_account)
+            tg.start_soon(self._expire_queued)
 
     async def _feed_submissions(self) -> None:
         async for job in self._submissions:
@@ -504,8 +538,9 @@ class BrokerGateway(Actor):
             await self._jobs.acquire()
             if self._cancel_q:
                 await self._cancel(self._cancel_q.popleft())
-            else:
+            elif self._submit_q:
                 await self._submit(self._submit_q.popleft())
+            # else: the job was settled while queued (engage or expiry): nothing to do
 
     # ------------------------------------------------------------------ submission
 
@@ -529,29 +564,18 @@ class BrokerGateway(Actor):
         attempts = 0
         backoff = 0.1
         while True:
-            blocked = self._blocked(job)
-            if blocked is not None:
-                if attempts and await self._adopt_if_present(job.client_order_id):
-                    return
-                await self._emit(
-                    OrderUpdate(
-                        client_order_id=job.client_order_id, status="cancelled", detail=blocked
-                    )
-                )
+            # Checked before the wait for a token (no token spent on a dead order) and
+            # again after it, right before the request leaves (``precheck``).
+            if await self._settled_unsent(job, attempts=attempts):
                 return
-            if attempts == 0:
-                await self._emit(
-                    OrderUpdate(client_order_id=job.client_order_id, status="submitted")
-                )
+            first = attempts == 0
             attempts += 1
-            self._inflight_posts += 1
-            self._posts_idle = anyio.Event() if self._inflight_posts == 1 else self._posts_idle
-            try:
-                result = await self._call(lambda: client.submit_order(request))
-            finally:
-                self._inflight_posts -= 1
-                if self._inflight_posts == 0:
-                    self._posts_idle.set()
+            result = await self._post(job, lambda: client.submit_order(request), first=first)
+            if result.outcome == _Outcome.BLOCKED:
+                continue  # the top of the loop settles it (cancelled)
+            if result.outcome == _Outcome.EXPIRED:
+                await self._expire(job)
+                return
             self.posts += 1
             if result.outcome == _Outcome.OK:
                 await self._emit(order_update(result.body, "rest"))
@@ -595,6 +619,55 @@ class BrokerGateway(Actor):
             self._set_connected(connected=False, detail=result.detail)
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
+
+    async def _settled_unsent(self, job: SubmitOrder, *, attempts: int) -> bool:
+        """Settle ``job`` if it may not be sent now (gate closed or deadline passed)."""
+        blocked = self._blocked(job)
+        if blocked is None:
+            if attempts == 0 and self._late(job):
+                await self._expire(job)
+                return True
+            return False
+        if attempts and await self._adopt_if_present(job.client_order_id):
+            return True
+        await self._emit(
+            OrderUpdate(client_order_id=job.client_order_id, status="cancelled", detail=blocked)
+        )
+        return True
+
+    def _late(self, job: SubmitOrder) -> bool:
+        return not job.bypass_gate and time.time() > job.accepted_at + self._deadline_s
+
+    async def _post(self, job: SubmitOrder, fn: Callable[[], Any], *, first: bool) -> _Result:
+        """One POST of ``job``: through the bucket, with the last gate check right before it.
+
+        The last check runs in the HTTP thread itself, immediately before the request
+        is written: an engage (which closes the gate on the event loop) either comes
+        first, and the order is not sent, or the request was already leaving.
+        """
+
+        def last_check() -> str | None:
+            if (blocked := self._blocked(job)) is not None:
+                return blocked
+            if first and self._late(job):
+                return EXPIRED_MARK
+            self.gate_passes.append((time.time(), job.client_order_id))
+            return None
+
+        if first:
+            await self._emit(OrderUpdate(client_order_id=job.client_order_id, status="submitted"))
+        self._inflight_posts += 1
+        if self._inflight_posts == 1:
+            self._posts_idle = anyio.Event()
+        try:
+            result = await self._call(fn, precheck=last_check)
+        finally:
+            self._inflight_posts -= 1
+            if self._inflight_posts == 0:
+                self._posts_idle.set()
+        if result.outcome == _Outcome.BLOCKED and result.detail == EXPIRED_MARK:
+            return _Result(_Outcome.EXPIRED)
+        return result
 
     async def _adopt_if_present(self, client_order_id: str, *, until: float | None = None) -> bool:
         """Look the order up until the broker answers; adopt it if it exists."""
@@ -660,6 +733,8 @@ class BrokerGateway(Actor):
         """No POST after the engage: wait for in-flight ones, cancel the scope, flatten."""
         assert self._client is not None
         client = self._client
+        dropped = await self._drop_blocked_submissions()
+        inflight = self._inflight_posts
         await self.wait_posts_idle()
         if change.strategy_id is None:
             for attempt in range(20):
@@ -671,10 +746,78 @@ class BrokerGateway(Actor):
         else:
             await self._cancel_open_of(change.strategy_id)
         self._reconcile_now.set()
+        if self._settlements is not None:
+            await self._settlements.send(
+                KillSettled(
+                    strategy_id=change.strategy_id,
+                    detail=f"{inflight} POSTs in flight at the engage have returned; "
+                    f"{dropped} queued orders dropped unsent; open orders cancelled",
+                )
+            )
         if change.flatten:
             targets = [change.strategy_id] if change.strategy_id else list(self._updates)
             for sid in targets:
                 await self._updates[sid].send(FlattenNow(strategy_id=sid))
+
+    async def _drop_blocked_submissions(self) -> int:
+        """Settle every queued order the gate now blocks: it is cancelled, never sent."""
+        keep: deque[SubmitOrder] = deque()
+        dropped: list[tuple[SubmitOrder, str]] = []
+        for job in self._submit_q:
+            blocked = self._blocked(job)
+            if blocked is None:
+                keep.append(job)
+            else:
+                dropped.append((job, blocked))
+        self._submit_q = keep
+        for job, blocked in dropped:
+            await self._emit(
+                OrderUpdate(client_order_id=job.client_order_id, status="cancelled", detail=blocked)
+            )
+        return len(dropped)
+
+    async def _expire_queued(self) -> None:
+        """Orders still queued at their deadline end ``expired``: never sent late."""
+        while True:
+            await anyio.sleep(EXPIRY_SWEEP_S)
+            now = time.time()
+            late = [j for j in self._submit_q if now > j.accepted_at + self._deadline_s]
+            if not late:
+                continue
+            self._submit_q = deque(j for j in self._submit_q if j not in late)
+            for job in late:
+                await self._expire(job)
+
+    async def _expire(self, job: SubmitOrder) -> None:
+        self.expired += 1
+        log.warning("order.expired_unsent", client_order_id=job.client_order_id)
+        await self._emit(
+            OrderUpdate(
+                client_order_id=job.client_order_id,
+                status="expired",
+                detail=f"BROKER_BUSY: not sent within broker.submit_deadline_s "
+                f"({self._deadline_s:g} s); never sent",
+            )
+        )
+
+    def expected_submit_wait_s(self, extra: int = 0) -> float:
+        """When a new order would leave for the broker, in seconds from now (estimate).
+
+        Counts the orders and cancels queued ahead, ``extra`` more (accepted but not yet
+        handed over), the tokens in the bucket and its refill rate less a share kept for
+        polls and reconciles. The order managers refuse an order with ``BROKER_BUSY`` when
+        this passes the deadline.
+        """
+        ahead = len(self._submit_q) + len(self._cancel_q) + extra + 1
+        short = ahead - self.bucket.tokens()
+        if short <= 0:
+            return 0.0
+        return short / (self.bucket.rate * ORDER_SHARE_OF_RATE)
+
+    @property
+    def submit_deadline_s(self) -> float:
+        """How long an accepted order may wait to be sent."""
+        return self._deadline_s
 
     async def _cancel_open_of(self, strategy_id: str) -> None:
         for coid, tracked in list(self._tracked.items()):

@@ -26,6 +26,7 @@ from daemon.channels import (
     Heartbeat,
     InboundKillCommand,
     KillChanged,
+    KillSettled,
     Publish,
     TriggerPress,
 )
@@ -53,6 +54,8 @@ GLOBAL: Final = "global"
 PAUSE_PREFIX: Final = "pause:"
 """Pauses are kept beside the switches (a strategy id never contains a colon)."""
 _TOTP_META_KEY: Final = "kill.last_totp_step"
+PRIVILEGED_QUEUE: Final = 256
+"""Commands waiting for a code check; more are refused (and audited) at once."""
 
 
 class KillGate:
@@ -138,7 +141,7 @@ class KillSwitchAuthority(Actor):
         trigger_configs: Sequence[TriggerConfig] = (),
         heartbeat_timeouts: Mapping[str, float] | None = None,
         home_assistant: HomeAssistantDiscovery | None = None,
-        post_barrier: Callable[[], Awaitable[None]] | None = None,
+        settlements: MemoryObjectReceiveStream[KillSettled] | None = None,
         reset_circuit: Callable[[str | None], Awaitable[str]] | None = None,
         approvals: Mapping[str, Callable[[ApprovalDecision], Awaitable[None]]] | None = None,
         halt: TradingHalt,
@@ -158,7 +161,13 @@ class KillSwitchAuthority(Actor):
         self._trigger_configs = trigger_configs
         self._timeouts = dict(heartbeat_timeouts or {})
         self._ha = home_assistant
-        self._post_barrier = post_barrier
+        self._settlements = settlements
+        # Privileged commands (code checks: scrypt, ~0.1 s) run one at a time on their
+        # own task, so an engage never waits behind one.
+        self._privileged_send, self._privileged_receive = anyio.create_memory_object_stream[
+            InboundKillCommand
+        ](PRIVILEGED_QUEUE)
+        self._engages: dict[str, int] = {}
         self._reset_circuit = reset_circuit
         self._approvals = dict(approvals or {})
         self._lock = anyio.Lock()
@@ -173,11 +182,68 @@ class KillSwitchAuthority(Actor):
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._consume_heartbeats)
             tg.start_soon(self._consume_triggers)
+            tg.start_soon(self._consume_privileged)
+            if self._settlements is not None:
+                tg.start_soon(self._consume_settlements)
             if self._timeouts:
                 tg.start_soon(self._dead_man)
             async for inbound in self._commands:
-                await self._handle_command(inbound)
+                await self._route_command(inbound)
             tg.cancel_scope.cancel()
+
+    async def _route_command(self, inbound: InboundKillCommand) -> None:
+        """Engage at once; queue commands that need a code check for their own task."""
+        match inbound.command:
+            case Disengage() | Resume() | ResetCircuit() | Approve() | Deny() as command:
+                try:
+                    self._privileged_send.send_nowait(inbound)
+                except anyio.WouldBlock:
+                    kind, strategy_id = (
+                        ("kill.disengage", command.strategy_id)
+                        if isinstance(command, Disengage)
+                        else _describe(command)
+                    )
+                    await self._audit(
+                        AuditRecord(
+                            type=kind,
+                            ok=False,
+                            ts=time.time(),
+                            strategy_id=strategy_id,
+                            source=command.source or inbound.origin,
+                            detail=f"denied: more than {PRIVILEGED_QUEUE} privileged commands "
+                            "waiting; try again",
+                        )
+                    )
+            case _:
+                await self._handle_command(inbound)
+
+    async def _consume_privileged(self) -> None:
+        async for inbound in self._privileged_receive:
+            await self._handle_command(inbound)
+
+    async def _consume_settlements(self) -> None:
+        """The gateway reports that an engage has settled: POSTs returned, orders cancelled."""
+        assert self._settlements is not None
+        async for settled in self._settlements:
+            key = settled.strategy_id or GLOBAL
+            async with self._lock:
+                current = self.gate.switch(key)
+                if not current.engaged or current.settled:
+                    continue
+                record = AuditRecord(
+                    type="kill.settled",
+                    ok=True,
+                    scope="strategy" if settled.strategy_id else GLOBAL,
+                    strategy_id=settled.strategy_id,
+                    source="broker_gateway",
+                    detail=settled.detail,
+                    ts=time.time(),
+                )
+                await self._journal.write(audit_row(record), urgent=True)
+                self.gate._set(key, msgspec.structs.replace(current, settled=True))  # noqa: SLF001  # the only writer
+                log.warning("kill.settled", scope=record.scope, strategy_id=settled.strategy_id)
+                await self._publish_state()
+                await self._publish_audit(record)
 
     # ------------------------------------------------------------------ commands
 
@@ -228,8 +294,21 @@ class KillSwitchAuthority(Actor):
             False when refused (unknown strategy), else True.
         """
         scope = "strategy" if strategy_id else GLOBAL
+        key = strategy_id or GLOBAL
+        now = time.time()
+        known = strategy_id is None or strategy_id in self._strategies
+        if known and not self.gate.switch(key).engaged:
+            # The gate closes before anything else, with no await in between: from here on
+            # no order of the scope passes a gate check (the gateway checks right before
+            # every POST). Journaling and publishing follow; a crash before the journal
+            # commit loses an engage that was never confirmed, nothing more.
+            self.gate._set(  # noqa: SLF001  # the authority is the gate's only writer
+                key,
+                SwitchState(engaged=True, since=now, reason=reason, source=source, settled=False),
+            )
+        if known:
+            self._engages[key] = self._engages.get(key, 0) + 1
         async with self._lock:
-            now = time.time()
             if strategy_id is not None and strategy_id not in self._strategies:
                 await self._audit(
                     AuditRecord(
@@ -243,14 +322,16 @@ class KillSwitchAuthority(Actor):
                     )
                 )
                 return False
-            key = strategy_id or GLOBAL
             current = self.gate.switch(key)
+            fresh = current.since == now and current.source == source
             state = (
                 current
                 if current.engaged
-                else SwitchState(engaged=True, since=now, reason=reason, source=source)
+                else SwitchState(
+                    engaged=True, since=now, reason=reason, source=source, settled=False
+                )
             )
-            detail = "already engaged" if current.engaged else f"engaged: {reason}"
+            detail = "already engaged" if current.engaged and not fresh else f"engaged: {reason}"
             if flatten:
                 detail += " (flatten)"
             record = AuditRecord(
@@ -262,11 +343,8 @@ class KillSwitchAuthority(Actor):
                 detail=detail,
                 ts=now,
             )
-            await self._journal.write(_switch_row(key, state), audit_row(record))
+            await self._journal.write(_switch_row(key, state), audit_row(record), urgent=True)
             self.gate._set(key, state)  # noqa: SLF001  # the authority is the gate's only writer
-            if self._post_barrier is not None:
-                # An order already on its way to the broker lands before we say "engaged".
-                await self._post_barrier()
             log.warning(
                 "kill.engaged",
                 scope=scope,
@@ -275,8 +353,8 @@ class KillSwitchAuthority(Actor):
                 source=source,
                 flatten=flatten,
             )
-            await self._publish_audit(record)
             await self._publish_state()
+            await self._publish_audit(record)
             change = KillChanged(
                 strategy_id=strategy_id, engaged=True, flatten=flatten, reason=reason
             )
@@ -289,18 +367,34 @@ class KillSwitchAuthority(Actor):
     ) -> bool:
         """Release a switch if ``code`` is a valid admin code. Every attempt is audited."""
         scope = "strategy" if strategy_id else GLOBAL
+        key = strategy_id or GLOBAL
+        engages_before = self._engages.get(key, 0) + self._engages.get(GLOBAL, 0)
+        now = time.time()
+        authorised = await self._authorise(
+            code,
+            kind="kill.disengage",
+            strategy_id=strategy_id,
+            source=source,
+            operator=operator,
+            now=now,
+        )
+        if authorised is None:
+            return False
         async with self._lock:
-            now = time.time()
-            key = strategy_id or GLOBAL
-            authorised = await self._authorise(
-                code,
-                kind="kill.disengage",
-                strategy_id=strategy_id,
-                source=source,
-                operator=operator,
-                now=now,
-            )
-            if authorised is None:
+            if self._engages.get(key, 0) + self._engages.get(GLOBAL, 0) != engages_before:
+                # An engage arrived while the code was being checked: the later command wins.
+                await self._audit(
+                    AuditRecord(
+                        type="kill.disengage",
+                        ok=False,
+                        scope=scope,
+                        strategy_id=strategy_id,
+                        source=source,
+                        operator=operator,
+                        detail="not released: an engage arrived while the code was checked",
+                        ts=now,
+                    )
+                )
                 return False
             verdict, writes = authorised
             was = self.gate.switch(key)
@@ -317,7 +411,7 @@ class KillSwitchAuthority(Actor):
                 ts=now,
             )
             writes += [_switch_row(key, SwitchState()), audit_row(record)]
-            await self._journal.write(*writes)
+            await self._journal.write(*writes, urgent=True)
             self.gate._set(key, SwitchState())  # noqa: SLF001  # the authority is the only writer
             if strategy_id in self._last_heartbeat:
                 self._last_heartbeat[strategy_id] = time.monotonic()
@@ -380,7 +474,8 @@ class KillSwitchAuthority(Actor):
             The verdict and the writes that must go with the effect (the used TOTP step),
             or None when refused.
         """
-        verdict = self._verifier.verify(code)
+        # scrypt costs ~0.1 s: off the event loop, so intents and engages keep flowing.
+        verdict = await anyio.to_thread.run_sync(self._verifier.verify, code)
         if verdict.ok and strategy_id is not None and strategy_id not in self._strategies:
             verdict = msgspec.structs.replace(
                 verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
@@ -400,7 +495,7 @@ class KillSwitchAuthority(Actor):
             detail=f"denied: {verdict.detail}",
             ts=now,
         )
-        await self._journal.write(*writes, audit_row(record))
+        await self._journal.write(*writes, audit_row(record), urgent=True)
         log.warning(
             "admin.denied",
             type=kind,
@@ -416,25 +511,25 @@ class KillSwitchAuthority(Actor):
         self, command: Resume | ResetCircuit | Approve | Deny, origin: str
     ) -> bool:
         """Commands that need an admin code: resume, circuit reset, approve and deny."""
+        now = time.time()
+        source = command.source or origin
+        kind, strategy_id = _describe(command)
+        scope = "strategy" if strategy_id else GLOBAL
+        if isinstance(command, ResetCircuit) and self._reset_circuit is None:
+            code: str | None = None  # nothing to reset: refused like a wrong code
+        else:
+            code = command.code
+        authorised = await self._authorise(
+            code,
+            kind=kind,
+            strategy_id=strategy_id,
+            source=source,
+            operator=command.operator,
+            now=now,
+        )
+        if authorised is None:
+            return False
         async with self._lock:
-            now = time.time()
-            source = command.source or origin
-            kind, strategy_id = _describe(command)
-            scope = "strategy" if strategy_id else GLOBAL
-            if isinstance(command, ResetCircuit) and self._reset_circuit is None:
-                code: str | None = None  # nothing to reset: refused like a wrong code
-            else:
-                code = command.code
-            authorised = await self._authorise(
-                code,
-                kind=kind,
-                strategy_id=strategy_id,
-                source=source,
-                operator=command.operator,
-                now=now,
-            )
-            if authorised is None:
-                return False
             verdict, writes = authorised
             record = AuditRecord(
                 type=kind,
@@ -448,7 +543,7 @@ class KillSwitchAuthority(Actor):
             )
             if isinstance(command, Resume):
                 writes.append(_switch_row(PAUSE_PREFIX + command.strategy_id, SwitchState()))
-            await self._journal.write(*writes, audit_row(record))
+            await self._journal.write(*writes, audit_row(record), urgent=True)
             await self._apply_privileged(command)
             await self._publish_audit(record)
             return True
@@ -518,8 +613,14 @@ class KillSwitchAuthority(Actor):
                 code = press.payload.decode("utf-8").strip()
             except UnicodeDecodeError:
                 code = None
-            await self.disengage(
-                strategy_id=None, code=code, operator="homeassistant", source="homeassistant"
+            await self._route_command(
+                InboundKillCommand(
+                    command=Disengage(
+                        scope="global", code=code, operator="homeassistant", source="homeassistant"
+                    ),
+                    origin="homeassistant",
+                    received_at=press.received_at,
+                )
             )
 
     async def _ha_approval(self, press: TriggerPress) -> None:
@@ -557,7 +658,11 @@ class KillSwitchAuthority(Actor):
                 )
             )
             return
-        await self._privileged(command, "homeassistant")
+        await self._route_command(
+            InboundKillCommand(
+                command=command, origin="homeassistant", received_at=press.received_at
+            )
+        )
 
     # ------------------------------------------------------------------ dead-man
 
@@ -601,7 +706,7 @@ class KillSwitchAuthority(Actor):
         )
 
     async def _audit(self, record: AuditRecord) -> None:
-        await self._journal.write(audit_row(record))
+        await self._journal.write(audit_row(record), urgent=True)
         await self._publish_audit(record)
 
     async def _publish_audit(self, record: AuditRecord) -> None:

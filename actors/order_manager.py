@@ -89,6 +89,8 @@ TRANSITIONS: Final[dict[OrderStatus, frozenset[OrderStatus]]] = {
 """Allowed next statuses. Staying in a state is allowed where the fill can grow."""
 
 _EPS: Final = 1e-9
+ADMISSION_MARGIN: Final = 0.8
+"""An order is admitted only if its POST is expected within this share of the deadline."""
 _decision_decoder = msgspec.json.Decoder(Accepted | Rejected)
 _intent_decoder = msgspec.json.Decoder(OrderIntent)
 
@@ -238,6 +240,8 @@ class OrderManager(Actor):
         refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None,
         approval_timeout_s: float = 120.0,
         metrics: Metrics | None = None,
+        admission: Callable[[int], float] | None = None,
+        submit_deadline_s: float = 30.0,
     ) -> None:
         """Wire the manager; ``book`` is this strategy's journaled state."""
         super().__init__(f"order_manager.{strategy_id}", halt=halt)
@@ -266,6 +270,8 @@ class OrderManager(Actor):
         self._refresh_quotes = refresh_quotes
         self._metrics = metrics
         self._approval_timeout_s = approval_timeout_s
+        self._admission = admission
+        self._submit_deadline_s = submit_deadline_s
         self._parked: dict[str, tuple[OrderIntent, float]] = {}
         self._parked_changed = anyio.Event()
         self._state_dirty = anyio.Event()
@@ -327,8 +333,18 @@ class OrderManager(Actor):
         if isinstance(intent, CancelIntent):
             await self._cancel_intent(intent.intent_id)
             return
-        for order in list(self._open.values()):
+        orders = list(self._open.values())
+        for order in orders:
             await self._request_cancel(order)
+        # One decision, even with nothing open: the strategy knows it was heard.
+        await self._send_event(
+            Accepted(
+                intent_id=intent.intent_id,
+                client_order_id=None,
+                cancelling=len(orders),
+                ts=time.time(),
+            )
+        )
 
     async def _commit(
         self, writes: list[Write], answers: list[bytes], submissions: list[SubmitOrder]
@@ -369,6 +385,9 @@ class OrderManager(Actor):
         reasons = self._guardian.evaluate(
             self.strategy_id, intent, now, view, received_at=received_at
         )
+        busy = self._broker_busy(pending=len(submissions))
+        if busy is not None:
+            reasons = [*reasons, busy]
         if reasons:
             self._reject(intent, reasons, now, writes, answers)
             return
@@ -377,6 +396,23 @@ class OrderManager(Actor):
             self._park(intent, notional, now)
             return
         self._accept(intent, now, writes, answers, submissions)
+
+    def _broker_busy(self, *, pending: int) -> Reason | None:
+        """``BROKER_BUSY`` when the queue ahead would push the POST past the deadline.
+
+        Better a clear no now than an order sent late, or one that expires unsent.
+        """
+        if self._admission is None:
+            return None
+        wait = self._admission(pending)
+        if wait <= self._submit_deadline_s * ADMISSION_MARGIN:
+            return None
+        return Reason(
+            code=ReasonCode.BROKER_BUSY,
+            message=f"the broker queue would hold this order about {wait:.0f} s "
+            f"(broker.submit_deadline_s {self._submit_deadline_s:g} s, at the broker's rate "
+            "limit): re-send later",
+        )
 
     def _reject(
         self,
@@ -928,8 +964,11 @@ def _journaled_order(reader: sqlite3.Connection, sid: str, intent_id: str) -> Or
     )
 
 
-RECENT_DECISIONS: Final = 100_000
-RECENT_FINAL_ORDERS: Final = 10_000
+RECENT_DECISIONS: Final = 2_000
+"""Decisions kept in memory per strategy: re-sends come within seconds. Older repeats are
+answered from the journal's primary key (one indexed read), so memory stays flat."""
+RECENT_FINAL_ORDERS: Final = 1_000
+"""Finished orders kept in memory per strategy; the journal keeps them all."""
 
 
 def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, StrategyBook]:

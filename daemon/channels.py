@@ -96,6 +96,17 @@ class KillChanged(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
 
 
+class KillSettled(msgspec.Struct, frozen=True, kw_only=True):
+    """From the gateway: an engage has settled.
+
+    Every POST that was in flight when the gate closed has returned, and the scope's
+    open orders have been cancelled (or the cancel request was sent).
+    """
+
+    strategy_id: str | None
+    detail: str
+
+
 class SubmitOrder(msgspec.Struct, frozen=True, kw_only=True):
     """An accepted (journaled) order for the gateway to send.
 

@@ -37,6 +37,10 @@ class MqttConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     username: str | None = None
     password_file: str | None = None
     client_id: Annotated[str, Meta(min_length=1, max_length=64)] = "tradeguard-daemon"
+    control_username: str | None = None
+    """The control plane's login; default ``<username>-control`` (when ``username`` is set)."""
+    control_password_file: str | None = None
+    """The control plane's password; default ``password_file``."""
     keepalive_s: Annotated[int, Meta(ge=2, le=600)] = 10
     session_expiry_s: Annotated[int, Meta(ge=0)] = 3600
     tls: bool = False

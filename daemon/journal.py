@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -19,10 +20,8 @@ from typing import Any, Final
 import anyio
 import msgspec
 import structlog
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daemon.actor import Actor, TradingHalt
-from daemon.channels import receive_batch
 from daemon.errors import JournalError
 
 log = structlog.get_logger(__name__)
@@ -158,53 +157,95 @@ def set_meta(key: str, value: str) -> Write:
 class JournalWriter(Actor):
     """Owns the journal at run time and commits writes in groups.
 
-    Inputs: write requests through :meth:`write` (a bounded channel).
+    Inputs: write requests through :meth:`write`; ``urgent`` ones (kill-switch and
+    other control-plane changes) jump the queue and are committed in a transaction
+    of their own, so an engage waits for at most the one commit in progress, never
+    for a backlog of intents.
     Outputs: durable rows; each waiter is released after its group's COMMIT.
-    Edge cases: a failed commit fails every waiter of that group with
-    :class:`JournalError` and halts trading (fail-closed: nothing may take
-    effect that is not journaled).
+    Edge cases: the normal lane is bounded (a writer behind makes its callers wait);
+    a group holds at most ``group_limit`` requests so every commit stays short; a
+    failed commit fails every waiter of that group with :class:`JournalError` and
+    halts trading (fail-closed: nothing may take effect that is not journaled).
     """
 
     fail_closed = True
 
-    def __init__(self, journal: Journal, *, halt: TradingHalt, size: int = 4096) -> None:
-        """Create the request channel (owned here: only ``write`` feeds it)."""
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        halt: TradingHalt,
+        size: int = 4096,
+        group_limit: int = 512,
+    ) -> None:
+        """Create the two lanes (owned here: only ``write`` feeds them)."""
         super().__init__("journal", halt=halt)
         self.journal = journal
-        send, receive = anyio.create_memory_object_stream[_Request](size)
-        self._requests: MemoryObjectSendStream[_Request] = send
-        self._pending: MemoryObjectReceiveStream[_Request] = receive
+        self._normal: deque[_Request] = deque()
+        self._urgent: deque[_Request] = deque()
+        self._space = anyio.Semaphore(size)
+        self._wake = anyio.Event()
+        self._closed = False
+        self._group_limit = group_limit
         self.commits = 0
         self.commit_seconds_total = 0.0
 
-    async def write(self, *writes: Write) -> None:
+    async def write(self, *writes: Write, urgent: bool = False) -> None:
         """Queue ``writes`` and return once they are durable.
 
         Raises:
-            JournalError: if the commit failed.
+            JournalError: if the commit failed, or the writer has stopped.
         """
+        if self._closed:
+            raise JournalError("journal writer has stopped")
         request = _Request(writes)
-        await self._requests.send(request)
+        if urgent:
+            self._urgent.append(request)
+        else:
+            await self._space.acquire()
+            self._normal.append(request)
+        self._wake.set()
         await request.done.wait()
         if request.error is not None:
             raise JournalError("journal commit failed") from request.error
 
     def close_input(self) -> None:
         """No more writes will come: the writer finishes what is queued and returns."""
-        self._requests.close()
+        self._closed = True
+        self._wake.set()
 
     async def _run(self) -> None:
-        while (batch := await receive_batch(self._pending, limit=4096)) is not None:
-            writes = [w for request in batch for w in request.writes]
-            started = time.perf_counter()
+        while True:
+            if self._urgent:
+                batch = list(self._urgent)
+                self._urgent.clear()
+                normal = 0
+            elif self._normal:
+                normal = min(len(self._normal), self._group_limit)
+                batch = [self._normal.popleft() for _ in range(normal)]
+            elif self._closed:
+                return
+            else:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
             try:
-                await anyio.to_thread.run_sync(self.journal.commit, writes)
-            except JournalError as exc:
-                for request in batch:
-                    request.error = exc
-                    request.done.set()
-                raise
-            self.commits += 1
-            self.commit_seconds_total += time.perf_counter() - started
+                await self._commit(batch)
+            finally:
+                for _ in range(normal):
+                    self._space.release()
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        writes = [w for request in batch for w in request.writes]
+        started = time.perf_counter()
+        try:
+            await anyio.to_thread.run_sync(self.journal.commit, writes)
+        except JournalError as exc:
             for request in batch:
+                request.error = exc
                 request.done.set()
+            raise
+        self.commits += 1
+        self.commit_seconds_total += time.perf_counter() - started
+        for request in batch:
+            request.done.set()

@@ -41,6 +41,7 @@ from daemon.channels import (
     InboundIntent,
     InboundKillCommand,
     KillChanged,
+    KillSettled,
     OrderUpdate,
     Publish,
     SubmitOrder,
@@ -59,7 +60,24 @@ from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 
-ENGAGE_REPORT_WAIT_S = 2.0
+
+def control_endpoint(config: Config, data: MqttEndpoint) -> MqttEndpoint:
+    """The control plane's identity: its own client id and (with a secured broker) login.
+
+    Brokers that derive client ids from logins (the shipped mosquitto) need a second
+    login for the second connection: ``mqtt.control_username``, by default
+    ``<username>-control``, with ``mqtt.control_password_file`` or the same password.
+    """
+    mqtt = config.mqtt
+    username = mqtt.control_username or (f"{mqtt.username}-control" if mqtt.username else None)
+    password = (
+        read_secret(config, mqtt.control_password_file, key="mqtt.control_password_file")
+        if mqtt.control_password_file
+        else data.password
+    )
+    return data.with_identity(
+        client_id=f"{data.client_id}-control", username=username, password=password
+    )
 
 
 def mqtt_endpoint(
@@ -248,6 +266,8 @@ class Daemon:
         size = config.daemon.inbox_size
         strategies = frozenset(config.strategies)
         outbound = Channel[Publish](size * 4)
+        control_outbound = Channel[Publish](1024)
+        settlements = Channel[KillSettled](64)
         kill_commands = Channel[InboundKillCommand](64)
         heartbeats = Channel[Heartbeat](256)
         triggers = Channel[TriggerPress](64)
@@ -266,7 +286,7 @@ class Daemon:
             records=audit_records.receiver,
             submit=audit_records.sender,
             journal=writer,
-            outbound=outbound.sender.clone(),
+            outbound=control_outbound.sender.clone(),
             topics=self.topics,
             halt=self.halt,
         )
@@ -297,7 +317,7 @@ class Daemon:
             commands=kill_commands.receiver,
             heartbeats=heartbeats.receiver,
             triggers=triggers.receiver,
-            outbound=outbound.sender.clone(),
+            outbound=control_outbound.sender.clone(),
             listeners=[gateway_kill.sender.send, *(c.sender.send for c in kill_changes.values())],
             approvals={sid: c.sender.send for sid, c in kill_changes.items()},
             reset_circuit=guardian.reset_circuit,
@@ -308,7 +328,7 @@ class Daemon:
                 if s.heartbeat_timeout_s is not None
             },
             home_assistant=ha,
-            post_barrier=self._wait_posts_idle,
+            settlements=settlements.receiver,
             halt=self.halt,
         )
 
@@ -352,6 +372,7 @@ class Daemon:
             on_status=guardian.on_broker_status,
             on_external=external_order,
             halt=self.halt,
+            settlements=settlements.sender,
             request_timeout_s=broker.request_timeout_s,
             rate_limit_per_min=broker.rate_limit_per_min,
             reconcile_interval_s=broker.reconcile_interval_s,
@@ -378,16 +399,21 @@ class Daemon:
                 refresh_quotes=self._quote_refresher(gateway),
                 metrics=self.metrics,
                 approval_timeout_s=config.strategies[sid].approval_timeout_s,
+                admission=gateway.expected_submit_wait_s,
+                submit_deadline_s=broker.submit_deadline_s,
             )
             for sid in strategies
         }
         guardian.quotes = gateway.quotes
         guardian.books = dict(managers)
+        data_endpoint = mqtt_endpoint(config, port=mqtt_port)
         session = MqttSession(
-            endpoint=mqtt_endpoint(config, port=mqtt_port),
+            endpoint=data_endpoint,
+            control_endpoint=control_endpoint(config, data_endpoint),
             topics=self.topics,
             strategies=strategies,
             outbound=outbound.receiver,
+            control_outbound=control_outbound.receiver,
             loopback=outbound.sender.clone(),
             intents={sid: c.sender for sid, c in intents.items()},
             kill_commands=kill_commands.sender,
@@ -427,6 +453,7 @@ class Daemon:
                 services.cancel_scope.cancel()
             # Every actor's outbound clone is closed now; the session drains, says offline, leaves.
             outbound.sender.close()
+            control_outbound.sender.close()
             session._loopback.close()  # noqa: SLF001
             kill_commands.sender.close()
             writer.close_input()
@@ -465,22 +492,12 @@ class Daemon:
 
         return refresh
 
-    async def _wait_posts_idle(self) -> None:
-        """Let orders already on their way land before the engage is reported, briefly.
-
-        A hung broker must not delay the phone's confirmation for long: the gate is
-        already closed, and the gateway cancels whatever those POSTs create once they
-        return (and every reconcile cancels open orders of an engaged scope).
-        """
-        if self.gateway is not None:
-            with anyio.move_on_after(ENGAGE_REPORT_WAIT_S):
-                await self.gateway.wait_posts_idle()
-
     async def _announce_ready(self, session: MqttSession) -> None:
         assert self.gateway is not None
         self.notifier.status("reconciling with the broker")
         await self.gateway.recovered.wait()
         await session.connected.wait()
+        await session.control_connected.wait()
         line = (
             f"tradeguard {self.version} ready: mqtt 127.0.0.1:{self.mqtt_port}"
             if self.config.mqtt.is_embedded
@@ -493,6 +510,7 @@ class Daemon:
         if self.demo_code_file is not None:
             line += f"; admin code in {self.demo_code_file}"
         self.notifier.ready(line)
+        session.mark_ready()
         self.ready.set()
         log.info("daemon.ready", mqtt_port=self.mqtt_port, prefix=self.topics.prefix)
         if self._announce is not None:

@@ -313,7 +313,7 @@ def trading_tables(
         "data_url": venue_url,
         "key_id_file": str(state_dir / "key_id"),
         "secret_key_file": str(state_dir / "secret_key"),
-        "rate_limit_per_min": 1_000_000.0,
+        # Alpaca's real limit (the daemon's default, 190/min): a test that lifts it says why.
         "request_timeout_s": 2.0,
         **(broker_overrides or {}),
     }
@@ -334,6 +334,26 @@ def trading_tables(
         if "allocation" not in values:
             tables[f"strategies.{sid}"]["allocation"] = 1.0 / max(1, len(strategies))
     return tables
+
+
+VENUE_LATENCY_S = 0.010
+VENUE_JITTER_S = 0.020
+"""Every venue request waits 10-30 ms, in random order: roughly a trading box's round
+trip to Alpaca. Tests run against this unless they say why not."""
+
+
+def realistic_venue(**overrides: Any) -> Any:
+    """A paper venue config with Alpaca's rate limit (200/min) and latency with jitter."""
+    from sim_harness import fast_config  # noqa: PLC0415  # sim only where a test wants it
+
+    settings: dict[str, Any] = {
+        "clock": "always-open",  # tests run at any hour: the market is held open
+        "base_latency_s": VENUE_LATENCY_S,
+        "latency_jitter_s": VENUE_JITTER_S,
+        "rate_limit_per_min": 200,
+        **overrides,
+    }
+    return fast_config(**settings)
 
 
 async def poll_until(
