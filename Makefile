@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench deps mosquitto test-tools clean
+.PHONY: run test test-stress lint bench soak deps mosquitto test-tools clean
 
 run: deps
 	$(BIN)/tradeguard run $(if $(CONFIG),--config $(CONFIG),)
@@ -20,6 +20,17 @@ lint: deps
 
 bench: deps
 	$(BIN)/python -m bench
+
+# Memory over a long steady load (10 minutes at 200 intents/s by default); not part of CI.
+soak: deps
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+# The whole suite beside one CPU-bound process per core: timing assumptions that only hold
+# on a quiet machine fail here. Run it before resolving anything timing-related.
+test-stress: deps test-tools
+	@bash -c 'pids=(); for _ in $$(seq "$$(nproc)"); do (while :; do :; done) & pids+=($$!); done; \
+	  trap "kill $${pids[*]} 2>/dev/null" EXIT; \
+	  $(BIN)/python -m pytest -q $(PYTEST_ARGS)'
 
 deps: mosquitto $(STAMP)
 

@@ -4,6 +4,8 @@
    against tradeguard's intent -> decision event (journaled, fsync'd) in its own process.
 2. Broker floor: a direct alpaca-py ``submit_order`` to the paper venue (its own
    process), against intent -> the order event saying the venue accepted it.
+3. Kill switch: a global engage -> the retained engaged state, idle and while three
+   ``mosquitto_pub -l`` clients flood 30,000 intents (engage 1 s in), beside the floor.
 All over one loopback mosquitto with TCP_NODELAY on both sides.
 """
 
@@ -18,15 +20,23 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
 
-from daemon.embedded_broker import EmbeddedMosquitto
+from daemon.admin_code import hash_code
+from daemon.embedded_broker import EmbeddedMosquitto, find_mosquitto
 from daemon.mqtt_session import MqttEndpoint, MqttLink, Received
 
 ROUNDS = 300
 WARMUP = 30
+ENGAGES_IDLE = 40
+FLOODS = 8
+FLOOD_PER_CLIENT = 10_000
+CODE = "bench-admin-code"
+KILL_STATE = "bench/v1/kill/state"
+KILL_COMMAND = "bench/v1/kill/command"
 BIN = Path(sys.executable).parent
 
 
@@ -92,6 +102,70 @@ async def direct_submits(base_url: str, rounds: int) -> list[float]:
     return samples[WARMUP:]
 
 
+def flood_file(workdir: Path, sid: str, run: int) -> Path:
+    """Intents the guardian refuses (MAX_NOTIONAL): every check and a journaled decision."""
+    path = workdir / f"flood-{sid}-{run}.lines"
+    path.write_text(
+        "".join(
+            f'{{"type":"order","intent_id":"fl-{run}-{n}","symbol":"AAPL","side":"buy",'
+            f'"qty":100000}}\n'
+            for n in range(FLOOD_PER_CLIENT)
+        )
+    )
+    return path
+
+
+async def engage_once(link: MqttLink, messages: Any) -> float:
+    """Engage, wait for the retained engaged state, release; the engage's latency in ms."""
+    started = time.perf_counter()
+    await link.publish(KILL_COMMAND, b'{"type":"engage","scope":"global","source":"bench"}')
+    while True:
+        message = await anext(messages)
+        if message.topic == KILL_STATE and b'"global":{"engaged":true' in message.payload:
+            break
+    took = (time.perf_counter() - started) * 1000
+    await link.publish(
+        KILL_COMMAND, msgspec.json.encode({"type": "disengage", "scope": "global", "code": CODE})
+    )
+    while True:
+        message = await anext(messages)
+        if message.topic == KILL_STATE and b'"global":{"engaged":false' in message.payload:
+            return took
+
+
+async def engages(link: MqttLink, port: int, workdir: Path) -> tuple[list[float], list[float]]:
+    """Engage latency idle, and 1 s into a flood of 30,000 intents from three clients."""
+    await link.subscribe(KILL_STATE)
+    messages = link.messages()
+    idle = [await engage_once(link, messages) for _ in range(ENGAGES_IDLE)]
+    pub = str(Path(find_mosquitto()).with_name("mosquitto_pub"))
+    flooded: list[float] = []
+    for run in range(FLOODS):
+        clients = []
+        for sid in ("f1", "f2", "f3"):
+            with flood_file(workdir, sid, run).open("rb") as lines:
+                clients.append(
+                    subprocess.Popen(  # fire and reap below
+                        [
+                            pub,
+                            "-p",
+                            str(port),
+                            "-q",
+                            "1",
+                            "-l",
+                            "-t",
+                            f"bench/v1/strategy/{sid}/intent",
+                        ],
+                        stdin=lines,
+                    )
+                )
+        await anyio.sleep(1.0)
+        flooded.append(await engage_once(link, messages))
+        for client in clients:
+            await anyio.to_thread.run_sync(client.wait)
+    return idle, flooded
+
+
 async def main(rounds: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tg-bench-"))
     port = 18000 + os.getpid() % 2000
@@ -128,7 +202,12 @@ async def main(rounds: int) -> None:
             "rate_limit_per_min = 1000000.0\n"
             # Every check stays on; the bench just sends faster than a strategy may by default.
             "[risk]\nmax_intents_per_second = 100000.0\n"
-            "[strategies.b1]\nallocation = 1.0\n"
+            f'[kill]\nadmin_code_hash = "{hash_code(CODE)}"\n'
+            "[strategies.b1]\nallocation = 0.7\n"
+            # Flooding strategies for the engage measurement.
+            "[strategies.f1]\nallocation = 0.1\n"
+            "[strategies.f2]\nallocation = 0.1\n"
+            "[strategies.f3]\nallocation = 0.1\n"
         )
         daemon = start([str(BIN / "tradeguard"), "run", "--config", str(config)])
         assert daemon.stdout is not None
@@ -202,6 +281,9 @@ async def main(rounds: int) -> None:
                     decision = await measure(link, decision_send, decided, rounds)
                     direct = await direct_submits(base_url, rounds)
                     through = await measure(link, order_send, at_venue, rounds)
+            async with MqttLink(endpoint) as kill_link:
+                with anyio.fail_after(600):
+                    idle, flooded = await engages(kill_link, port, workdir)
         finally:
             for process in (daemon, echo, venue):
                 process.terminate()
@@ -216,6 +298,8 @@ async def main(rounds: int) -> None:
         print(row("intent -> acceptance + order flow (tg)", decision, floor))
         print(row("alpaca-py submit_order -> venue (direct)", direct, None))
         print(row("intent -> order accepted by venue (tg)", through, direct))
+        print(row(f"engage -> retained state, idle ({len(idle)})", idle, floor))
+        print(row(f"engage -> state, 30k-intent flood ({len(flooded)})", flooded, floor))
         tg.cancel_scope.cancel()
 
 
