@@ -1306,6 +1306,7 @@ class MatchingEngine:
             if not crossed:
                 return None
             order.triggered = True
+            self._changed(order)
         if order.limit_price is not None:
             marketable = (
                 touch <= order.limit_price if order.side == "buy" else touch >= order.limit_price

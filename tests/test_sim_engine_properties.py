@@ -23,6 +23,7 @@ from sim.config import SimConfig
 from sim.engine import FINAL_STATUSES, MatchingEngine, TradeEvent
 from sim.errors import RequestRefusedError
 from sim.prices import PriceModel
+from sim.store import VenueStore
 from sim.wire import OrderSpec, OrderTypeName, Side, TimeInForceName
 
 T = TypeVar("T")
@@ -85,7 +86,41 @@ class EngineLifecycle(RuleBasedStateMachine):
         self.shorting = shorting
         self.clock = MarketClock("us-equities" if calendar else "always-open")
         self.prices = PriceModel(config, self.clock.now, self.clock.phase)
-        self.engine = MatchingEngine(config, self.clock, self.prices, on_event=self.events.append)
+        self.config = config
+        self.store = VenueStore(":memory:")
+        self.engine = self._open()
+
+    def _open(self) -> MatchingEngine:
+        return MatchingEngine(
+            self.config, self.clock, self.prices, on_event=self.events.append, store=self.store
+        )
+
+    def _state(self) -> tuple[object, ...]:
+        engine = self.engine
+        orders = {}
+        for order_id, order in engine.orders.items():
+            record = order.to_record()
+            del record["passes"]  # a counter of matching passes, not state
+            orders[order_id] = record
+        positions = {s: (p.qty, p.avg_entry_price) for s, p in engine.positions.items()}
+        return (
+            engine.account_id,
+            engine.cash,
+            positions,
+            orders,
+            engine.activities,
+            engine.last_equity,
+            engine.next_roll,
+            engine.history,
+            engine.configurations,
+        )
+
+    @rule()
+    def restart(self) -> None:
+        """The venue stops and starts again on its SQLite file: nothing changes."""
+        before = self._state()
+        self.engine = self._open()
+        assert self._state() == before
 
     @rule(
         symbol=SYMBOLS,
