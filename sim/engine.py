@@ -1207,7 +1207,7 @@ class MatchingEngine:
 
         Raises:
             RequestRefusedError: 404 unknown, 422 final / notional / partially filled /
-                complex order class / invalid.
+                invalid (orders of a bracket, OTO or OCO: anything but their prices).
         """
         old = self.get(order_id)
         if old.is_final:
@@ -1219,7 +1219,13 @@ class MatchingEngine:
         if old.filled_qty > 0:
             raise invalid("partially filled orders cannot be replaced by the paper venue")
         if old.order_class != "simple":
-            raise invalid(f"{old.order_class} orders cannot be replaced by the paper venue")
+            if qty is not None or time_in_force is not None or trail is not None:
+                raise invalid(
+                    f"only limit_price and stop_price of {old.order_class} orders can be replaced"
+                )
+            return self._replace_in_group(
+                old, limit_price=limit_price, stop_price=stop_price, client_order_id=client_order_id
+            )
         if trail is not None and old.type != "trailing_stop":
             raise invalid("trail is only for trailing_stop orders")
         if old.type == "trailing_stop" and stop_price is not None:
@@ -1247,6 +1253,69 @@ class MatchingEngine:
         )
         now = self._clock.now()
         new = self.submit(spec, releasing=old)
+        old.status = "pending_replace"
+        self._event("pending_replace", old, now)
+        old.status = "replaced"
+        old.replaced_at = now
+        old.replaced_by = new.id
+        log.info("sim.order.replaced", order_id=old.id, replaced_by=new.id)
+        self._event("replaced", old, now)
+        return new
+
+    def _replace_in_group(
+        self,
+        old: SimOrder,
+        *,
+        limit_price: Decimal | None,
+        stop_price: Decimal | None,
+        client_order_id: str | None,
+    ) -> SimOrder:
+        """Replace one order of a bracket, OTO or OCO: new prices, same place in the group."""
+        if limit_price is not None and old.limit_price is None:
+            raise invalid(f"limit_price is not allowed for {old.type} orders")
+        if stop_price is not None and old.stop_price is None:
+            raise invalid(f"stop_price is not allowed for {old.type} orders")
+        for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
+            if price is not None and price <= 0:
+                raise invalid(f"{name} must be > 0")
+            _check_increment(name, price)
+        if client_order_id is not None and client_order_id in self._by_client_id:
+            raise RequestRefusedError(422, INVALID_REQUEST, "client_order_id must be unique")
+        now = self._clock.now()
+        self._seq += 1
+        new = dataclasses.replace(
+            old,
+            seq=self._seq,
+            id=str(uuid.uuid4()),
+            client_order_id=client_order_id or str(uuid.uuid4()),
+            limit_price=limit_price if limit_price is not None else old.limit_price,
+            stop_price=stop_price if stop_price is not None else old.stop_price,
+            created_at=now,
+            updated_at=None,
+            replaces=old.id,
+            leg_ids=list(old.leg_ids),
+            fill_rng=random.Random(f"{self._config.seed}:fill:{self._seq}"),  # noqa: S311 - simulation
+            passes=0,
+            triggered=False,
+        )
+        self.orders[new.id] = new
+        self._by_client_id[new.client_order_id] = new
+        if old.parent_id is not None:
+            parent = self.orders[old.parent_id]
+            parent.leg_ids = [new.id if i == old.id else i for i in parent.leg_ids]
+            self._changed(parent)
+        for leg in self.legs_of(new):
+            leg.parent_id = new.id
+            self._changed(leg)
+        old.leg_ids = []
+        status, new.status = new.status, "pending_new"
+        if self._config.emit_pending_new and old.parent_id is None:
+            self._event("pending_new", new, now)
+        new.status = status
+        if status in {"new", "partially_filled"}:
+            self._event("new", new, now)
+        else:
+            self._changed(new)
         old.status = "pending_replace"
         self._event("pending_replace", old, now)
         old.status = "replaced"

@@ -168,6 +168,17 @@ async def test_a_brackets_take_profit_fills_and_cancels_its_stop() -> None:
         flat = await broker.orders(GetOrdersRequest(status=QueryOrderStatus.ALL))
         assert len(flat) == 3
 
+        # Moving the stop replaces the leg in place (Alpaca lets legs be replaced).
+        moved = await broker.replace(stop.id, ReplaceOrderRequest(stop_price=187.0))
+        assert moved.stop_price == "187"
+        assert moved.status == OrderStatus.NEW
+        await recorder.wait_event(stop.id, "replaced")
+        assert recorder.events_of(stop.id)[-2:] == ["pending_replace", "replaced"]
+        with pytest.raises(APIError) as resize:
+            await broker.replace(moved.id, ReplaceOrderRequest(qty=5))
+        assert resize.value.status_code == 422
+        stop = moved
+
         venue.set_price("AAPL", 196.0)
         fill = await recorder.wait_event(take_profit.id, "fill")
         assert fill.position_qty == 0
