@@ -306,6 +306,7 @@ class KillSwitchAuthority(Actor):
                 key,
                 SwitchState(engaged=True, since=now, reason=reason, source=source, settled=False),
             )
+            log.warning("kill.gate_closed", scope=scope, strategy_id=strategy_id, source=source)
         if known:
             self._engages[key] = self._engages.get(key, 0) + 1
         async with self._lock:

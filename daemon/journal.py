@@ -176,7 +176,7 @@ class JournalWriter(Actor):
         *,
         halt: TradingHalt,
         size: int = 4096,
-        group_limit: int = 512,
+        group_limit: int = 128,
     ) -> None:
         """Create the two lanes (owned here: only ``write`` feeds them)."""
         super().__init__("journal", halt=halt)

@@ -647,7 +647,7 @@ class MqttSession(Actor):
     ) -> None:
         """Answer an intent that never reaches a strategy actor (nothing is journaled)."""
         if not quiet:
-            log.info(
+            log.debug(  # per intent: metrics count these
                 "intent.rejected",
                 strategy_id=sid[:64],
                 intent_id=intent_id,

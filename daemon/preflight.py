@@ -63,6 +63,9 @@ def check_mqtt_login(config: Config) -> None:
 def _check_mqtt(config: Config) -> None:
     mqtt = config.mqtt
     check_mqtt_login(config)
+    if mqtt.control_password_file:
+        # The daemon's second (control-plane) connection; the CLI logs in as the data plane.
+        read_secret(config, mqtt.control_password_file, key="mqtt.control_password_file")
     if mqtt.is_embedded:
         if mqtt.tls:
             raise ConfigError(

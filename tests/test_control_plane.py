@@ -162,17 +162,31 @@ async def test_engage_holds_under_a_flood_of_30000_intents(
         try:
             await anyio.to_thread.run_sync(daemon.start)
             assert daemon.process is not None
-            async with probe(
-                mosquitto, f"{prefix}/v1/strategy/+/event", t.kill_state, t.daemon_status
-            ) as p:
+            # Two watchers: the kill state has a connection of its own, as a phone would,
+            # so its arrival is not queued behind 30,000 events in the test's own client.
+            async with (
+                probe(mosquitto, f"{prefix}/v1/strategy/+/event", t.daemon_status) as p,
+                probe(mosquitto, t.kill_state) as phone,
+            ):
                 clients = [
                     flood(mosquitto, t.intent(sid), f) for sid, f in zip(sids, files, strict=True)
                 ]
                 await anyio.sleep(1.0)  # the engage comes 1 s into the flood
-                latency, state = await engage_and_time(p, t)
+                latency, state = await engage_and_time(phone, t)
                 closed_at = state["global"]["since"]
                 for client in clients:
                     assert await anyio.to_thread.run_sync(client.wait, 120) == 0
+                # The broker holds what the daemon has not read yet: let it drain. A marker
+                # sent after the flood is answered once everything queued before it was.
+                marker = market("drained")  # valid: refused (engaged) and journaled once
+                with anyio.fail_after(120):
+                    while not any(
+                        isinstance(b, dict) and b.get("intent_id") == "drained"
+                        for b in p.bodies(t.event("s1"))
+                    ):
+                        await p.publish(t.intent("s1"), marker)
+                        with anyio.move_on_after(2.0):
+                            await p.expect(t.event("s1"), lambda b: b.get("intent_id") == "drained")
                 await poll_until(lambda: not venue.engine.open_orders(), timeout=60)
                 rss = peak_rss_mb(daemon.process.pid)
                 code = await anyio.to_thread.run_sync(daemon.terminate, 60)
@@ -227,3 +241,96 @@ def _json(payload: bytes) -> Any:
         return msgspec.json.decode(payload)
     except msgspec.DecodeError:
         return None
+
+
+def resting(intent_id: str) -> dict[str, Any]:
+    return {**market(intent_id), "order_type": "limit", "limit_price": 1.0}
+
+
+async def test_orders_that_cannot_reach_the_broker_in_time_are_refused_broker_busy(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    async with running_venue(realistic_venue()) as venue:
+        # 60/min (a bucket of 5) and a 5 s deadline: about 8 orders fit, the rest cannot.
+        tables = trading_tables(
+            mosquitto,
+            prefix,
+            tmp_path,
+            venue.base_url,
+            broker_overrides={"rate_limit_per_min": 60.0, "submit_deadline_s": 5.0},
+        )
+        async with (
+            running_daemon(write_config(tmp_path, tables)) as daemon,
+            probe(mosquitto, t.event("s1")) as p,
+        ):
+            for n in range(20):
+                await p.publish(t.intent("s1"), resting(f"b{n}"))
+            await p.wait_until(lambda: len(decisions(p.bodies(t.event("s1")))) == 20)
+            answers = decisions(p.bodies(t.event("s1")))
+            accepted = [a["intent_id"] for a in answers if a["type"] == "accepted"]
+            busy = [
+                a
+                for a in answers
+                if a["type"] == "rejected" and a["reasons"][0]["code"] == "BROKER_BUSY"
+            ]
+            assert 3 <= len(accepted) <= 12, accepted
+            assert len(accepted) + len(busy) == 20
+            assert "submit_deadline_s" in busy[0]["reasons"][0]["message"]
+            # Every accepted order reaches the venue, each inside its deadline.
+            await poll_until(lambda: len(venue.order_post_arrivals) == len(accepted), timeout=15)
+            manager = daemon.managers["s1"]
+            await poll_until(
+                lambda: all(manager.orders[f"s1-{i}"].broker_order_id for i in accepted)
+            )
+            assert (
+                max(venue.order_post_arrivals) - min(o.created_ts for o in manager.orders.values())
+                <= 5.0
+            )
+
+
+async def test_an_order_still_unsent_at_its_deadline_expires_and_is_never_sent(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    # The venue answers each POST after 1.5 s: four gateway workers get through about
+    # 2.7 orders a second, and an order accepted behind them can outlive a 2 s deadline.
+    async with running_venue(realistic_venue(route_latency_s={"POST /v2/orders": 1.5})) as venue:
+        tables = trading_tables(
+            mosquitto,
+            prefix,
+            tmp_path,
+            venue.base_url,
+            broker_overrides={"submit_deadline_s": 2.0, "request_timeout_s": 5.0},
+        )
+        async with (
+            running_daemon(write_config(tmp_path, tables)) as daemon,
+            probe(mosquitto, t.event("s1")) as p,
+        ):
+            for n in range(12):
+                await p.publish(t.intent("s1"), resting(f"x{n}"))
+            manager = daemon.managers["s1"]
+            await poll_until(
+                lambda: (
+                    len(manager.orders) == 12
+                    and all(o.status in ("accepted", "expired") for o in manager.orders.values())
+                ),
+                timeout=30,
+            )
+            expired = [o for o in manager.orders.values() if o.status == "expired"]
+            sent = [o for o in manager.orders.values() if o.status == "accepted"]
+            assert expired, "no order outlived its deadline: the scenario did not happen"
+            assert all(o.broker_order_id is None for o in expired)
+            at_venue = {o.client_order_id for o in venue.engine.orders.values()}
+            assert not at_venue & {o.client_order_id for o in expired}, "an expired order was sent"
+            assert len(at_venue) == len(sent)
+            events = [
+                b
+                for b in p.bodies(t.event("s1"))
+                if b.get("type") == "order" and b.get("status") == "expired"
+            ]
+            assert len(events) == len(expired)
+            assert all("never sent" in e["detail"] for e in events)
+            # Sent ones left inside their deadline (arrival is taken before the venue's delay).
+            first_accept = min(o.created_ts for o in manager.orders.values())
+            assert all(ts - first_accept <= 2.0 + 0.5 for ts in venue.order_post_arrivals)
