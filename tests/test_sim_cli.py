@@ -11,6 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 from alpaca.common.exceptions import APIError
+from alpaca.trading.enums import OrderSide, TimeInForce
+from alpaca.trading.requests import MarketOrderRequest
 from sim_harness import Broker
 
 pytestmark = pytest.mark.anyio
@@ -63,3 +65,39 @@ async def test_cli_rejects_bad_arguments() -> None:
     )
     assert result.returncode == 2
     assert b"--secret-key" in result.stderr
+
+
+async def test_state_flag_keeps_the_account_across_restarts(tmp_path: Path) -> None:
+    state = str(tmp_path / "paper.db")
+    order_ids = []
+    for expected_qty in ("2", "4"):
+        process, base_url, _ = await _start("--state", state, "--control")
+        async with process:
+            broker = Broker(base_url)
+            order = await broker.submit(
+                MarketOrderRequest(
+                    symbol="AAPL", qty=2, side=OrderSide.BUY, time_in_force=TimeInForce.DAY
+                )
+            )
+            order_ids.append(order.id)
+            with anyio.fail_after(10):
+                # Another process's venue: no event to wait on from here, so re-check.
+                while not (positions := await broker.positions()) or (  # noqa: ASYNC110
+                    positions[0].qty != expected_qty
+                ):
+                    await anyio.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(20):
+                assert await process.wait() == 0
+    assert order_ids[0] != order_ids[1]
+
+
+async def test_cash_account_flag() -> None:
+    process, base_url, _ = await _start("--cash-account")
+    async with process:
+        account = await Broker(base_url).account()
+        assert account.multiplier == "1"
+        assert not account.shorting_enabled
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(20):
+            assert await process.wait() == 0
