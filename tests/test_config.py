@@ -155,6 +155,10 @@ LIVE_URL = "https://api.alpaca.markets"
         ('[kill]\ntotp_secret_file = "key"\n', "kill.totp_secret_file: not a base32"),
         ('[kill]\nadmin_code_hash = "plain"\n', "kill.admin_code_hash"),
         ('[mqtt]\nhost = "127.0.0.1"\npassword_file = "absent"\n', "mqtt.password_file: file"),
+        (
+            '[mqtt]\nhost = "127.0.0.1"\ncontrol_password_file = "absent"\n',
+            "mqtt.control_password_file: file 'absent' not found",
+        ),
         ('[mqtt]\nhost = "127.0.0.1"\ntls = true\nca_file = "absent"\n', "mqtt.ca_file:"),
         ('[mqtt]\nhost = "127.0.0.1"\ntls = true\ncert_file = "key"\n', "mqtt.cert_file:"),
         ('[mqtt]\nhost = "127.0.0.1"\ntls = true\nca_file = "key"\n', "mqtt.ca_file: cannot load"),
