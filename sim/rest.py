@@ -216,6 +216,10 @@ class TradingApi:
             response = await handler(request)
         except RequestRefusedError as exc:
             response = json_response(exc.body(), exc.status)
+        except web.HTTPNotFound:
+            response = json_response({"code": NOT_FOUND, "message": "endpoint not found"}, 404)
+        except web.HTTPMethodNotAllowed:
+            response = json_response({"code": 40510000, "message": "method not allowed"}, 405)
         if drop is None:
             return response
         log.info("sim.fault.accept_then_drop", route=route, mode=drop, status=response.status)

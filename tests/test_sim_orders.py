@@ -470,3 +470,15 @@ async def test_malformed_bodies_get_422_naming_the_field(
         )
         assert response.status_code == 422, response.text
         assert field in response.json()["message"]
+
+
+async def test_unserved_endpoints_answer_json_not_text() -> None:
+    async with running_venue() as venue:
+        missing = await rest(
+            requests.get, venue.base_url + "/v2/watchlists", headers=HEADERS, timeout=5
+        )
+        assert missing.status_code == 404
+        assert missing.json() == {"code": 40410000, "message": "endpoint not found"}
+        wrong = await rest(requests.put, venue.base_url + "/v2/account", headers=HEADERS, timeout=5)
+        assert wrong.status_code == 405
+        assert wrong.headers["Content-Type"].startswith("application/json")
