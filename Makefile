@@ -62,15 +62,18 @@ mosquitto:
 	  fi; \
 	fi
 
-# The test suite also checks the systemd unit (systemd-analyze) and TLS for mosquitto (openssl).
+# The test suite also checks the systemd unit (systemd-analyze), TLS for mosquitto (openssl)
+# and the metrics exposition (promtool, from Debian's prometheus package).
 test-tools:
-	@if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then \
+	@if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1 \
+	    || ! command -v promtool >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing openssl and systemd (for systemd-analyze) with apt-get"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl systemd >/dev/null) \
-	      || echo "warning: apt-get install openssl systemd failed: the unit and TLS tests will skip"; \
+	    echo "installing openssl, systemd (for systemd-analyze) and prometheus (for promtool) with apt-get"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        openssl systemd prometheus >/dev/null) \
+	      || echo "warning: apt-get install openssl systemd prometheus failed: the unit, TLS and promtool tests will skip"; \
 	  else \
-	    echo "note: systemd-analyze or openssl missing ('sudo apt-get install -y openssl systemd'): those tests will skip"; \
+	    echo "note: systemd-analyze, openssl or promtool missing ('sudo apt-get install -y openssl systemd prometheus'): those tests will skip"; \
 	  fi; \
 	fi
 

@@ -1,25 +1,39 @@
 """Prometheus metrics, served on loopback (``[metrics]``), scraped by ``/metrics``.
 
+The endpoint answers with ``prometheus_client``'s own encoders: the text format
+(``text/plain; version=0.0.4``) by default, OpenMetrics when the scraper asks for it.
+
 Families (all prefixed ``tradeguard_``):
 
-=======================================  =========  ==========================================
-name                                     type       labels / meaning
-=======================================  =========  ==========================================
-intents_total                            counter    strategy, outcome (accepted, rejected,
-                                                    duplicate, awaiting_approval), reason
-decision_latency_seconds                 histogram  intent received -> decision journaled
-order_updates_total                      counter    strategy, status
-orders_open                              gauge      strategy
-kill_engaged                             gauge      scope (global or a strategy id)
-circuit_state                            gauge      state (1 for the current one)
-equity / daily_drawdown / total_drawdown gauge      account figures
-broker_connected                         gauge      1 when the broker answers
-mqtt_reconnects_total                    counter    reconnects of the daemon's MQTT session
-broker_errors_total                      counter    timeouts, 5xx, 429 and dropped connections
-rate_limit_waits_total                   counter    broker calls that waited for a token
-journal_commits_total                    counter    group commits
-journal_commit_seconds_total             counter    time spent committing (fsync included)
-=======================================  =========  ==========================================
+=================================  =========  ==============================================
+name                               type       labels / meaning
+=================================  =========  ==============================================
+build_info                         gauge      version; always 1
+intents_total                      counter    strategy, outcome (accepted, rejected,
+                                              duplicate, awaiting_approval); once per intent
+intent_reasons_total               counter    strategy, code; once per reason code of a
+                                              rejection (an intent rejected for three
+                                              reasons counts once in each of three codes)
+intents_received_total             counter    intent messages the MQTT session took in
+intents_overloaded_total           counter    intents answered ``OVERLOADED`` at the door
+decision_latency_seconds           histogram  intent received -> decision journaled
+order_updates_total                counter    strategy, status
+orders_open                        gauge      strategy
+kill_engaged                       gauge      scope (global or a strategy id)
+circuit_state                      gauge      state (1 for the current one)
+equity_dollars                     gauge      account equity (NaN before the first figure)
+daily_drawdown_ratio               gauge      drawdown from start-of-day equity, 0..1
+total_drawdown_ratio               gauge      drawdown from peak equity, 0..1
+broker_connected                   gauge      1 when the broker answers
+mqtt_reconnects_total              counter    reconnects of the daemon's MQTT session
+broker_errors_total                counter    timeouts, 5xx, 429 and dropped connections
+rate_limit_waits_total             counter    broker calls that waited for a token
+journal_commits_total              counter    group commits
+journal_commit_seconds_total       counter    time spent committing (fsync included)
+=================================  =========  ==============================================
+
+Label values stay bounded: ``strategy`` is a configured strategy id, or ``?`` for an
+intent on an unknown strategy's topic; ``code`` is a protocol reason code.
 """
 
 from __future__ import annotations
@@ -32,11 +46,13 @@ import anyio
 import anyio.abc
 import structlog
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from daemon.errors import ConfigError
+from daemon.version import tradeguard_version
 
 if TYPE_CHECKING:
     from daemon.wiring import Daemon
@@ -52,10 +68,19 @@ class Metrics:
     def __init__(self) -> None:
         """Create the registry and the instruments."""
         self.registry = CollectorRegistry()
+        Info("tradeguard_build", "The running tradeguard's version", registry=self.registry).info(
+            {"version": tradeguard_version()}
+        )
         self._intents = Counter(
             "tradeguard_intents",
-            "Intents by outcome and reason code",
-            ["strategy", "outcome", "reason"],
+            "Intents decided, once per intent, by outcome",
+            ["strategy", "outcome"],
+            registry=self.registry,
+        )
+        self._reasons = Counter(
+            "tradeguard_intent_reasons",
+            "Reason codes of rejected intents, once per code per intent",
+            ["strategy", "code"],
             registry=self.registry,
         )
         self._latency = Histogram(
@@ -78,11 +103,17 @@ class Metrics:
         self._daemon = daemon
 
     def intent(self, strategy_id: str, outcome: str, codes: Sequence[str] = ()) -> None:
-        """Count one decision (one count per reason code for a rejection)."""
-        if not codes:
-            self._intents.labels(strategy_id, outcome, "").inc()
-        for code in codes:
-            self._intents.labels(strategy_id, outcome, code).inc()
+        """Count one decided intent, and each distinct reason code it carries.
+
+        Args:
+            strategy_id: a configured strategy id, or ``?`` for an unknown one (the
+                caller keeps the label set bounded).
+            outcome: ``accepted``, ``rejected``, ``duplicate`` or ``awaiting_approval``.
+            codes: the reason codes of a rejection; a code listed twice counts once.
+        """
+        self._intents.labels(strategy_id, outcome).inc()
+        for code in dict.fromkeys(codes):
+            self._reasons.labels(strategy_id, code).inc()
 
     def decision_latency(self, seconds: float) -> None:
         """Time from receipt to journaled decision."""
@@ -92,9 +123,17 @@ class Metrics:
         """Count one order status change."""
         self._orders.labels(strategy_id, status).inc()
 
-    def exposition(self) -> bytes:
-        """The text exposition."""
-        return generate_latest(self.registry)
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition the ``Accept`` header asks for, and its content type.
+
+        Args:
+            accept: the scraper's ``Accept`` header; empty gives the text format 0.0.4.
+
+        Returns:
+            The body and its ``Content-Type`` (with the format version).
+        """
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     async def serve(
         self,
@@ -105,12 +144,13 @@ class Metrics:
     ) -> None:
         """Serve ``GET /metrics`` until cancelled; reports the bound port."""
 
-        async def handler(_request: web.Request) -> web.Response:
+        async def handler(request: web.Request) -> web.Response:
+            body, content_type = self.exposition(request.headers.get("Accept", ""))
+            # The content type carries the format version, which aiohttp's
+            # content_type= argument would drop: set the header as it is.
             return web.Response(
-                body=self.exposition(),
-                content_type="text/plain",
-                charset="utf-8",
-                headers={"X-Content-Type-Options": "nosniff"},
+                body=body,
+                headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"},
             )
 
         app = web.Application()
@@ -163,20 +203,22 @@ class _StateCollector(Collector):
             for state in ("closed", "half_open", "open"):
                 circuit.add_metric([state], float(guardian.circuit == state))
             yield circuit
-            for name, value, doc in (
-                ("tradeguard_equity", guardian.equity, "Account equity"),
+            for name, value, doc, unit in (
+                ("tradeguard_equity_dollars", guardian.equity, "Account equity", "dollars"),
                 (
-                    "tradeguard_daily_drawdown",
+                    "tradeguard_daily_drawdown_ratio",
                     guardian.breaker.daily_drawdown,
                     "Drawdown from start-of-day equity",
+                    "ratio",
                 ),
                 (
-                    "tradeguard_total_drawdown",
+                    "tradeguard_total_drawdown_ratio",
                     guardian.breaker.total_drawdown,
                     "Drawdown from peak equity",
+                    "ratio",
                 ),
             ):
-                gauge = GaugeMetricFamily(name, doc)
+                gauge = GaugeMetricFamily(name, doc, unit=unit)
                 gauge.add_metric([], float(value) if value is not None else float("nan"))
                 yield gauge
             connected = GaugeMetricFamily("tradeguard_broker_connected", "Broker reachable")
@@ -192,6 +234,16 @@ class _StateCollector(Collector):
         if session is not None:
             yield _counter(
                 "tradeguard_mqtt_reconnects", "MQTT session reconnects", session.reconnects
+            )
+            yield _counter(
+                "tradeguard_intents_received",
+                "Intent messages the MQTT session took in",
+                session.received_intents,
+            )
+            yield _counter(
+                "tradeguard_intents_overloaded",
+                "Intents answered OVERLOADED because the queue was full",
+                session.overloaded,
             )
         gateway = daemon.gateway
         if gateway is not None:
