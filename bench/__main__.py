@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,7 +139,7 @@ async def engages(link: MqttLink, port: int, workdir: Path) -> tuple[list[float]
     await link.subscribe(KILL_STATE)
     messages = link.messages()
     idle = [await engage_once(link, messages) for _ in range(ENGAGES_IDLE)]
-    pub = str(Path(find_mosquitto()).with_name("mosquitto_pub"))
+    pub = shutil.which("mosquitto_pub") or str(Path(find_mosquitto()).with_name("mosquitto_pub"))
     flooded: list[float] = []
     for run in range(FLOODS):
         clients = []

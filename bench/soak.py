@@ -2,8 +2,9 @@
 
 A daemon (its own process) against the paper venue (its own process, Alpaca's 200/min
 rate limit), on a loopback mosquitto. One client sends a steady stream of intents,
-mixed: resting buys (accepted while the broker queue allows, then ``BROKER_BUSY``),
-orders over ``max_notional`` (rejected) and re-sends of earlier intents (duplicates).
+mixed: market buys and sells (accepted while the broker queue allows, then
+``BROKER_BUSY``; they fill, so open orders do not pile up), orders over
+``max_notional`` (rejected) and re-sends of earlier intents (duplicates).
 Every 10 s the daemon's RSS is read from ``/proc``. The result is the growth after the
 first minute, which the issue bounds at 5 MB for 10 minutes at 200 intents/s.
 
@@ -46,9 +47,7 @@ def intent(n: int, rng: random.Random) -> bytes:
         "type": "order",
         "intent_id": f"soak-{n}",
         "symbol": rng.choice(["AAPL", "MSFT", "SPY", "NVDA"]),
-        "side": "buy",
-        "order_type": "limit",
-        "limit_price": round(1.0 + (n % 97) / 100, 2),
+        "side": "buy" if n % 2 else "sell",
         "qty": 1 if kind < 0.55 else 10**6,  # the second kind breaks max_notional
     }
     return msgspec.json.encode(body)
@@ -95,7 +94,7 @@ async def main(minutes: float, rate: float) -> None:
         answers = 0
         try:
             endpoint = MqttEndpoint(host="127.0.0.1", port=port, client_id="soak")
-            async with MqttLink(endpoint) as link:
+            async with MqttLink(endpoint) as link, anyio.create_task_group() as counting:
                 await link.subscribe("soak/v1/strategy/s1/event")
 
                 async def count() -> None:
@@ -103,7 +102,7 @@ async def main(minutes: float, rate: float) -> None:
                     async for _ in link.messages():
                         answers += 1
 
-                tg.start_soon(count)
+                counting.start_soon(count)
                 rng = random.Random(7)
                 started = time.monotonic()
                 next_sample = started
@@ -117,6 +116,7 @@ async def main(minutes: float, rate: float) -> None:
                     n += 1
                     await anyio.sleep(max(0.0, started + n / rate - time.monotonic()))
                 samples.append((time.monotonic() - started, rss_mb(daemon.pid)))
+                counting.cancel_scope.cancel()
         finally:
             for process in (daemon, venue):
                 process.terminate()

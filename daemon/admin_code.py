@@ -85,6 +85,10 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     totp_step: int | None = None
 
 
+MAX_CALLERS = 1024
+"""Callers whose failures are remembered at once (quiet ones are forgotten beyond)."""
+
+
 class AdminCodeVerifier:
     """Checks admin codes, remembers used TOTP steps and enforces the lockout.
 
@@ -128,40 +132,62 @@ class AdminCodeVerifier:
         self._window_s = window_s
         self._lockout_s = lockout_s
         self._clock = clock
-        self._failures: deque[float] = deque()
-        self._locked_until = 0.0
+        # Per caller: a login's own admin topic (``admin/USER``), ``homeassistant``, or ``""``
+        # for the shared kill/command topic. One leaked login cannot lock out the others.
+        self._failures: dict[str, deque[float]] = {}
+        self._locked_until: dict[str, float] = {}
 
     @property
     def configured(self) -> bool:
         """Whether any code can ever succeed."""
         return self._totp is not None or self._hash is not None
 
-    def locked(self) -> bool:
-        """Whether releases are locked out right now."""
-        return self._clock() < self._locked_until
+    def locked(self, caller: str = "") -> bool:
+        """Whether ``caller``'s releases are locked out right now."""
+        return self._clock() < self._locked_until.get(caller, 0.0)
 
-    def verify(self, code: str | None) -> Verdict:
-        """Check one attempt; every call counts towards the lockout when it fails."""
+    def verify(self, code: str | None, *, caller: str = "") -> Verdict:
+        """Check one attempt; every failure counts towards ``caller``'s lockout.
+
+        Args:
+            code: the code given, if any.
+            caller: who is asking, as far as the broker vouches for it (a login's own
+                admin topic); failures and lockouts are counted per caller.
+        """
         now = self._clock()
-        if now < self._locked_until:
+        locked_until = self._locked_until.get(caller, 0.0)
+        if now < locked_until:
             return Verdict(
                 ok=False,
-                detail=f"locked out for {self._locked_until - now:.0f} s after repeated failures",
+                detail=f"locked out for {locked_until - now:.0f} s after repeated failures",
             )
         verdict = self._check(code, now)
         if not verdict.ok:
-            self._failures.append(now)
-            while self._failures and now - self._failures[0] > self._window_s:
-                self._failures.popleft()
-            if len(self._failures) >= self._max_failures:
-                self._locked_until = now + self._lockout_s
-                self._failures.clear()
+            if caller not in self._failures and len(self._failures) >= MAX_CALLERS:
+                self._forget_quiet_callers(now)
+            failures = self._failures.setdefault(caller, deque())
+            failures.append(now)
+            while failures and now - failures[0] > self._window_s:
+                failures.popleft()
+            if len(failures) >= self._max_failures:
+                self._locked_until[caller] = now + self._lockout_s
+                del self._failures[caller]
                 return Verdict(
                     ok=False,
                     detail=f"{verdict.detail}; {self._max_failures} failures: "
                     f"locked out for {self._lockout_s:.0f} s",
                 )
         return verdict
+
+    def _forget_quiet_callers(self, now: float) -> None:
+        """Bound memory: drop callers with no failure in the window and no lockout."""
+        for caller in list(self._failures):
+            failures = self._failures[caller]
+            if not failures or now - failures[-1] > self._window_s:
+                del self._failures[caller]
+        for caller, until in list(self._locked_until.items()):
+            if until <= now:
+                del self._locked_until[caller]
 
     def _check(self, code: str | None, now: float) -> Verdict:
         if not self.configured:

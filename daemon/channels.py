@@ -37,6 +37,8 @@ class InboundKillCommand(msgspec.Struct, frozen=True, kw_only=True):
     command: KillCommand | ApprovalCommand | DecodeFailure
     origin: str
     received_at: float
+    user: str | None = None
+    """The login whose own ``admin/USER/command`` topic carried it (None elsewhere)."""
 
 
 class Heartbeat(msgspec.Struct, frozen=True, kw_only=True):

@@ -48,21 +48,24 @@ from daemon.errors import BrokerConnectionError
 from daemon.metrics import Metrics
 from protocol.codec import (
     DecodeFailure,
+    decode_admin_command,
     decode_approval_command,
     decode_intent,
     decode_kill_command,
     encode,
 )
 from protocol.messages import (
+    ApprovalCommand,
     CancelAllIntent,
     CancelIntent,
     Intent,
+    KillCommand,
     OrderIntent,
     Reason,
     Rejected,
 )
 from protocol.reasons import ReasonCode
-from protocol.topics import TopicKind, Topics
+from protocol.topics import ParsedTopic, TopicKind, Topics
 
 log = structlog.get_logger(__name__)
 
@@ -542,7 +545,11 @@ class MqttSession(Actor):
         parsed = self._topics.parse(topic)
         if parsed is None:
             return
-        if parsed.kind in (TopicKind.KILL_COMMAND, TopicKind.APPROVAL_COMMAND):
+        if parsed.kind in (
+            TopicKind.KILL_COMMAND,
+            TopicKind.APPROVAL_COMMAND,
+            TopicKind.ADMIN_COMMAND,
+        ):
             await self._kill_commands.send(
                 InboundKillCommand(
                     command=DecodeFailure(intent_id=None, message=message),
@@ -565,25 +572,12 @@ class MqttSession(Actor):
         parsed = self._topics.parse(topic)
         if parsed is None:
             return True
-        if parsed.kind is TopicKind.KILL_COMMAND:
-            if retained:
-                # A retained command would replay on every restart; only live presses count.
-                log.warning("kill.retained_command_ignored")
-                return True
-            command = decode_kill_command(payload)
-            await self._kill_commands.send(
-                InboundKillCommand(command=command, origin="mqtt", received_at=now)
-            )
-            return True
-        if parsed.kind is TopicKind.APPROVAL_COMMAND:
-            if retained:
-                log.warning("approval.retained_command_ignored")
-                return True
-            await self._kill_commands.send(
-                InboundKillCommand(
-                    command=decode_approval_command(payload), origin="mqtt", received_at=now
-                )
-            )
+        if parsed.kind in (
+            TopicKind.KILL_COMMAND,
+            TopicKind.APPROVAL_COMMAND,
+            TopicKind.ADMIN_COMMAND,
+        ):
+            await self._take_command(parsed, payload, retained=retained, now=now)
             return True
         sid = parsed.strategy_id
         assert sid is not None
@@ -595,6 +589,27 @@ class MqttSession(Actor):
                     log.debug("heartbeat.channel_full", strategy_id=sid)
             return True
         return await self._take_intent(sid, payload, retained=retained, now=now)
+
+    async def _take_command(
+        self, parsed: ParsedTopic, payload: bytes, *, retained: bool, now: float
+    ) -> None:
+        """Kill, approval and admin commands go to the authority, decoded (or not)."""
+        if retained:
+            # A retained command would replay on every restart; only live presses count.
+            log.warning("command.retained_ignored", kind=parsed.kind.value, user=parsed.user)
+            return
+        command: KillCommand | ApprovalCommand | DecodeFailure
+        match parsed.kind:
+            case TopicKind.KILL_COMMAND:
+                command = decode_kill_command(payload)
+            case TopicKind.APPROVAL_COMMAND:
+                command = decode_approval_command(payload)
+            case _:
+                command = decode_admin_command(payload)
+        origin = f"admin/{parsed.user}" if parsed.user is not None else "mqtt"
+        await self._kill_commands.send(
+            InboundKillCommand(command=command, origin=origin, received_at=now, user=parsed.user)
+        )
 
     async def _take_intent(self, sid: str, payload: bytes, *, retained: bool, now: float) -> bool:
         if not self._intake_open:

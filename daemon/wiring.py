@@ -336,6 +336,10 @@ class Daemon:
             },
             home_assistant=ha,
             settlements=settlements.receiver,
+            # With a login the broker is a secured one (ACL: each login writes only its own
+            # admin/USER topic), so lockouts can count per login. On an open broker anyone
+            # could name any USER: one shared count then, or a USER per attempt would do.
+            per_user_lockout=config.mqtt.username is not None,
             halt=self.halt,
         )
 

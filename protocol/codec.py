@@ -63,6 +63,9 @@ _kill_decoder: Final[msgspec.json.Decoder[KillCommand]] = msgspec.json.Decoder(K
 _approval_decoder: Final[msgspec.json.Decoder[ApprovalCommand]] = msgspec.json.Decoder(
     ApprovalCommand
 )
+_admin_decoder: Final[msgspec.json.Decoder[KillCommand | ApprovalCommand]] = msgspec.json.Decoder(
+    KillCommand | ApprovalCommand
+)
 _event_decoder: Final[msgspec.json.Decoder[Event]] = msgspec.json.Decoder(Event)
 _loose_decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
@@ -71,6 +74,7 @@ _TAGS: Final = {
     "intent": "order, cancel, cancel_all",
     "kill": "engage, disengage, reset_circuit, pause, resume",
     "approval": "approve, deny",
+    "admin": "engage, disengage, reset_circuit, pause, resume, approve, deny",
 }
 
 
@@ -242,6 +246,19 @@ def decode_approval_command(payload: bytes) -> ApprovalCommand | DecodeFailure:
         return DecodeFailure(
             intent_id=_read_intent_id(payload), message=_explain(exc, _TAGS["approval"])
         )
+    except (RecursionError, ValueError, TypeError) as exc:  # belt and braces: never raise
+        return DecodeFailure(intent_id=None, message=f"payload refused ({type(exc).__name__})")
+
+
+def decode_admin_command(payload: bytes) -> KillCommand | ApprovalCommand | DecodeFailure:
+    """Decode a command on ``P/v1/admin/USER/command``: any kill or approval command (JSON)."""
+    problem = _precheck(payload)
+    if problem is not None:
+        return DecodeFailure(intent_id=None, message=problem)
+    try:
+        return _admin_decoder.decode(payload)
+    except msgspec.MsgspecError as exc:
+        return DecodeFailure(intent_id=None, message=_explain(exc, _TAGS["admin"]))
     except (RecursionError, ValueError, TypeError) as exc:  # belt and braces: never raise
         return DecodeFailure(intent_id=None, message=f"payload refused ({type(exc).__name__})")
 

@@ -7,6 +7,8 @@ from enum import StrEnum
 from typing import NamedTuple
 
 _STRATEGY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+_USER = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+"""A login name as it may appear in a topic level."""
 
 
 class TopicKind(StrEnum):
@@ -16,13 +18,19 @@ class TopicKind(StrEnum):
     HEARTBEAT = "heartbeat"
     KILL_COMMAND = "kill_command"
     APPROVAL_COMMAND = "approval_command"
+    ADMIN_COMMAND = "admin_command"
 
 
 class ParsedTopic(NamedTuple):
-    """An inbound topic split into its kind and, for strategy topics, the strategy id."""
+    """An inbound topic split into its kind and the id it names.
+
+    ``strategy_id`` is the strategy of a strategy topic; ``user`` the login of an
+    ``admin/USER/command`` topic (the broker's ACL lets each login write only its own).
+    """
 
     kind: TopicKind
     strategy_id: str | None
+    user: str | None = None
 
 
 class Topics:
@@ -43,6 +51,7 @@ class Topics:
         self.daemon_state = f"{self.root}/daemon/state"
         self.approval_pending = f"{self.root}/approval/pending"
         self.approval_command = f"{self.root}/approval/command"
+        self._admin = f"{self.root}/admin/"
         self._strategy = f"{self.root}/strategy/"
 
     def intent(self, strategy_id: str) -> str:
@@ -61,6 +70,10 @@ class Topics:
         """``P/v1/strategy/SID/state``."""
         return f"{self._strategy}{strategy_id}/state"
 
+    def admin_command(self, user: str) -> str:
+        """``P/v1/admin/USER/command``: privileged commands from one login."""
+        return f"{self._admin}{user}/command"
+
     def subscriptions(self) -> list[str]:
         """Every topic filter the daemon subscribes to (data and control plane)."""
         return [*self.data_subscriptions(), *self.control_subscriptions()]
@@ -75,7 +88,12 @@ class Topics:
         They get a connection of their own because the broker queues per
         connection: a backlog of intents can then never delay a kill command.
         """
-        return [f"{self._strategy}+/heartbeat", self.kill_command, self.approval_command]
+        return [
+            f"{self._strategy}+/heartbeat",
+            self.kill_command,
+            self.approval_command,
+            f"{self._admin}+/command",
+        ]
 
     def parse(self, topic: str) -> ParsedTopic | None:
         """Classify an inbound topic; ``None`` for anything that is not ours.
@@ -87,6 +105,11 @@ class Topics:
             return ParsedTopic(TopicKind.KILL_COMMAND, None)
         if topic == self.approval_command:
             return ParsedTopic(TopicKind.APPROVAL_COMMAND, None)
+        if topic.startswith(self._admin):
+            user, sep, leaf = topic[len(self._admin) :].partition("/")
+            if sep and leaf == "command" and _USER.fullmatch(user):
+                return ParsedTopic(TopicKind.ADMIN_COMMAND, None, user)
+            return None
         if not topic.startswith(self._strategy):
             return None
         sid, sep, leaf = topic[len(self._strategy) :].partition("/")

@@ -7,6 +7,7 @@ at the venue, 190/min in the daemon) with 10-30 ms of jittered latency per reque
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 from collections import Counter
@@ -116,9 +117,7 @@ def intent_lines(sid: str, count: int) -> str:
 
 def flood(broker: Mosquitto, topic: str, lines: Path) -> subprocess.Popen[bytes]:
     """One client publishing every line of ``lines`` as fast as it can (QoS 1)."""
-    pub = str(Path(find_mosquitto()).with_name("mosquitto_pub"))
-    if not Path(pub).exists():
-        pub = "mosquitto_pub"
+    pub = shutil.which("mosquitto_pub") or str(Path(find_mosquitto()).with_name("mosquitto_pub"))
     with lines.open("rb") as stdin:
         return subprocess.Popen(
             [pub, "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-t", topic, "-l"],

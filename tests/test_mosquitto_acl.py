@@ -398,6 +398,13 @@ SPOOFS = [
     ("homeassistant", f"{P}/v1/kill/state"),
     ("homeassistant", f"{P}/v1/daemon/status"),
     ("homeassistant", "homeassistant/button/tradeguard/kill_engage/config"),
+    # Privileged commands name their login in the topic: nobody may write another's.
+    ("phone", f"{P}/v1/admin/operator/command"),
+    ("operator", f"{P}/v1/admin/phone/command"),
+    ("s1", f"{P}/v1/admin/s1/command"),
+    ("s1", f"{P}/v1/admin/operator/command"),
+    ("button", f"{P}/v1/admin/button/command"),
+    ("homeassistant", f"{P}/v1/admin/operator/command"),
 ]
 
 
@@ -414,6 +421,8 @@ def test_a_spoofed_publish_is_refused_and_never_reaches_the_daemon(
 
 
 ALLOWED = [
+    ("phone", f"{P}/v1/admin/phone/command"),
+    ("operator", f"{P}/v1/admin/operator/command"),
     ("s1", f"{P}/v1/strategy/s1/intent"),
     ("s1", f"{P}/v1/strategy/s1/heartbeat"),
     ("s2", f"{P}/v1/strategy/s2/intent"),

@@ -24,7 +24,7 @@ from protocol.messages import (
     OrderIntent,
     Rejected,
 )
-from protocol.topics import TopicKind, Topics
+from protocol.topics import ParsedTopic, TopicKind, Topics
 
 CONTRACT_ORDER = {
     "type": "order",
@@ -215,9 +215,14 @@ def test_decoder_total_on_json_objects(body: dict[str, object]) -> None:
 
 def test_topics_parse_round_trip() -> None:
     topics = Topics("tg")
-    assert topics.parse(topics.intent("s1")) == (TopicKind.INTENT, "s1")
-    assert topics.parse(topics.heartbeat("s-2")) == (TopicKind.HEARTBEAT, "s-2")
-    assert topics.parse(topics.kill_command) == (TopicKind.KILL_COMMAND, None)
+    assert topics.parse(topics.intent("s1")) == ParsedTopic(TopicKind.INTENT, "s1")
+    assert topics.parse(topics.heartbeat("s-2")) == ParsedTopic(TopicKind.HEARTBEAT, "s-2")
+    assert topics.parse(topics.kill_command) == ParsedTopic(TopicKind.KILL_COMMAND, None)
+    assert topics.parse(topics.admin_command("alice")) == ParsedTopic(
+        TopicKind.ADMIN_COMMAND, None, "alice"
+    )
+    assert topics.parse("tg/v1/admin/a+b/command") is None
+    assert topics.parse("tg/v1/admin/alice/other") is None
     assert topics.parse(topics.event("s1")) is None
     assert topics.parse("other/v1/strategy/s1/intent") is None
     assert topics.parse("tg/v1/strategy//intent") is None
