@@ -8,6 +8,7 @@ which cancel the scope's open orders (and flatten when asked).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, assert_never
@@ -142,6 +143,7 @@ class KillSwitchAuthority(Actor):
         heartbeat_timeouts: Mapping[str, float] | None = None,
         home_assistant: HomeAssistantDiscovery | None = None,
         settlements: MemoryObjectReceiveStream[KillSettled] | None = None,
+        per_user_lockout: bool = False,
         reset_circuit: Callable[[str | None], Awaitable[str]] | None = None,
         approvals: Mapping[str, Callable[[ApprovalDecision], Awaitable[None]]] | None = None,
         halt: TradingHalt,
@@ -162,6 +164,7 @@ class KillSwitchAuthority(Actor):
         self._timeouts = dict(heartbeat_timeouts or {})
         self._ha = home_assistant
         self._settlements = settlements
+        self._per_user_lockout = per_user_lockout
         # Privileged commands (code checks: scrypt, ~0.1 s) run one at a time on their
         # own task, so an engage never waits behind one.
         self._privileged_send, self._privileged_receive = anyio.create_memory_object_stream[
@@ -271,8 +274,9 @@ class KillSwitchAuthority(Actor):
                 await self.disengage(
                     strategy_id=command.strategy_id if command.scope == "strategy" else None,
                     code=command.code,
-                    operator=command.operator,
+                    operator=inbound.user or command.operator,
                     source=command.source or inbound.origin,
+                    caller=self._caller(inbound),
                 )
             case Pause():
                 await self.pause(
@@ -281,7 +285,9 @@ class KillSwitchAuthority(Actor):
                     source=command.source or inbound.origin,
                 )
             case Resume() | ResetCircuit() | Approve() | Deny():
-                await self._privileged(command, inbound.origin)
+                if inbound.user is not None:
+                    command = msgspec.structs.replace(command, operator=inbound.user)
+                await self._privileged(command, inbound.origin, caller=self._caller(inbound))
             case _:
                 assert_never(command)
 
@@ -363,8 +369,22 @@ class KillSwitchAuthority(Actor):
                 await listener(change)
             return True
 
+    def _caller(self, inbound: InboundKillCommand) -> str:
+        """Whose failures a code check counts against (see ``per_user_lockout``)."""
+        if not self._per_user_lockout:
+            return ""
+        if inbound.user is not None:
+            return f"admin/{inbound.user}"
+        return "homeassistant" if inbound.origin == "homeassistant" else ""
+
     async def disengage(
-        self, *, strategy_id: str | None, code: str | None, operator: str | None, source: str
+        self,
+        *,
+        strategy_id: str | None,
+        code: str | None,
+        operator: str | None,
+        source: str,
+        caller: str = "",
     ) -> bool:
         """Release a switch if ``code`` is a valid admin code. Every attempt is audited."""
         scope = "strategy" if strategy_id else GLOBAL
@@ -378,6 +398,7 @@ class KillSwitchAuthority(Actor):
             source=source,
             operator=operator,
             now=now,
+            caller=caller,
         )
         if authorised is None:
             return False
@@ -468,6 +489,7 @@ class KillSwitchAuthority(Actor):
         source: str,
         operator: str | None,
         now: float,
+        caller: str = "",
     ) -> tuple[Verdict, list[Write]] | None:
         """Check an admin code; a refusal is journaled, logged and published here.
 
@@ -476,7 +498,9 @@ class KillSwitchAuthority(Actor):
             or None when refused.
         """
         # scrypt costs ~0.1 s: off the event loop, so intents and engages keep flowing.
-        verdict = await anyio.to_thread.run_sync(self._verifier.verify, code)
+        verdict = await anyio.to_thread.run_sync(
+            functools.partial(self._verifier.verify, code, caller=caller)
+        )
         if verdict.ok and strategy_id is not None and strategy_id not in self._strategies:
             verdict = msgspec.structs.replace(
                 verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
@@ -509,7 +533,7 @@ class KillSwitchAuthority(Actor):
         return None
 
     async def _privileged(
-        self, command: Resume | ResetCircuit | Approve | Deny, origin: str
+        self, command: Resume | ResetCircuit | Approve | Deny, origin: str, *, caller: str = ""
     ) -> bool:
         """Commands that need an admin code: resume, circuit reset, approve and deny."""
         now = time.time()
@@ -527,6 +551,7 @@ class KillSwitchAuthority(Actor):
             source=source,
             operator=command.operator,
             now=now,
+            caller=caller,
         )
         if authorised is None:
             return False
