@@ -364,3 +364,47 @@ async def test_cli_kill_and_disengage_exit_codes(
     # No daemon: kill has no confirmation.
     result = await anyio.to_thread.run_sync(lambda: cli("kill"))
     assert result.returncode == 1
+
+
+async def test_wrong_codes_from_one_login_do_not_lock_out_another(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    # A login (mqtt.username) means a secured broker, where each login may write only its
+    # own admin/USER topic; this broker is open, which is fine for the daemon's side.
+    config, _ = kill_config(tmp_path, mosquitto, prefix)
+    text = config.read_text().replace("[mqtt]\n", '[mqtt]\nusername = "tradeguard"\n', 1)
+    config.write_text(text)
+    t = Topics(prefix)
+    async with running_daemon(config) as daemon, probe(mosquitto, t.kill_state, t.audit) as p:
+        await p.publish(t.kill_command, "PRESS")
+        await p.expect(t.kill_state, lambda s: s["global"]["engaged"])
+        wrong = {"type": "disengage", "scope": "global", "code": "000000"}
+        for _ in range(100):
+            await p.publish(t.admin_command("phone"), wrong)
+
+        def phone_denials() -> list[Any]:
+            return [
+                a
+                for a in p.bodies(t.audit)
+                if a.get("type") == "kill.disengage" and a.get("operator") == "phone"
+            ]
+
+        await p.wait_until(lambda: len(phone_denials()) == 100, timeout=60)
+        assert all(not a["ok"] for a in phone_denials())
+        assert "locked out" in phone_denials()[-1]["detail"]
+        # The operator's own login is not locked out: its valid code releases at once.
+        start = len(p.received)
+        await p.publish(
+            t.admin_command("operator"),
+            {"type": "disengage", "scope": "global", "code": STATIC_CODE},
+        )
+        released = await p.expect(
+            t.audit, lambda a: a.get("operator") == "operator", start=start, timeout=10
+        )
+        assert released["ok"], released
+        assert released["source"] == "admin/operator"
+        await p.expect(t.kill_state, lambda s: not s["global"]["engaged"], start=start)
+        assert not daemon.gate.engaged(None)
+        # The phone is still locked out, and the shared kill/command topic has its own count.
+        assert daemon.verifier.locked("admin/phone")
+        assert not daemon.verifier.locked("")
