@@ -585,6 +585,10 @@ class OrderManager(Actor):
             result[key] = result.get(key, 0.0) + max(0.0, order.intent.qty - order.filled_qty)
         return result
 
+    def held_positions(self) -> dict[str, tuple[float, float]]:
+        """Symbol to (signed qty, average price), as the fills so far made them."""
+        return {s: (p.qty, p.avg_price) for s, p in self.positions.items() if p.qty != 0}
+
     def pending_opening(self, quotes: Mapping[str, Quote]) -> dict[str, float]:
         """Notional of open orders that would open or grow a position, by symbol."""
         del quotes  # marks come from the same cache through the guardian

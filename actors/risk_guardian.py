@@ -71,6 +71,9 @@ class SessionState(msgspec.Struct, kw_only=True):
     realized_base: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+_QTY_EPS = 1e-9
+
+
 class StrategyBookView(Protocol):
     """What the guardian reads from an order manager."""
 
@@ -80,6 +83,10 @@ class StrategyBookView(Protocol):
 
     def pending_opening(self, quotes: Mapping[str, Quote]) -> dict[str, float]:
         """Symbol to notional of this strategy's open opening orders."""
+        ...
+
+    def held_positions(self) -> Mapping[str, tuple[float, float]]:
+        """Symbol to (signed qty, average price) of this strategy, from its fills."""
         ...
 
 
@@ -168,19 +175,43 @@ class RiskGuardian(Actor):
         return usable_quote(self.quotes.get(symbol), now, self._config.risk.quote_max_age_s)
 
     def portfolio_view(self) -> PortfolioView:
-        """The account as the limits see it."""
+        """The account as the limits see it.
+
+        Positions come from two places: the strategies' own books, moved by every fill
+        the moment it is reported, and the broker's last account poll (every
+        ``broker.account_poll_s``), which also holds what no strategy owns. Each symbol
+        counts with the larger of the two, so a fill the poll has not seen yet, and a
+        position the books do not know, both count: the limits never see less exposure
+        than there is.
+        """
         pending: dict[str, float] = {}
+        fills: dict[str, tuple[float, float]] = {}
         for book in self.books.values():
             for symbol, notional in book.pending_opening(self.quotes).items():
                 pending[symbol] = pending.get(symbol, 0.0) + notional
+            for symbol, (qty, avg_price) in book.held_positions().items():
+                held, _price = fills.get(symbol, (0.0, avg_price))
+                fills[symbol] = (held + qty, avg_price)
+        exposure: dict[str, float] = {}
+        for symbol, (qty, avg_price) in fills.items():
+            if abs(qty) > _QTY_EPS:
+                exposure[symbol] = abs(qty) * self._mark(symbol, avg_price)
+        for symbol, (qty, value) in self.positions.items():
+            if abs(qty) > _QTY_EPS:
+                exposure[symbol] = max(exposure.get(symbol, 0.0), abs(value))
         return PortfolioView(
             equity=self.equity or 0.0,
             start_of_day_equity=self.breaker.start_of_day_equity or self.equity or 0.0,
             peak_equity=self.breaker.peak_equity or self.equity or 0.0,
-            gross_exposure=sum(abs(value) for _qty, value in self.positions.values()),
-            held_symbols=frozenset(s for s, (qty, _v) in self.positions.items() if qty != 0),
+            gross_exposure=sum(exposure.values()),
+            held_symbols=frozenset(exposure),
             pending_opening=pending,
         )
+
+    def _mark(self, symbol: str, fallback: float) -> float:
+        """The mid of the cached quote for ``symbol``, else ``fallback``."""
+        quote = self.quotes.get(symbol)
+        return (quote.bid + quote.ask) / 2 if quote is not None else fallback
 
     def session_pnl_base(self, strategy_id: str) -> float:
         """Realized P&L of the strategy when the session began."""
