@@ -375,9 +375,9 @@ def _run(config: Config) -> int:
     from daemon.preflight import check_setup  # noqa: PLC0415
 
     check_setup(config)
-    from daemon.wiring import Daemon  # noqa: PLC0415  # heavy imports only for `run`
-
+    # Before the heavy imports: a library's import-time warning becomes a log event too.
     configure_logging(config.log.level, json=config.log.json)
+    from daemon.wiring import Daemon  # noqa: PLC0415  # heavy imports only for `run`
 
     def announce(line: str) -> None:
         print(line, flush=True)

@@ -220,13 +220,20 @@ class DaemonProcess:
     process: subprocess.Popen[str] | None = None
     ready_line: str | None = None
     log_file: Path | None = None
+    journal_stream: bool = False
+    """Export JOURNAL_STREAM naming the log file, as systemd does for a journal stream."""
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def start(self, timeout: float = 20.0) -> None:
         """Start and wait for the ready line on stdout."""
         self.log_file = Path(tempfile.mkstemp(prefix="tradeguard-", suffix=".log")[1])
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("TRADEGUARD_CONFIG", None)
+        env.pop("JOURNAL_STREAM", None)
         with self.log_file.open("w") as log:
+            if self.journal_stream:
+                stat = os.fstat(log.fileno())
+                env["JOURNAL_STREAM"] = f"{stat.st_dev}:{stat.st_ino}"
             self.process = subprocess.Popen(  # our own console script
                 [str(VENV_BIN / "tradeguard"), "run", "--config", str(self.config)],
                 stdout=subprocess.PIPE,
