@@ -426,13 +426,23 @@ class MatchingEngine:
         self.rejects_armed = 0
         self.last_equity = self.cash
         self.last_maintenance_margin = ZERO
-        self.activities: list[dict[str, Any]] = []
+        funding = {
+            "id": f"{self.created_at.strftime('%Y%m%d%H%M%S%f')}::{uuid.uuid4()}",
+            "activity_type": "CSD",
+            "date": ts(self.created_at),
+            "created_at": ts(self.created_at),
+            "net_amount": dec(self.cash),
+            "currency": "USD",
+            "status": "executed",
+        }
+        self.activities: list[dict[str, Any]] = [funding]
         self.history: list[tuple[datetime, Decimal]] = []
         self.configurations: dict[str, Any] = dict(DEFAULT_CONFIGURATIONS)
         self.next_roll = self._clock.next_close(self.created_at)
         if self._store is not None:
             self._store.wipe()
             self._save_account()
+            self._store.save_activity(funding)
 
     def _restore(self, stored: StoredState) -> None:
         account = stored.account
@@ -1562,6 +1572,8 @@ class MatchingEngine:
             "order_id": order.id,
             "cum_qty": dec(order.filled_qty),
             "order_status": order.status,
+            # "Null for trading activities" (the spec); it also tells the two kinds apart.
+            "created_at": None,
         }
         self.activities.append(activity)
         if self._store is not None:

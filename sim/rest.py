@@ -357,10 +357,10 @@ class TradingApi:
         return json_response(self._engine.configure(await _json_body(request)))
 
     async def get_activities(self, request: web.Request) -> web.Response:
-        """``GET /v2/account/activities[/{activity_type}]`` (the venue records FILLs)."""
+        """``GET /v2/account/activities[/{activity_type}]`` (FILL, and CSD for the funding)."""
         query = request.query
         path_type = request.match_info.get("activity_type")
-        raw_types = path_type or query.get("activity_types") or "FILL"
+        raw_types = path_type or query.get("activity_types") or ""
         types = {t.strip() for t in raw_types.split(",") if t.strip()}
         direction = query.get("direction", "desc")
         if direction not in {"asc", "desc"}:
@@ -372,7 +372,7 @@ class TradingApi:
         selected = [
             activity
             for activity in self._engine.activities
-            if activity["activity_type"] in types
+            if (not types or activity["activity_type"] in types)
             and _activity_in(activity, on_day=on_day, after=after, until=until)
         ]
         if direction == "desc":
@@ -680,7 +680,7 @@ def _activity_in(
     after: datetime | None,
     until: datetime | None,
 ) -> bool:
-    at = datetime.fromisoformat(str(activity["transaction_time"]))
+    at = datetime.fromisoformat(str(activity.get("transaction_time") or activity["date"]))
     if on_day is not None and at.astimezone(NEW_YORK).date() != on_day:
         return False
     if after is not None and at <= after:

@@ -148,6 +148,13 @@ class VenueStore:
             )
             self.save_account(account)
 
+    def save_activity(self, activity: dict[str, Any]) -> None:
+        """Append one account activity (a fill has its own :meth:`save_fill`)."""
+        self._db.execute(
+            "INSERT INTO activities (id, record) VALUES (?, ?)",
+            (activity["id"], json.dumps(activity)),
+        )
+
     def wipe(self) -> None:
         """Forget the account (a reset)."""
         with self._db:

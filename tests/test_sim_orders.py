@@ -397,6 +397,9 @@ async def test_configurations_activities_and_portfolio_history() -> None:
         assert (
             await rest(broker.trading.get, "/account/activities", {"activity_types": "DIV"}) == []
         )
+        funding = await rest(broker.trading.get, "/account/activities", {"activity_types": "CSD"})
+        assert isinstance(funding, list)
+        assert [a["net_amount"] for a in funding] == ["100000"]
 
         history = await rest(
             broker.trading.get_portfolio_history, GetPortfolioHistoryRequest(period="1W")

@@ -53,7 +53,8 @@ async def test_restart_resumes_account_positions_orders_and_activities(tmp_path:
         assert (await broker.order(resting.id)).status == OrderStatus.NEW
         activities = await rest(broker.trading.get, "/account/activities")
         assert isinstance(activities, list)
-        assert [a["order_id"] for a in activities] == [str(bought.id)]
+        assert [a["activity_type"] for a in activities] == ["FILL", "CSD"]  # newest first
+        assert activities[0]["order_id"] == str(bought.id)
 
         # The order that rested through the restart fills at the next price it sees.
         venue.set_price("MSFT", 300.0)

@@ -148,6 +148,51 @@ def _walk_positions(walker: Walker) -> None:
     call("GET", "/v2/account", "/v2/account", 200)
 
 
+def _walk_account_endpoints(walker: Walker) -> None:
+    call = walker.call
+    call("GET", "/v2/assets", "/v2/assets", 200)
+    call("GET", "/v2/calendar", "/v2/calendar", 200, params={"start": "2026-12-20"})
+    call("GET", "/v2/account/configurations", "/v2/account/configurations", 200)
+    call(
+        "PATCH",
+        "/v2/account/configurations",
+        "/v2/account/configurations",
+        200,
+        json={"no_shorting": False},
+    )
+    call("GET", "/v2/account/activities", "/v2/account/activities", 200)
+    call(
+        "GET",
+        "/v2/account/activities/FILL",
+        "/v2/account/activities/{activity_type}",
+        200,
+    )
+    call("GET", "/v2/account/portfolio/history", "/v2/account/portfolio/history", 200)
+    bracket = {
+        "symbol": "MSFT",
+        "qty": "2",
+        "side": "buy",
+        "type": "limit",
+        "limit_price": "300",
+        "time_in_force": "gtc",
+        "order_class": "bracket",
+        "take_profit": {"limit_price": "500"},
+        "stop_loss": {"stop_price": "250"},
+    }
+    created = call("POST", "/v2/orders", "/v2/orders", 200, json=bracket)
+    assert len(created["legs"]) == 2
+    call("GET", "/v2/orders", "/v2/orders", 200, params={"nested": "true"})
+    trailing = {
+        "symbol": "MSFT",
+        "qty": "1",
+        "side": "buy",
+        "type": "trailing_stop",
+        "trail_percent": "3",
+        "time_in_force": "day",
+    }
+    call("POST", "/v2/orders", "/v2/orders", 200, json=trailing)
+
+
 async def test_every_response_body_validates_against_the_spec() -> None:
     spec = load_spec()
     config = fast_config(shorting_enabled=True, partial_fill_probability=0.5)
@@ -157,13 +202,14 @@ async def test_every_response_body_validates_against_the_spec() -> None:
         venue.match()
         venue.tick(3)
         await rest(_walk_positions, walker)
+        await rest(_walk_account_endpoints, walker)
         unauthorized = await rest(
             requests.get, f"{venue.base_url}/v2/account", headers={}, timeout=5
         )
         assert unauthorized.status_code == 401
         spec.validate_schema("ErrorResponse", unauthorized.json())
 
-        assert len(walker.checked) == 17
+        assert len(walker.checked) == 24
         # The order inside every stream event is an Order entity too.
         await recorder.wait_for(lambda u: u.event == "canceled")
         raw_orders = [event.order for event in venue.events]
