@@ -2,33 +2,43 @@
 
 Published (retained) under ``<discovery_prefix>/<component>/<node_id>/<object_id>/config``
 and again whenever Home Assistant's birth message ``online`` arrives on
-``<discovery_prefix>/status``. Entities, all sharing one device and the daemon's
-availability topic (``P/v1/daemon/status``, ``online``/``offline``):
+``<discovery_prefix>/status``. The payloads follow Home Assistant 2026.4: the entity
+id comes from ``default_entity_id`` (``<component>.<node_id>_<object_id>``, for
+example ``binary_sensor.tradeguard_kill_global``); the older ``object_id`` option,
+deprecated in 2025.10 and removed in 2026.4, is not sent. Entities, all sharing one
+device and the daemon's availability topic (``P/v1/daemon/status``,
+``online``/``offline``):
 
 * ``button`` *Engage kill switch*: ``command_topic`` = ``P/v1/kill/command``,
   ``payload_press`` = ``PRESS`` (a plain-text engage, CONTRACT §5).
 * ``binary_sensor`` *Kill switch (global)* and one per strategy: ``state_topic`` =
-  ``P/v1/kill/state`` with a ``value_template`` reading ``engaged``.
+  ``P/v1/kill/state`` with a ``value_template`` reading ``engaged``. No device
+  class: Home Assistant then shows *On* (engaged) and *Off* (released), which is
+  what the entity's name says. (``safety`` would show *Unsafe* while trading is
+  halted, the safe state; ``problem`` would call a deliberate halt a problem.)
 * ``text`` *Release code* (``mode: password``): ``command_topic`` =
   ``P/v1/ha/release``; whatever code is typed there is tried as a global release,
-  audited like any other attempt. Retained messages on it are ignored.
+  audited like any other attempt. Retained messages on it are ignored. It has no
+  ``entity_category``, so the companion app shows it with the other controls.
 * ``text`` *Approve* and *Deny* (``mode: password``), ``P/v1/ha/approve`` and
   ``P/v1/ha/deny``: type ``STRATEGY INTENT_ID CODE`` (space separated).
 * ``sensor`` *Approvals pending* (count, the list as attributes), *Circuit breaker*,
   *Equity*, *Daily drawdown* and *Total drawdown* (from ``P/v1/daemon/state``).
+  The numeric ones render ``None`` when the daemon has no value yet, which Home
+  Assistant shows as *unknown* (a string such as ``'unknown'`` makes a numeric
+  sensor raise ``ValueError``).
 
-Discovery fields used: ``name``, ``unique_id``, ``object_id``, ``device``
-(``identifiers``, ``name``, ``manufacturer``, ``model``, ``sw_version``),
-``availability_topic``, ``payload_available``, ``payload_not_available``,
-``command_topic``, ``payload_press``, ``state_topic``, ``value_template``,
-``payload_on``, ``payload_off``, ``device_class``, ``mode``, ``min``, ``max``,
-``pattern``, ``icon``, ``entity_category``, ``qos``, ``retain``,
-``json_attributes_topic``, ``unit_of_measurement``, ``state_class``.
+The three code boxes each have a ``state_topic`` (``P/v1/ha/release/state``,
+``.../approve/state``, ``.../deny/state``). With a state topic Home Assistant is not
+optimistic: it never takes the typed text as the entity's state, so no code reaches
+its state machine, recorder or history. The daemon publishes an empty state there
+after every message on the command topic (:meth:`HomeAssistantDiscovery.cleared_code`),
+so the box reads empty again. ``min`` is 0 so that the empty state is valid.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -37,6 +47,16 @@ from daemon.config import HomeAssistantConfig
 from protocol.topics import Topics
 
 _json = msgspec.json.Encoder()
+
+CLEARED_CODE: Final = b""
+"""The state the daemon publishes to a code box's state topic after each use."""
+
+
+def _numeric(key: str, scale: str = "") -> str:
+    """A value template that yields a rounded number, or ``None`` for a null value."""
+    return (
+        f"{{{{ (value_json.{key}{scale}) | round(2) if value_json.{key} is not none else None }}}}"
+    )
 
 
 class HomeAssistantDiscovery:
@@ -72,16 +92,30 @@ class HomeAssistantDiscovery:
             {self.birth_topic, self.release_topic, self.approve_topic, self.deny_topic}
         )
 
+    @staticmethod
+    def code_state_topic(command_topic: str) -> str:
+        """The state topic of the code box that publishes on ``command_topic``."""
+        return f"{command_topic}/state"
+
+    def cleared_code(self, command_topic: str) -> Publish:
+        """The empty state for the code box of ``command_topic``, sent after each use.
+
+        Not retained: an empty retained message would only delete one, and a Home
+        Assistant that starts later shows the box as unknown, which holds no code
+        either.
+        """
+        return Publish(topic=self.code_state_topic(command_topic), payload=CLEARED_CODE)
+
     def _config_topic(self, component: str, object_id: str) -> str:
         node = self._config.node_id
         return f"{self._config.discovery_prefix}/{component}/{node}/{object_id}/config"
 
-    def _base(self, object_id: str, name: str) -> dict[str, Any]:
+    def _base(self, component: str, object_id: str, name: str) -> dict[str, Any]:
         node = self._config.node_id
         return {
             "name": name,
             "unique_id": f"{node}_{object_id}",
-            "object_id": f"{node}_{object_id}",
+            "default_entity_id": f"{component}.{node}_{object_id}",
             "availability_topic": self._topics.daemon_status,
             "payload_available": "online",
             "payload_not_available": "offline",
@@ -92,12 +126,29 @@ class HomeAssistantDiscovery:
                 "model": "execution and risk daemon",
                 "sw_version": self._version,
             },
+            "origin": {"name": "tradeguard", "sw_version": self._version},
         }
+
+    def _code_box(
+        self, object_id: str, name: str, command_topic: str, max_length: int, icon: str
+    ) -> dict[str, Any]:
+        body = self._base("text", object_id, name)
+        body |= {
+            "command_topic": command_topic,
+            "state_topic": self.code_state_topic(command_topic),
+            "mode": "password",
+            "min": 0,
+            "max": max_length,
+            "icon": icon,
+            "retain": False,
+            "qos": 1,
+        }
+        return body
 
     def discovery_messages(self) -> list[Publish]:
         """Every discovery config, retained."""
         messages: list[tuple[str, str, dict[str, Any]]] = []
-        button = self._base("kill_engage", "Engage kill switch")
+        button = self._base("button", "kill_engage", "Engage kill switch")
         button |= {
             "command_topic": self._topics.kill_command,
             "payload_press": "PRESS",
@@ -105,53 +156,35 @@ class HomeAssistantDiscovery:
             "qos": 1,
         }
         messages.append(("button", "kill_engage", button))
-        sensor = self._base("kill_global", "Kill switch (global)")
-        sensor |= {
-            "state_topic": self._topics.kill_state,
-            "value_template": "{{ 'ON' if value_json['global'].engaged else 'OFF' }}",
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "device_class": "safety",
-        }
-        messages.append(("binary_sensor", "kill_global", sensor))
-        for sid in self._strategies:
-            per = self._base(f"kill_{sid}", f"Kill switch ({sid})")
-            per |= {
+        switches = [("kill_global", "Kill switch (global)", "value_json['global'].engaged")]
+        switches += [
+            (f"kill_{sid}", f"Kill switch ({sid})", f"value_json.strategies['{sid}'].engaged")
+            for sid in self._strategies
+        ]
+        for object_id, name, engaged in switches:
+            sensor = self._base("binary_sensor", object_id, name)
+            sensor |= {
                 "state_topic": self._topics.kill_state,
-                "value_template": (
-                    f"{{{{ 'ON' if value_json.strategies['{sid}'].engaged else 'OFF' }}}}"
-                ),
+                "value_template": f"{{{{ 'ON' if {engaged} else 'OFF' }}}}",
                 "payload_on": "ON",
                 "payload_off": "OFF",
-                "device_class": "safety",
+                "icon": "mdi:octagon",
             }
-            messages.append(("binary_sensor", f"kill_{sid}", per))
-        text = self._base("kill_release", "Release code")
-        text |= {
-            "command_topic": self.release_topic,
-            "mode": "password",
-            "min": 6,
-            "max": 64,
-            "pattern": "[A-Za-z0-9]{6,64}",
-            "icon": "mdi:lock-open-variant",
-            "entity_category": "config",
-            "retain": False,
-            "qos": 1,
-        }
-        messages.append(("text", "kill_release", text))
+            messages.append(("binary_sensor", object_id, sensor))
+        release = self._code_box(
+            "kill_release", "Release code", self.release_topic, 64, "mdi:lock-open-variant"
+        )
+        messages.append(("text", "kill_release", release))
         for verb, topic in (("approve", self.approve_topic), ("deny", self.deny_topic)):
-            entry = self._base(f"approval_{verb}", f"{verb.capitalize()} (strategy intent code)")
-            entry |= {
-                "command_topic": topic,
-                "mode": "password",
-                "min": 8,
-                "max": 160,
-                "icon": "mdi:check-decagram" if verb == "approve" else "mdi:close-octagon",
-                "retain": False,
-                "qos": 1,
-            }
+            entry = self._code_box(
+                f"approval_{verb}",
+                f"{verb.capitalize()} (strategy intent code)",
+                topic,
+                160,
+                "mdi:check-decagram" if verb == "approve" else "mdi:close-octagon",
+            )
             messages.append(("text", f"approval_{verb}", entry))
-        pending = self._base("approvals_pending", "Approvals pending")
+        pending = self._base("sensor", "approvals_pending", "Approvals pending")
         pending |= {
             "state_topic": self._topics.approval_pending,
             "value_template": "{{ value_json.pending | length }}",
@@ -159,7 +192,7 @@ class HomeAssistantDiscovery:
             "icon": "mdi:account-clock",
         }
         messages.append(("sensor", "approvals_pending", pending))
-        circuit = self._base("circuit", "Circuit breaker")
+        circuit = self._base("sensor", "circuit", "Circuit breaker")
         circuit |= {
             "state_topic": self._topics.daemon_state,
             "value_template": "{{ value_json.circuit }}",
@@ -171,14 +204,10 @@ class HomeAssistantDiscovery:
             ("daily_drawdown", "Daily drawdown", "%"),
             ("total_drawdown", "Total drawdown", "%"),
         ):
-            sensor_body = self._base(key, name)
-            scale = " * 100" if unit == "%" else ""
+            sensor_body = self._base("sensor", key, name)
             sensor_body |= {
                 "state_topic": self._topics.daemon_state,
-                "value_template": (
-                    f"{{{{ (value_json.{key}{scale}) | round(2) if value_json.{key} is not none "
-                    "else 'unknown' }}"
-                ),
+                "value_template": _numeric(key, " * 100" if unit == "%" else ""),
                 "unit_of_measurement": unit,
                 "state_class": "measurement",
             }

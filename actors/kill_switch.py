@@ -608,6 +608,8 @@ class KillSwitchAuthority(Actor):
             if press.retained:
                 log.info("trigger.retained_ignored", topic=press.topic)
                 continue
+            # Every matching trigger engages its own scope: one button may map its
+            # actions (single, double, hold) to different scopes.
             for trigger in self._trigger_configs:
                 if trigger.topic == press.topic and _matches(trigger, press.payload):
                     await self.engage(
@@ -616,7 +618,6 @@ class KillSwitchAuthority(Actor):
                         source=trigger.name or press.topic,
                         flatten=trigger.flatten,
                     )
-                    break
 
     async def _handle_home_assistant(self, press: TriggerPress) -> None:
         assert self._ha is not None
@@ -625,6 +626,9 @@ class KillSwitchAuthority(Actor):
                 for message in self._ha.discovery_messages():
                     await self._outbound.send(message)
             return
+        if press.topic in (self._ha.release_topic, self._ha.approve_topic, self._ha.deny_topic):
+            # The code box reads empty again, and Home Assistant stores no code.
+            await self._outbound.send(self._ha.cleared_code(press.topic))
         if press.topic in (self._ha.approve_topic, self._ha.deny_topic):
             if press.retained:
                 log.warning("homeassistant.retained_approval_ignored")
@@ -759,9 +763,18 @@ def _describe(command: Resume | ResetCircuit | Approve | Deny) -> tuple[str, str
 
 
 def _matches(trigger: TriggerConfig, payload: bytes) -> bool:
-    """Exact match of every configured field; an empty match accepts any payload."""
+    """Whether a message on the trigger's topic is the configured press.
+
+    ``payload``: the whole plain-text payload (surrounding white space ignored) equals
+    it, as on zigbee2mqtt's ``.../action`` topic. ``match``: a JSON object in which
+    every listed field is equal. A trigger with neither matches nothing (the config
+    check refuses it): an empty payload, a battery report or a ``double`` must never
+    engage a switch meant for ``single``.
+    """
+    if trigger.payload is not None:
+        return payload.strip() == trigger.payload.encode("utf-8")
     if not trigger.match:
-        return True
+        return False
     try:
         body = decode_json(payload)
     except msgspec.DecodeError:

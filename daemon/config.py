@@ -92,9 +92,15 @@ class StateConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 class TriggerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[[kill.triggers]]``: an IoT button topic that engages a switch."""
+    """``[[kill.triggers]]``: an IoT button topic that engages a switch.
+
+    Exactly one of ``payload`` (the whole plain-text payload, e.g. zigbee2mqtt's
+    ``.../action`` topic carrying ``single``) and ``match`` (fields of a JSON object)
+    says which message is the press; a trigger with neither is refused.
+    """
 
     topic: Annotated[str, Meta(min_length=1, max_length=256)]
+    payload: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
     match: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
     scope: Literal["global", "strategy"] = "global"
     strategy_id: StrategyId | None = None
@@ -246,15 +252,38 @@ def _check_semantics(config: Config) -> None:
             if getattr(config.broker, key) is None:
                 raise ConfigError(f"broker.{key}: required when broker.kind is 'alpaca'")
     for index, trigger in enumerate(config.kill.triggers):
-        if trigger.scope == "strategy" and trigger.strategy_id is None:
-            raise ConfigError(f"kill.triggers[{index}].strategy_id: required for scope 'strategy'")
-        _check_topic_filter(trigger.topic, key=f"kill.triggers[{index}].topic")
+        _check_trigger(trigger, key=f"kill.triggers[{index}]")
     ha = config.homeassistant
     _check_topic_name(ha.discovery_prefix, key="homeassistant.discovery_prefix")
     _check_topic_name(ha.node_id, key="homeassistant.node_id", levels=False)
     total = sum(s.allocation for s in config.strategies.values())
     if total > 1.0 + 1e-9:
         raise ConfigError(f"strategies: allocations add up to {total:.2f}, more than 1.0")
+
+
+def _check_trigger(trigger: TriggerConfig, *, key: str) -> None:
+    """A trigger names its scope, one topic, and exactly one way to match a press.
+
+    Without ``payload`` or a non-empty ``match`` a trigger would engage on any
+    message of its topic (a battery report, ``double``, an empty payload): refused.
+    """
+    if trigger.scope == "strategy" and trigger.strategy_id is None:
+        raise ConfigError(f"{key}.strategy_id: required for scope 'strategy'")
+    _check_topic_filter(trigger.topic, key=f"{key}.topic")
+    if set("+#") & set(trigger.topic):
+        # The session hands a trigger only messages on exactly its topic.
+        raise ConfigError(
+            f"{key}.topic: {trigger.topic!r}: name one topic; with + or # it would never engage"
+        )
+    if trigger.payload is not None and trigger.match:
+        raise ConfigError(f"{key}: set payload or match, not both")
+    if trigger.payload is None and not trigger.match:
+        raise ConfigError(
+            f"{key}.payload: required (or a non-empty match): "
+            "a trigger without one would engage on any message"
+        )
+    if trigger.payload is not None and trigger.payload != trigger.payload.strip():
+        raise ConfigError(f"{key}.payload: no leading or trailing white space")
 
 
 def _check_topic_filter(topic: str, *, key: str) -> None:

@@ -267,11 +267,14 @@ async def test_home_assistant_release(mosquitto: Mosquitto, prefix: str, tmp_pat
     release = f"{prefix}/v1/ha/release"
     async with (
         running_daemon(config) as daemon,
-        probe(mosquitto, t.kill_state, t.audit, f"{ha_prefix}/#") as p,
+        probe(mosquitto, t.kill_state, t.audit, f"{ha_prefix}/#", f"{release}/state") as p,
     ):
         config_msg = await p.expect(f"{ha_prefix}/text/tradeguard/kill_release/config")
         assert config_msg["command_topic"] == release
+        assert config_msg["state_topic"] == f"{release}/state"
         assert config_msg["mode"] == "password"
+        assert config_msg["default_entity_id"] == "text.tradeguard_kill_release"
+        assert "object_id" not in config_msg
         approve = await p.expect(f"{ha_prefix}/text/tradeguard/approval_approve/config")
         assert approve["command_topic"] == f"{prefix}/v1/ha/approve"
         circuit = await p.expect(f"{ha_prefix}/sensor/tradeguard/circuit/config")
@@ -283,11 +286,15 @@ async def test_home_assistant_release(mosquitto: Mosquitto, prefix: str, tmp_pat
         # Home Assistant presses its button: the payload it sends engages.
         await p.publish(button["command_topic"], button["payload_press"])
         await p.expect(t.kill_state, lambda s: s["global"]["engaged"])
+        start = len(p.received)
         await p.publish(release, "wrong-code")
         denied = await p.expect(t.audit, lambda a: a["type"] == "kill.disengage")
         assert denied["ok"] is False
         assert denied["source"] == "homeassistant"
         assert daemon.gate.engaged(None)
+        # The daemon clears the box's state: Home Assistant stores no code.
+        cleared = await p.expect(f"{release}/state", start=start, raw=True)
+        assert cleared == b""
         await p.publish(release, STATIC_CODE)
         await p.expect(t.kill_state, lambda s: s["global"]["engaged"] is False)
         # Birth message: discovery configs are published again.
