@@ -10,6 +10,8 @@ Two things make the output fit for journald under systemd:
   warnings) go through the same processors and renderer as the daemon's own events, so the
   JSON log has no raw line. Only their warnings and worse pass: their info and debug
   records (paho logs every packet) would cost the hot path and say little.
+- An exception nobody caught, in the main thread or another, is a ``critical`` event
+  with its traceback, so that a crash shows under ``journalctl -p warning``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -94,6 +98,29 @@ class JournalPriorityPrefix:
         return "\n".join(prefix + line for line in rendered.split("\n"))
 
 
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    """``sys.excepthook``: the crash as one critical event (Ctrl-C keeps Python's own)."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    structlog.get_logger(__name__).critical(
+        "process.uncaught_exception", exc_info=(kind, error, traceback)
+    )
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook``: a thread that died of an exception, as a critical event."""
+    if args.exc_value is None:
+        return
+    structlog.get_logger(__name__).critical(
+        "thread.uncaught_exception",
+        thread=args.thread.name if args.thread is not None else None,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
 class _ForeignRecords(logging.StreamHandler):  # type: ignore[type-arg]  # TextIO stream
     """The root handler that renders other libraries' ``logging`` records like our events."""
 
@@ -150,3 +177,5 @@ def configure_logging(
     root.setLevel(max(threshold, _FOREIGN_FLOOR))
     # warnings.warn() from any library becomes a `py.warnings` record instead of raw text.
     logging.captureWarnings(True)  # noqa: FBT003  # the stdlib's own signature
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread

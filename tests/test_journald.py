@@ -143,3 +143,35 @@ structlog.get_logger().warning("plain")
         )
     (line,) = log.read_text().splitlines()
     assert json.loads(line)["event"] == "plain"
+
+
+def test_an_uncaught_exception_is_a_critical_event(tmp_path: Path) -> None:
+    script = """
+import threading
+from daemon.logs import configure_logging
+configure_logging("info")
+worker = threading.Thread(target=lambda: 1 / 0, name="worker")
+worker.start()
+worker.join()
+raise RuntimeError("crash")
+"""
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        stat = (log.stat().st_dev, log.stat().st_ino)
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            stderr=stderr,
+            env={"JOURNAL_STREAM": f"{stat[0]}:{stat[1]}", "PATH": "/usr/bin:/bin"},
+            check=False,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    (thread, crash) = journal_lines(log.read_text())
+    assert (thread[0], thread[1]["event"], thread[1]["thread"]) == (
+        2,
+        "thread.uncaught_exception",
+        "worker",
+    )
+    assert "ZeroDivisionError" in thread[1]["exception"]
+    assert (crash[0], crash[1]["event"]) == (2, "process.uncaught_exception")
+    assert "RuntimeError: crash" in crash[1]["exception"]
