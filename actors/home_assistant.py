@@ -33,7 +33,7 @@ The three code boxes each have a ``state_topic`` (``P/v1/ha/release/state``,
 optimistic: it never takes the typed text as the entity's state, so no code reaches
 its state machine, recorder or history. The daemon publishes an empty state there
 after every message on the command topic (:meth:`HomeAssistantDiscovery.cleared_code`),
-so the box reads empty again. ``min`` is 0 so that the empty state is valid.
+so the entity's state is empty. ``min`` is 0 so that the empty state is valid.
 """
 
 from __future__ import annotations

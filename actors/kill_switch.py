@@ -627,7 +627,7 @@ class KillSwitchAuthority(Actor):
                     await self._outbound.send(message)
             return
         if press.topic in (self._ha.release_topic, self._ha.approve_topic, self._ha.deny_topic):
-            # The code box reads empty again, and Home Assistant stores no code.
+            # The code box's state is empty again: Home Assistant stores no code.
             await self._outbound.send(self._ha.cleared_code(press.topic))
         if press.topic in (self._ha.approve_topic, self._ha.deny_topic):
             if press.retained:
