@@ -33,13 +33,24 @@ def journal_lines(text: str) -> list[tuple[int, dict[str, Any]]]:
     return lines
 
 
-async def test_daemon_on_the_journal_prefixes_every_line_by_level(
-    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+def json_lines(text: str) -> list[tuple[int, dict[str, Any]]]:
+    """Each stderr line as a JSON event with no prefix (priority taken from its level)."""
+    lines: list[tuple[int, dict[str, Any]]] = []
+    for line in text.splitlines():
+        event = json.loads(line)  # a raw or prefixed line fails here
+        assert isinstance(event, dict), line
+        lines.append((PRIORITY[event["level"]], event))
+    return lines
+
+
+@pytest.mark.parametrize("journal", [True, False], ids=["journal", "file"])
+async def test_daemon_stderr_is_json_with_journald_priorities_on_the_journal(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path, journal: bool
 ) -> None:
     t = Topics(prefix)
     config = write_config(tmp_path, base_tables(mosquitto, prefix, tmp_path))
     # Python warnings on: a library's warnings.warn() must come out as a JSON event too.
-    daemon = DaemonProcess(config, journal_stream=True, extra_env={"PYTHONWARNINGS": "default"})
+    daemon = DaemonProcess(config, journal_stream=journal, extra_env={"PYTHONWARNINGS": "default"})
     try:
         async with probe(mosquitto, t.event("s1"), t.kill_state) as p:
             daemon.start()
@@ -73,7 +84,7 @@ async def test_daemon_on_the_journal_prefixes_every_line_by_level(
             assert code == 0, daemon.log_text()
     finally:
         daemon.stop_quietly()
-    lines = journal_lines(daemon.log_text())
+    lines = (journal_lines if journal else json_lines)(daemon.log_text())
     for priority, event in lines:
         assert priority == PRIORITY[event["level"]], (priority, event)
     events = {event["event"]: priority for priority, event in lines}
