@@ -132,6 +132,7 @@ async def test_a_sunday_market_order_waits_accepted_and_fills_at_mondays_open() 
         venue.tick(20)  # the weekend: prices frozen, nothing trades
         assert venue.quote("AAPL").bid == before.bid
         assert (await broker.order(order.id)).status == OrderStatus.ACCEPTED
+        await recorder.wait_event(order.id, "pending_new")
         assert recorder.events_of(order.id) == ["pending_new"]
 
         venue.set_time(monday.open.astimezone(NEW_YORK) + timedelta(seconds=1))
