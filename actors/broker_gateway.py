@@ -32,17 +32,19 @@ rejected                                                    rejected
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import anyio
 import requests
 import structlog
+from alpaca.common.enums import Sort
 from alpaca.common.exceptions import APIError
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockLatestQuoteRequest
@@ -99,6 +101,12 @@ STATUS_MAP: Final[dict[str, OrderStatus]] = {
 }
 FINAL: Final = frozenset({"filled", "cancelled", "rejected", "expired"})
 
+LIST_PAGE: Final = 500
+"""Orders per listing page (Alpaca's maximum)."""
+LIST_OVERLAP: Final = timedelta(milliseconds=1)
+"""Each page starts this much before the last one's newest order (``after`` is exclusive)."""
+CLOCK_SKEW_S: Final = 60.0
+"""Margin between our clock and the broker's when listing orders by submission time."""
 EXPIRY_SWEEP_S: Final = 0.25
 """How often queued orders are checked against their deadline."""
 ORDER_SHARE_OF_RATE: Final = 0.75
@@ -504,8 +512,9 @@ class BrokerGateway(Actor):
             tg.start_soon(self._feed_submissions)
             tg.start_soon(self._feed_cancels)
             tg.start_soon(self._consume_kill_changes)
-            await self._recover()
+            opened = await self._recover()
             self.recovered.set()
+            tg.start_soon(self._settle_unfinished, opened)
             for _ in range(self._workers):
                 tg.start_soon(self._worker)
             tg.start_soon(self._run_stream)
@@ -875,41 +884,99 @@ class BrokerGateway(Actor):
                 last_full = time.monotonic()
                 self._last_stream_event = time.monotonic()
 
-    async def reconcile(self) -> None:
-        """Bring every unfinished order up to the broker's state; enforce engaged scopes."""
+    async def list_orders(
+        self, status: QueryOrderStatus, after: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """Every order of ``status`` submitted after ``after``, by ``client_order_id``.
+
+        Pages of 500, oldest first, each starting just before the last one's newest
+        timestamp (``after`` is exclusive, so orders sharing that timestamp are fetched
+        again and de-duplicated). One request per 500 orders, where looking each order
+        up would cost one request per order. None if the broker did not answer.
+        """
         assert self._client is not None
         client = self._client
-        request = GetOrdersRequest(status=QueryOrderStatus.OPEN, limit=500)
-        result = await self._call(lambda: client.get_orders(filter=request))
-        if result.outcome != _Outcome.OK:
-            self._set_connected(connected=False, detail=result.detail)
+        found: dict[str, Any] = {}
+        cursor = after
+        while True:
+            request = GetOrdersRequest(
+                status=status, limit=LIST_PAGE, after=cursor, direction=Sort.ASC
+            )
+            result = await self._call(functools.partial(client.get_orders, filter=request))
+            if result.outcome != _Outcome.OK:
+                self._set_connected(connected=False, detail=result.detail)
+                return None
+            page: list[dict[str, Any]] = list(result.body or [])
+            fresh = 0
+            for body in page:
+                coid = str(body.get("client_order_id", ""))
+                if coid and coid not in found:
+                    found[coid] = body
+                    fresh += 1
+            stamps = [t for b in page if (t := _datetime(b.get("created_at"))) is not None]
+            if len(page) < LIST_PAGE or not stamps or fresh == 0:
+                # A short page is the last; a page of nothing new would not progress.
+                return found
+            cursor = max(stamps) - LIST_OVERLAP
+
+    async def _list_until_answered(
+        self, status: QueryOrderStatus, after: datetime | None = None
+    ) -> dict[str, Any]:
+        """:meth:`list_orders`, again every second until the broker answers."""
+        while True:
+            listed = await self.list_orders(status, after)
+            if listed is not None:
+                return listed
+            await anyio.sleep(1.0)
+
+    async def reconcile(self) -> None:
+        """Bring every unfinished order up to the broker's state; enforce engaged scopes."""
+        listed = await self.list_orders(QueryOrderStatus.OPEN)
+        if listed is None:
             return
-        open_at_broker = {str(o["client_order_id"]): o for o in result.body}
+        open_at_broker = listed
         for coid, body in open_at_broker.items():
             sid = self._owners.owner(coid)
-            if coid in self._tracked:
-                await self._emit(order_update(body, "reconcile"))
+            tracked = self._tracked.get(coid)
+            if tracked is not None:
+                if not _same_state(tracked, body):
+                    await self._emit(order_update(body, "reconcile"))
             elif sid is not None:
                 await self._emit(order_update(body, "reconcile"))  # reported as external
             if sid is not None and self._gate.blocked(sid) is not None:
                 self._cancel_requested.add(coid)
                 if coid in self._tracked:
                     self._queue_cancel(CancelOrder(strategy_id=sid, client_order_id=coid))
+        await self._look_up_closed(open_at_broker)
+
+    async def _look_up_closed(self, open_at_broker: Mapping[str, Any]) -> None:
+        """Orders we follow that are no longer open at the broker: ask for their end state.
+
+        Few, normally: the stream reports most ends as they happen.
+        """
         for coid, tracked in list(self._tracked.items()):
             if coid in open_at_broker or tracked.status == "pending":
                 continue
-            # Not open any more at the broker (or never got there): ask for its final state.
             if not await self._adopt_if_present(coid) and tracked.status != "submitted":
                 log.warning("order.missing_at_broker", client_order_id=coid)
 
-    async def _recover(self) -> None:
-        """At start: settle every order the journal left unfinished, before READY."""
+    async def _recover(self) -> dict[str, Any]:
+        """At start, before READY: the account, and which of our orders are open.
+
+        Two kinds of request only: the account (equity for the limits) and the open
+        orders, listed 500 at a time. READY follows at once; what the journal left
+        unfinished and the listing did not show open is settled right after
+        (:meth:`_settle_unfinished`), counted as open until then.
+
+        Returns:
+            The open orders at the broker, by ``client_order_id``.
+        """
         assert self._client is not None
         backoff = 0.2
         while True:
             result = await self._call(self._client.get_account)
             if result.outcome == _Outcome.OK:
-                await self.poll_account()
+                self._publish_account(result.body)
                 break
             if result.outcome == _Outcome.REJECTED:
                 raise BrokerError(f"broker refused the account request: {result.detail}")
@@ -917,29 +984,51 @@ class BrokerGateway(Actor):
             self._set_connected(connected=False, detail=result.detail)
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-        for coid, tracked in list(self._tracked.items()):
-            if await self._adopt_if_present(coid):
-                continue
-            # The broker never got it: the daemon stopped between the journal and the POST.
-            if time.time() - tracked.accepted_at < self._deadline_s:
-                self._queue_submit(
-                    SubmitOrder(
-                        strategy_id=tracked.strategy_id,
-                        client_order_id=coid,
-                        intent=tracked.intent,
-                        accepted_at=tracked.accepted_at,
-                    )
-                )
-                continue
-            await self._emit(
-                OrderUpdate(
-                    client_order_id=coid,
-                    status="rejected",
-                    detail="BROKER_UNAVAILABLE: never reached the broker within "
-                    f"{self._deadline_s:g} s (the daemon was down; was {tracked.status})",
-                )
+        opened = await self._list_until_answered(QueryOrderStatus.OPEN)
+        for coid, body in opened.items():
+            tracked = self._tracked.get(coid)
+            if tracked is not None and not _same_state(tracked, body):
+                await self._emit(order_update(body, "reconcile"))
+        log.info("broker.open_orders_known", open=len(opened), unfinished=len(self._tracked))
+        return opened
+
+    async def _settle_unfinished(self, opened: dict[str, Any]) -> None:
+        """Settle the journal's unfinished orders that were not open: one more listing.
+
+        Every one that closed since the oldest of them was accepted is in the closed
+        listing. An order in neither listing never reached the broker: it is sent again
+        within its deadline, else reported. (A POST of the previous process still on the
+        wire would be refused as a duplicate ``client_order_id`` and then adopted.)
+        """
+        missing = {c: t for c, t in self._tracked.items() if c not in opened}
+        if missing:
+            since = datetime.fromtimestamp(
+                min(t.accepted_at for t in missing.values()) - CLOCK_SKEW_S, tz=UTC
             )
-        await self.reconcile()
+            closed = await self._list_until_answered(QueryOrderStatus.CLOSED, after=since)
+            for coid, tracked in missing.items():
+                body = closed.get(coid)
+                if body is not None:
+                    await self._emit(order_update(body, "reconcile"))
+                elif time.time() - tracked.accepted_at < self._deadline_s:
+                    self._queue_submit(
+                        SubmitOrder(
+                            strategy_id=tracked.strategy_id,
+                            client_order_id=coid,
+                            intent=tracked.intent,
+                            accepted_at=tracked.accepted_at,
+                        )
+                    )
+                else:
+                    await self._emit(
+                        OrderUpdate(
+                            client_order_id=coid,
+                            status="rejected",
+                            detail="BROKER_UNAVAILABLE: never reached the broker within "
+                            f"{self._deadline_s:g} s (the daemon was down; was {tracked.status})",
+                        )
+                    )
+        await self.poll_account()
         log.info("broker.recovered", unfinished=len(self._tracked), external=len(self.external))
 
     async def _poll_account(self) -> None:
@@ -1019,6 +1108,26 @@ def _order_request(job: SubmitOrder) -> Any:
             return StopLimitOrderRequest(
                 limit_price=intent.limit_price, stop_price=intent.stop_price, **common
             )
+
+
+def _same_state(tracked: TrackedOrder, body: Mapping[str, Any]) -> bool:
+    """Whether a listed order says nothing new: acknowledged, unfilled, as we know it."""
+    return (
+        tracked.status == "accepted"
+        and tracked.broker_order_id == body.get("id")
+        and STATUS_MAP.get(str(body.get("status", ""))) == "accepted"
+        and not _as_float(body.get("filled_qty"))
+    )
+
+
+def _datetime(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp (as Alpaca sends them), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _epoch(value: Any) -> float | None:

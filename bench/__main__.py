@@ -6,6 +6,7 @@
    process), against intent -> the order event saying the venue accepted it.
 3. Kill switch: a global engage -> the retained engaged state, idle and while three
    ``mosquitto_pub -l`` clients flood 30,000 intents (engage 1 s in), beside the floor.
+4. READY after a restart with 10,000 open orders, beside an empty-journal start.
 All over one loopback mosquitto with TCP_NODELAY on both sides.
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from bench import ready
 from daemon.admin_code import hash_code
 from daemon.embedded_broker import EmbeddedMosquitto, find_mosquitto
 from daemon.mqtt_session import MqttEndpoint, MqttLink, Received
@@ -33,6 +35,7 @@ from daemon.mqtt_session import MqttEndpoint, MqttLink, Received
 ROUNDS = 300
 WARMUP = 30
 ENGAGES_IDLE = 40
+READY_ORDERS = 10_000
 FLOODS = 8
 FLOOD_PER_CLIENT = 10_000
 CODE = "bench-admin-code"
@@ -285,6 +288,7 @@ async def main(rounds: int) -> None:
             async with MqttLink(endpoint) as kill_link:
                 with anyio.fail_after(600):
                     idle, flooded = await engages(kill_link, port, workdir)
+            ready_empty, ready_full = await ready.measure(port, READY_ORDERS)
         finally:
             for process in (daemon, echo, venue):
                 process.terminate()
@@ -301,6 +305,11 @@ async def main(rounds: int) -> None:
         print(row("intent -> order accepted by venue (tg)", through, direct))
         print(row(f"engage -> retained state, idle ({len(idle)})", idle, floor))
         print(row(f"engage -> state, 30k-intent flood ({len(flooded)})", flooded, floor))
+        print(
+            f"\nREADY (process start -> READY line, Alpaca's limits): empty journal "
+            f"{ready_empty:.2f} s; {READY_ORDERS} open orders in the journal and at the venue "
+            f"{ready_full:.2f} s"
+        )
         tg.cancel_scope.cancel()
 
 
