@@ -50,6 +50,7 @@ from daemon.channels import (
 )
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import EmbeddedMosquitto
+from daemon.errors import ConfigError
 from daemon.journal import Journal, JournalWriter
 from daemon.metrics import Metrics
 from daemon.mqtt_session import MqttEndpoint, MqttSession, make_tls_context
@@ -217,21 +218,26 @@ class Daemon:
         broker = self.config.broker
         if broker.kind == "sim":
             from sim.config import SimConfig  # noqa: PLC0415  # the venue only when embedded
+            from sim.errors import SimError  # noqa: PLC0415
             from sim.venue import PaperVenue  # noqa: PLC0415
 
             settings = broker.sim
-            self.venue = PaperVenue(
-                SimConfig(
-                    host=settings.host,
-                    port=settings.port,
-                    seed=settings.seed,
-                    clock=settings.clock,
-                    starting_cash=settings.starting_cash,
-                    rate_limit_per_min=max(200, int(broker.rate_limit_per_min) + 10),
-                    # The paper account lives beside the journal, so both survive restarts.
-                    state_path=str(self.state_path.parent / "paper-venue.db"),
+            venue_state = self.state_path.parent / "paper-venue.db"
+            try:
+                self.venue = PaperVenue(
+                    SimConfig(
+                        host=settings.host,
+                        port=settings.port,
+                        seed=settings.seed,
+                        clock=settings.clock,
+                        starting_cash=settings.starting_cash,
+                        rate_limit_per_min=max(200, int(broker.rate_limit_per_min) + 10),
+                        # The paper account lives beside the journal: both survive restarts.
+                        state_path=str(venue_state),
+                    )
                 )
-            )
+            except SimError as exc:
+                raise ConfigError(f"broker.sim: the paper venue's {venue_state}: {exc}") from exc
             url = await root.start(self.venue.run)
             self.broker_url = url
             self._stream_url = url.replace("http", "ws", 1) + "/stream"
@@ -327,6 +333,7 @@ class Daemon:
             outbound=control_outbound.sender.clone(),
             listeners=[gateway_kill.sender.send, *(c.sender.send for c in kill_changes.values())],
             approvals={sid: c.sender.send for sid, c in kill_changes.items()},
+            is_pending=lambda sid, intent_id: (sid, intent_id) in guardian.pending_approvals,
             reset_circuit=guardian.reset_circuit,
             trigger_configs=config.kill.triggers,
             heartbeat_timeouts={
