@@ -333,3 +333,73 @@ async def test_an_order_still_unsent_at_its_deadline_expires_and_is_never_sent(
             # Sent ones left inside their deadline (arrival is taken before the venue's delay).
             first_accept = min(o.created_ts for o in manager.orders.values())
             assert all(ts - first_accept <= 2.0 + 0.5 for ts in venue.order_post_arrivals)
+
+
+async def test_kill9_during_a_rate_limited_backlog_loses_and_doubles_nothing(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    intent_ids = [f"c{n:03d}" for n in range(200)]
+    async with running_venue(realistic_venue()) as venue:
+        config = write_config(tmp_path, trading_tables(mosquitto, prefix, tmp_path, venue.base_url))
+        daemon = DaemonProcess(config)
+        try:
+            async with probe(mosquitto, t.event("s1"), t.daemon_status) as p:
+                await anyio.to_thread.run_sync(daemon.start)
+                for iid in intent_ids:
+                    await p.publish(t.intent("s1"), resting(iid))
+                # Crash while orders wait behind the 190/min bucket.
+                await poll_until(lambda: len(venue.order_post_arrivals) >= 20)
+                daemon.kill9()
+                queued_at_crash = len(venue.order_post_arrivals)
+                started = time.monotonic()
+                start = len(p.received)
+                await anyio.to_thread.run_sync(daemon.start)
+                await p.expect(t.daemon_status, lambda b: b == "online", start=start, raw=False)
+                online_after = time.monotonic() - started
+                # The strategy re-sends what it has no answer for; every intent is decided.
+                for iid in intent_ids:
+                    await p.publish(t.intent("s1"), resting(iid))
+                await p.wait_until(
+                    lambda: (
+                        {d["intent_id"] for d in decisions(p.bodies(t.event("s1")))}
+                        >= set(intent_ids)
+                    ),
+                    timeout=60,
+                )
+                accepted = {
+                    d["intent_id"]
+                    for d in decisions(p.bodies(t.event("s1")))
+                    if d["type"] == "accepted"
+                }
+                assert accepted, "nothing was accepted: the scenario did not happen"
+
+                def settled() -> bool:
+                    ended = {
+                        b["intent_id"]
+                        for b in p.bodies(t.event("s1"))
+                        if b.get("type") == "order"
+                        and b.get("status") in ("accepted", "expired", "rejected")
+                    }
+                    return ended >= accepted
+
+                await poll_until(settled, timeout=90)
+                at_venue = [o.client_order_id for o in venue.engine.orders.values()]
+                assert len(at_venue) == len(set(at_venue)), "an order was doubled at the venue"
+                assert set(at_venue) <= {f"s1-{iid}" for iid in accepted}, (
+                    "an order nobody accepted"
+                )
+                finals = {
+                    b["intent_id"]: b["status"]
+                    for b in p.bodies(t.event("s1"))
+                    if b.get("type") == "order"
+                }
+                for iid in accepted:
+                    assert f"s1-{iid}" in at_venue or finals[iid] in ("expired", "rejected"), iid
+                print(
+                    f"crash: {queued_at_crash} POSTs before the kill; online {online_after:.2f} s "
+                    f"after the restart began; {len(accepted)} accepted, {len(at_venue)} at venue"
+                )
+                assert online_after < 5.0, online_after
+        finally:
+            daemon.stop_quietly()
