@@ -146,6 +146,7 @@ class KillSwitchAuthority(Actor):
         per_user_lockout: bool = False,
         reset_circuit: Callable[[str | None], Awaitable[str]] | None = None,
         approvals: Mapping[str, Callable[[ApprovalDecision], Awaitable[None]]] | None = None,
+        is_pending: Callable[[str, str], bool] | None = None,
         halt: TradingHalt,
     ) -> None:
         """Wire the authority; see the class docstring."""
@@ -173,6 +174,8 @@ class KillSwitchAuthority(Actor):
         self._engages: dict[str, int] = {}
         self._reset_circuit = reset_circuit
         self._approvals = dict(approvals or {})
+        # Whether (strategy, intent) waits for a person: approving anything else is refused.
+        self._is_pending = is_pending
         self._lock = anyio.Lock()
         now = time.monotonic()
         self._last_heartbeat = dict.fromkeys(self._timeouts, now)
@@ -544,6 +547,26 @@ class KillSwitchAuthority(Actor):
             code: str | None = None  # nothing to reset: refused like a wrong code
         else:
             code = command.code
+        if (
+            isinstance(command, Approve | Deny)
+            and self._is_pending is not None
+            and not self._is_pending(command.strategy_id, command.intent_id)
+        ):
+            # Before the code check: nothing to authorise, and no code step is used up.
+            await self._audit(
+                AuditRecord(
+                    type=kind,
+                    ok=False,
+                    scope=scope,
+                    strategy_id=strategy_id,
+                    source=source,
+                    operator=command.operator,
+                    detail=f"no intent {command.intent_id} of strategy {command.strategy_id} "
+                    "is waiting for approval",
+                    ts=now,
+                )
+            )
+            return False
         authorised = await self._authorise(
             code,
             kind=kind,
