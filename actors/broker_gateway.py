@@ -35,13 +35,14 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import anyio
+import msgspec
 import requests
 import structlog
 from alpaca.common.enums import Sort
@@ -49,13 +50,17 @@ from alpaca.common.exceptions import APIError
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import StockLatestQuoteRequest
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.enums import OrderClass, OrderSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.requests import (
+    GetOrderByIdRequest,
     GetOrdersRequest,
     LimitOrderRequest,
     MarketOrderRequest,
     StopLimitOrderRequest,
+    StopLossRequest,
     StopOrderRequest,
+    TakeProfitRequest,
+    TrailingStopOrderRequest,
 )
 from alpaca.trading.stream import TradingStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -121,6 +126,10 @@ QUOTE_RETRY_S: Final = 1.0
 """After a failed quote fetch, that symbol is not fetched again for this long."""
 
 DUPLICATE_CODE: Final = 40010001
+
+EARLY_LEGS: Final = 1024
+"""Leg events kept while their parent's legs are not known yet (the stream can beat the
+POST's answer); the oldest go first. Legs of other programs' brackets never match."""
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -220,6 +229,27 @@ class _Result:
     body: Any = None
     detail: str = ""
     status: int | None = None
+
+
+@dataclass(frozen=True)
+class _Leg:
+    """A leg of one of our brackets: the broker made it, so its ids are the broker's."""
+
+    strategy_id: str
+    parent: str
+    """The parent's ``client_order_id`` (``SID-intent_id``)."""
+
+
+@dataclass
+class _BracketLegs:
+    """What the gateway follows of its brackets' legs."""
+
+    legs: dict[str, _Leg] = field(default_factory=dict)
+    """Open legs of our brackets, by the broker's order id."""
+    known: set[str] = field(default_factory=set)
+    """Parents (``client_order_id``) whose open legs are in ``legs``."""
+    early: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+    """Leg events seen before their parent's legs were known (at most ``EARLY_LEGS``)."""
 
 
 @dataclass
@@ -376,6 +406,7 @@ class BrokerGateway(Actor):
         self.gate_passes: deque[tuple[float, str]] = deque(maxlen=1024)
         """(time, client_order_id) of the most recent POSTs that passed the last gate check."""
         self.external: set[str] = set()
+        self._brackets = _BracketLegs()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -587,6 +618,7 @@ class BrokerGateway(Actor):
                 return
             self.posts += 1
             if result.outcome == _Outcome.OK:
+                await self._learn_legs(result.body, "rest")
                 await self._emit(order_update(result.body, "rest"))
                 return
             if result.outcome == _Outcome.REJECTED:
@@ -686,6 +718,7 @@ class BrokerGateway(Actor):
         while True:
             result = await self._call(lambda: client.get_order_by_client_id(client_order_id))
             if result.outcome == _Outcome.OK:
+                await self._learn_legs(result.body, "lookup")
                 await self._emit(order_update(result.body, "lookup"))
                 return True
             if result.outcome in (_Outcome.NOT_FOUND, _Outcome.REJECTED):
@@ -833,6 +866,104 @@ class BrokerGateway(Actor):
             if tracked.strategy_id == strategy_id and tracked.status not in FINAL:
                 self._cancel_requested.add(coid)
                 await self._cancel(CancelOrder(strategy_id=strategy_id, client_order_id=coid))
+        await self._cancel_legs_of(strategy_id)
+
+    # ------------------------------------------------------------------ bracket legs
+
+    async def _cancel_legs_of(self, strategy_id: str) -> None:
+        """Cancel the open legs of the strategy's brackets whose entry has (partly) filled.
+
+        An entry cancelled without fills takes its legs with it at the broker; once it
+        has fills, the legs protect a position and are cancelled by their own ids.
+        """
+        assert self._client is not None
+        client = self._client
+        for leg_id, leg in list(self._brackets.legs.items()):
+            parent = self._tracked.get(leg.parent)
+            if leg.strategy_id != strategy_id or (
+                parent is not None and parent.status == "accepted"
+            ):
+                continue
+            result = await self._call(
+                functools.partial(client.cancel_order_by_id, leg_id), urgent=True
+            )
+            log.info("kill.leg_cancel", order_id=leg_id, parent=leg.parent, outcome=result.outcome)
+
+    async def _learn_legs(self, body: Mapping[str, Any], source: str) -> None:
+        """Follow the legs of one of our brackets, from its order object.
+
+        The order object of a POST has its legs; a look-up by ``client_order_id`` may
+        not, and then the parent is read again with ``nested=true``.
+        """
+        parent = str(body.get("client_order_id", ""))
+        tracked = self._tracked.get(parent)
+        if (
+            tracked is None
+            or body.get("order_class") != "bracket"
+            or parent in self._brackets.known
+        ):
+            return
+        legs = body.get("legs")
+        if not legs and body.get("id"):
+            assert self._client is not None
+            client = self._client
+            request = GetOrderByIdRequest(nested=True)
+            result = await self._call(
+                functools.partial(client.get_order_by_id, str(body["id"]), filter=request)
+            )
+            legs = result.body.get("legs") if result.outcome == _Outcome.OK else None
+        if not legs:
+            return
+        self._brackets.known.add(parent)
+        for leg in legs:
+            if isinstance(leg, Mapping) and leg.get("id") and leg.get("client_order_id"):
+                leg_id = str(leg["id"])
+                self._brackets.legs[leg_id] = _Leg(strategy_id=tracked.strategy_id, parent=parent)
+                await self._emit_leg(leg, source)
+                early = self._brackets.early.pop(leg_id, None)
+                if early is not None:
+                    await self._emit_leg(early, "stream")
+
+    async def _route_leg(self, body: Mapping[str, Any], source: str) -> bool:
+        """Deal with ``body`` if it is a bracket leg (not our ``client_order_id``).
+
+        Returns:
+            True if it was a leg (followed, or kept until its parent's legs are known);
+            False for any other order, which then goes the usual way.
+        """
+        order_id = str(body.get("id", ""))
+        if order_id in self._brackets.legs:
+            await self._emit_leg(body, source)
+            return True
+        coid = str(body["client_order_id"])
+        tracked = self._tracked.get(coid)
+        if tracked is not None:
+            if tracked.status not in ("pending", "submitted"):
+                # A bracket recovered from the journal: its legs are learnt from the broker.
+                await self._learn_legs(body, source)
+            return False
+        if body.get("order_class") != "bracket" or self._owners.owner(coid) is not None:
+            return False
+        self._brackets.early[order_id] = dict(body)
+        self._brackets.early.move_to_end(order_id)
+        while len(self._brackets.early) > EARLY_LEGS:
+            self._brackets.early.popitem(last=False)
+        return True
+
+    async def _emit_leg(self, body: Mapping[str, Any], source: str) -> None:
+        """Report a leg's state to its strategy, marked with its parent."""
+        leg_id = str(body.get("id", ""))
+        leg = self._brackets.legs.get(leg_id)
+        if leg is None or leg.strategy_id not in self._updates:
+            return
+        update = msgspec.structs.replace(
+            order_update(body, source), parent_client_order_id=leg.parent
+        )
+        if update.status in FINAL:
+            del self._brackets.legs[leg_id]
+            if not any(other.parent == leg.parent for other in self._brackets.legs.values()):
+                self._brackets.known.discard(leg.parent)
+        await self._updates[leg.strategy_id].send(update)
 
     # ------------------------------------------------------------------ stream and reconcile
 
@@ -858,7 +989,11 @@ class BrokerGateway(Actor):
             self._last_stream_event = time.monotonic()
             data = message.get("data") or {}
             order = data.get("order")
-            if isinstance(order, dict) and order.get("client_order_id"):
+            if (
+                isinstance(order, dict)
+                and order.get("client_order_id")
+                and not await self._route_leg(order, "stream")
+            ):
                 await self._emit(order_update(order, "stream"))
 
         stream.subscribe_trade_updates(on_update)
@@ -1097,6 +1232,13 @@ def _order_request(job: SubmitOrder) -> Any:
         common["qty"] = intent.qty
     else:
         common["notional"] = intent.notional
+    if intent.order_class == "bracket":
+        # The broker holds the exits: they survive this daemon (CONTRACT §11).
+        assert intent.take_profit is not None  # checked by OrderIntent
+        assert intent.stop_loss is not None
+        common["order_class"] = OrderClass.BRACKET
+        common["take_profit"] = TakeProfitRequest(limit_price=intent.take_profit)
+        common["stop_loss"] = StopLossRequest(stop_price=intent.stop_loss)
     match intent.order_type:
         case "market":
             return MarketOrderRequest(**common)
@@ -1107,6 +1249,10 @@ def _order_request(job: SubmitOrder) -> Any:
         case "stop_limit":
             return StopLimitOrderRequest(
                 limit_price=intent.limit_price, stop_price=intent.stop_price, **common
+            )
+        case "trailing_stop":
+            return TrailingStopOrderRequest(
+                trail_percent=intent.trail_percent, trail_price=intent.trail_price, **common
             )
 
 

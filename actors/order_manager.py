@@ -58,6 +58,7 @@ from protocol.messages import (
     PendingApproval,
     Reason,
     Rejected,
+    Side,
     StrategyState,
 )
 from protocol.reasons import ReasonCode
@@ -279,6 +280,8 @@ class OrderManager(Actor):
         self._parked: dict[str, tuple[OrderIntent, float]] = {}
         self._parked_changed = anyio.Event()
         self._state_dirty = anyio.Event()
+        self._legs: OrderedDict[str, tuple[OrderStatus, float, float | None]] = OrderedDict()
+        """Bracket legs seen (the broker's ``client_order_id``): status, cumulative fill."""
 
     @property
     def open_orders(self) -> int:
@@ -585,6 +588,10 @@ class OrderManager(Actor):
             result[key] = result.get(key, 0.0) + max(0.0, order.intent.qty - order.filled_qty)
         return result
 
+    def open_symbols(self) -> set[str]:
+        """Symbols with an order of this strategy not yet final."""
+        return {order.intent.symbol for order in self._open.values()}
+
     def held_positions(self) -> dict[str, tuple[float, float]]:
         """Symbol to (signed qty, average price), as the fills so far made them."""
         return {s: (p.qty, p.avg_price) for s, p in self.positions.items() if p.qty != 0}
@@ -689,6 +696,8 @@ class OrderManager(Actor):
                 match item:
                     case FlattenNow():
                         flatten = True
+                    case OrderUpdate(parent_client_order_id=str()):
+                        self._apply_leg(item, writes, events)
                     case OrderUpdate():
                         self._apply(item, writes, events)
                     case _:
@@ -812,6 +821,86 @@ class OrderManager(Actor):
             filled_qty=order.filled_qty,
             source=update.source,
         )
+
+    def _apply_leg(
+        self, update: OrderUpdate, writes: list[Write], events: list[OrderEvent | FillEvent]
+    ) -> None:
+        """Apply an update of a bracket leg: its fills move the position, on the exit side.
+
+        A leg is the broker's order, not an intent's: its events carry the parent's
+        ``intent_id``, the leg's own ``client_order_id`` and ``leg_of``. Its fills are
+        journaled under that id, so positions rebuilt from the journal include them.
+        """
+        parent_coid = update.parent_client_order_id
+        assert parent_coid is not None
+        parent = self.orders.get(parent_coid)
+        if parent is None and self._lookup_order is not None:
+            parent = self._lookup_order(parent_coid.removeprefix(f"{self.strategy_id}-"))
+        if parent is None:
+            log.warning("order.unknown_leg", client_order_id=update.client_order_id)
+            return
+        status, cum, avg = self._legs.get(update.client_order_id, ("accepted", 0.0, None))
+        if status in FINAL:
+            return
+        intent = parent.intent
+        side: Side = "sell" if intent.side == "buy" else "buy"
+        now = time.time()
+        changed = update.status != status
+        if update.filled_qty > cum + _EPS:
+            delta = update.filled_qty - cum
+            new_avg = update.filled_avg_price or 0.0
+            price = (new_avg * update.filled_qty - (avg or 0.0) * cum) / delta
+            position = self.positions.setdefault(intent.symbol, Position())
+            position.apply(1 if side == "buy" else -1, delta, price)
+            cum, avg = update.filled_qty, update.filled_avg_price
+            writes.append(
+                Write(
+                    "INSERT OR IGNORE INTO fills (client_order_id, strategy_id, symbol, side, qty, "
+                    "price, ts, cum_qty) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        update.client_order_id,
+                        self.strategy_id,
+                        intent.symbol,
+                        side,
+                        delta,
+                        price,
+                        now,
+                        cum,
+                    ),
+                )
+            )
+            events.append(
+                FillEvent(
+                    intent_id=parent.intent_id,
+                    client_order_id=update.client_order_id,
+                    qty=delta,
+                    price=price,
+                    position_qty=position.qty,
+                    ts=now,
+                    symbol=intent.symbol,
+                    side=side,
+                    leg_of=parent_coid,
+                )
+            )
+            changed = True
+        self._legs[update.client_order_id] = (update.status, cum, avg)
+        self._legs.move_to_end(update.client_order_id)
+        while len(self._legs) > RECENT_FINAL_ORDERS:
+            self._legs.popitem(last=False)
+        if changed:
+            events.append(
+                OrderEvent(
+                    intent_id=parent.intent_id,
+                    client_order_id=update.client_order_id,
+                    broker_order_id=update.broker_order_id,
+                    status=update.status,
+                    filled_qty=cum,
+                    filled_avg_price=avg,
+                    ts=now,
+                    detail=update.detail,
+                    leg_of=parent_coid,
+                )
+            )
 
     def _forget_old_finals(self, order: OrderRecord) -> None:
         """Keep the most recent finished orders in memory; the journal keeps them all."""

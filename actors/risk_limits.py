@@ -42,7 +42,10 @@ No usable quote
 
 Risk per trade and a missing ``stop_loss``
     ``risk = opening qty * |reference - stop_loss|`` must be at most
-    ``max_risk_per_trade * equity``. Without a ``stop_loss`` nothing limits
+    ``max_risk_per_trade * equity``. A bracket's ``stop_loss`` is its broker-held
+    stop leg and counts the same way. A ``trailing_stop`` without a ``stop_loss``
+    risks its trail: ``opening qty * trail_price``, or ``opening qty * reference *
+    trail_percent / 100``. Without a ``stop_loss`` nothing limits
     the loss of the position (gaps, halts, a dead strategy), so the whole
     opening notional counts as risk: un-stopped positions are allowed, but
     only up to ``max_risk_per_trade`` of equity; larger ones must say where
@@ -643,7 +646,11 @@ def _risk_message(
     """The ``RISK_PER_TRADE`` message, or None when the trade's risk is within the limit."""
     allowed = limits.max_risk_per_trade * equity
     stop = intent.stop_loss
-    if stop is not None:
+    trail = _trail_distance(intent, entry)
+    if stop is None and trail is not None:
+        risk = opening_qty * trail
+        what = f"risk {risk:.2f} ({opening_qty:g} x {trail:.2f} trail)"
+    elif stop is not None:
         # The opening part of a buy is a long, of a sell a short.
         if intent.side == "buy" and stop >= entry:
             return f"stop_loss {stop:.2f} is not below entry {entry:.2f} for a buy"
@@ -657,6 +664,15 @@ def _risk_message(
     if equity > 0 and not _above(risk, allowed):
         return None
     return f"{what} > limit {allowed:.2f} ({limits.max_risk_per_trade:.2%} of equity {equity:.2f})"
+
+
+def _trail_distance(intent: OrderIntent, entry: float) -> float | None:
+    """A trailing stop's distance from the reference price: its trail, in dollars."""
+    if intent.trail_price is not None:
+        return intent.trail_price
+    if intent.trail_percent is not None:
+        return entry * intent.trail_percent / 100
+    return None
 
 
 # --------------------------------------------------------------------------- rate and duplicates
@@ -750,7 +766,17 @@ class RateLimiter:
 
 
 _ContentKey = tuple[
-    str, str, str, float | None, float | None, str, float | None, float | None, str, bool
+    str,
+    str,
+    str,
+    float | None,
+    float | None,
+    str,
+    float | None,
+    float | None,
+    str,
+    bool,
+    tuple[str, float | None, float | None, float | None, float | None],
 ]
 
 
@@ -758,8 +784,10 @@ class DuplicateDetector:
     """``DUPLICATE_INTENT``: the same order under a new ``intent_id``, too soon.
 
     The content is what the broker would receive: symbol, side, qty, notional,
-    order type, limit and stop price, time in force and extended hours (not
-    ``stop_loss``, ``confidence`` or ``ts``), per strategy: two strategies may
+    order type, limit and stop price, time in force, extended hours, trail and
+    order class with its take-profit and (for a bracket, where it is a broker-held
+    stop) ``stop_loss`` (not a simple order's ``stop_loss``, ``confidence`` or ``ts``),
+    per strategy: two strategies may
     send the same order. It is a duplicate when an *accepted* intent of the same
     content and another id was recorded less than ``window_s`` before (at
     exactly ``window_s`` it is new again). A re-sent intent with the *same* id
@@ -794,6 +822,13 @@ class DuplicateDetector:
             intent.stop_price,
             intent.time_in_force,
             intent.extended_hours,
+            (
+                intent.order_class,
+                intent.take_profit,
+                intent.stop_loss if intent.order_class == "bracket" else None,
+                intent.trail_percent,
+                intent.trail_price,
+            ),
         )
 
     def check(

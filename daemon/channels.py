@@ -145,6 +145,8 @@ class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True):
     filled_avg_price: float | None = None
     detail: str | None = None
     source: str = "rest"
+    parent_client_order_id: str | None = None
+    """Set for a bracket leg (whose ids are the broker's): the parent order of ours."""
 
 
 class FlattenNow(msgspec.Struct, frozen=True, kw_only=True):

@@ -34,6 +34,7 @@ __all__ = [
     "Intent",
     "KillCommand",
     "KillState",
+    "OrderClass",
     "OrderEvent",
     "OrderIntent",
     "OrderStatus",
@@ -43,6 +44,7 @@ __all__ = [
     "Rejected",
     "ResetCircuit",
     "Resume",
+    "Side",
     "StrategyState",
     "SwitchState",
 ]
@@ -63,7 +65,9 @@ UnitInterval = Annotated[float, Meta(ge=0, le=1)]
 ShortText = Annotated[str, Meta(max_length=200)]
 
 Side = Literal["buy", "sell"]
-OrderType = Literal["market", "limit", "stop", "stop_limit"]
+OrderType = Literal["market", "limit", "stop", "stop_limit", "trailing_stop"]
+OrderClass = Literal["simple", "bracket"]
+TrailPercent = Annotated[float, Meta(gt=0, lt=100)]
 TimeInForce = Literal["day", "gtc", "ioc", "fok", "opg", "cls"]
 Scope = Literal["global", "strategy"]
 OrderStatus = Literal[
@@ -121,9 +125,13 @@ class OrderIntent(_Inbound, tag="order", frozen=True):
     stop_loss: PositiveNumber | None = None
     confidence: UnitInterval | None = None
     ts: float | None = None
+    trail_percent: TrailPercent | None = None
+    trail_price: PositiveNumber | None = None
+    order_class: OrderClass = "simple"
+    take_profit: PositiveNumber | None = None
 
     def __post_init__(self) -> None:
-        """Apply the cross-field rules of CONTRACT §3."""
+        """Apply the cross-field rules of CONTRACT §3 and §11."""
         _require_finite(
             qty=self.qty,
             notional=self.notional,
@@ -131,6 +139,9 @@ class OrderIntent(_Inbound, tag="order", frozen=True):
             stop_price=self.stop_price,
             stop_loss=self.stop_loss,
             ts=self.ts,
+            trail_percent=self.trail_percent,
+            trail_price=self.trail_price,
+            take_profit=self.take_profit,
         )
         if (self.qty is None) == (self.notional is None):
             raise ValueError("exactly one of `qty` or `notional` is required")
@@ -142,10 +153,81 @@ class OrderIntent(_Inbound, tag="order", frozen=True):
             raise ValueError(f"`limit_price` is required for order_type `{self.order_type}`")
         if self.order_type in ("stop", "stop_limit") and self.stop_price is None:
             raise ValueError(f"`stop_price` is required for order_type `{self.order_type}`")
-        if self.order_type in ("market", "stop") and self.limit_price is not None:
+        if self.order_type in ("market", "stop", "trailing_stop") and self.limit_price is not None:
             raise ValueError(f"`limit_price` is not allowed for order_type `{self.order_type}`")
-        if self.order_type in ("market", "limit") and self.stop_price is not None:
+        if self.order_type in ("market", "limit", "trailing_stop") and self.stop_price is not None:
             raise ValueError(f"`stop_price` is not allowed for order_type `{self.order_type}`")
+        _check_trail(self)
+        _check_bracket(self)
+
+
+def _check_trail(intent: OrderIntent) -> None:
+    """A trailing stop has exactly one trail; no other order type has one."""
+    given = [
+        name
+        for name, value in (
+            ("trail_percent", intent.trail_percent),
+            ("trail_price", intent.trail_price),
+        )
+        if value is not None
+    ]
+    if intent.order_type != "trailing_stop":
+        if given:
+            raise ValueError(f"`{given[0]}` is only allowed with order_type `trailing_stop`")
+        return
+    if len(given) != 1:
+        raise ValueError(
+            "exactly one of `trail_percent` or `trail_price` is required "
+            "for order_type `trailing_stop`"
+        )
+
+
+def _check_bracket(intent: OrderIntent) -> None:
+    """A bracket (Alpaca ``order_class: bracket``) is checked as far as it can be statically.
+
+    Alpaca takes brackets for whole shares only, with a market or limit entry, ``day``
+    or ``gtc``; the take-profit must lie on the profit side of the entry and the stop
+    on the loss side. Only the limit price is known here: a market entry's price is
+    checked by the risk limits (``stop_loss``) and by the broker.
+    """
+    if intent.order_class != "bracket":
+        if intent.take_profit is not None:
+            raise ValueError("`take_profit` is only allowed with order_class `bracket`")
+        return
+    if intent.take_profit is None:
+        raise ValueError("`take_profit` is required with order_class `bracket`")
+    if intent.stop_loss is None:
+        raise ValueError(
+            "`stop_loss` is required with order_class `bracket` (it is the broker-held stop)"
+        )
+    if intent.order_type not in ("market", "limit"):
+        raise ValueError(
+            f"`order_type` must be `market` or `limit` with order_class `bracket`, "
+            f"not `{intent.order_type}`"
+        )
+    if intent.qty is None or intent.qty != int(intent.qty):
+        raise ValueError("`qty` must be whole shares with order_class `bracket`")
+    if intent.time_in_force not in ("day", "gtc"):
+        raise ValueError(
+            f"`time_in_force` must be `day` or `gtc` with order_class `bracket`, "
+            f"not `{intent.time_in_force}`"
+        )
+    _check_bracket_sides(intent, intent.take_profit, intent.stop_loss)
+
+
+def _check_bracket_sides(intent: OrderIntent, take_profit: float, stop_loss: float) -> None:
+    """Take-profit on the profit side, stop on the loss side (of each other, of the limit)."""
+    buy = intent.side == "buy"
+    above, below = ("above", "below") if buy else ("below", "above")
+    if (take_profit > stop_loss) != buy or take_profit == stop_loss:
+        raise ValueError(f"`take_profit` must be {above} `stop_loss` for a {intent.side} bracket")
+    entry = intent.limit_price
+    if entry is None:
+        return
+    if (take_profit > entry) != buy or take_profit == entry:
+        raise ValueError(f"`take_profit` must be {above} `limit_price` for a {intent.side} bracket")
+    if (stop_loss < entry) != buy or stop_loss == entry:
+        raise ValueError(f"`stop_loss` must be {below} `limit_price` for a {intent.side} bracket")
 
 
 class CancelIntent(_Inbound, tag="cancel", frozen=True):
@@ -214,6 +296,9 @@ class OrderEvent(_Outbound, tag="order", frozen=True):
     filled_avg_price: float | None
     ts: float
     detail: str | None = None
+    leg_of: str | None = None
+    """Set on a bracket leg's event: the parent order's ``client_order_id``. The leg's own
+    ``client_order_id`` is the broker's; ``intent_id`` is the parent's."""
 
 
 class FillEvent(_Outbound, tag="fill", frozen=True):
@@ -227,6 +312,8 @@ class FillEvent(_Outbound, tag="fill", frozen=True):
     ts: float
     symbol: str | None = None
     side: Side | None = None
+    leg_of: str | None = None
+    """Set on a bracket leg's fill: the parent order's ``client_order_id``."""
 
 
 Event = Accepted | Rejected | OrderEvent | FillEvent
