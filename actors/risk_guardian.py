@@ -17,7 +17,7 @@ retained daemon state and the pending-approval list.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 import anyio
@@ -27,6 +27,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
 from actors.kill_switch import KillGate
+from actors.reconciliation import DriftWatch
 from actors.risk_limits import (
     DuplicateDetector,
     EffectiveLimits,
@@ -89,6 +90,10 @@ class StrategyBookView(Protocol):
         """Symbol to (signed qty, average price) of this strategy, from its fills."""
         ...
 
+    def open_symbols(self) -> set[str]:
+        """Symbols with an order of this strategy not yet final."""
+        ...
+
 
 def load_risk_state(journal: Journal) -> tuple[CircuitBreakerState | None, SessionState]:
     """The persisted breaker and session (start-up)."""
@@ -130,8 +135,9 @@ class RiskGuardian(Actor):
         kill_commands: MemoryObjectSendStream[InboundKillCommand] | None = None,
         circuit: CircuitBreakerState | None = None,
         session: SessionState | None = None,
+        audit: Callable[[AuditRecord], None] | None = None,
     ) -> None:
-        """Wire the guardian."""
+        """Wire the guardian; ``audit`` takes the ``ledger.drift`` records."""
         super().__init__("risk_guardian", halt=halt)
         self._config = config
         self._gate = gate
@@ -141,6 +147,8 @@ class RiskGuardian(Actor):
         self._halt_latch = halt
         self._journal = journal
         self._kill_commands = kill_commands
+        self._audit = audit
+        self._drift = DriftWatch()
         self.breaker = CircuitBreaker(config.risk, circuit)
         self.session = session or SessionState()
         self.limits: dict[str, EffectiveLimits] = {
@@ -350,11 +358,36 @@ class RiskGuardian(Actor):
         self.broker_connected = status.connected
         if status.positions is not None:
             self.positions = status.positions
+            self._watch_drift(status.positions)
         if status.equity is not None:
             self.equity = status.equity
             self._status = status
             self._status_arrived.set()
         self.state_changed()
+
+    def _watch_drift(self, positions: Mapping[str, tuple[float, float]]) -> None:
+        """The poll reconciles, it does not feed the limits: audit unexplained changes."""
+        books: dict[str, float] = {}
+        busy: set[str] = set()
+        for book in self.books.values():
+            for symbol, (qty, _price) in book.held_positions().items():
+                books[symbol] = books.get(symbol, 0.0) + qty
+            busy |= book.open_symbols()
+        broker = {symbol: qty for symbol, (qty, _value) in positions.items()}
+        log.debug("ledger.poll", broker=broker, books=books, busy=sorted(busy))
+        for drift in self._drift.observe(broker, books, busy):
+            log.warning("ledger.drift", symbol=drift.symbol, detail=drift.describe())
+            if self._audit is not None:
+                self._audit(
+                    AuditRecord(
+                        type="ledger.drift",
+                        ok=False,
+                        detail=drift.describe(),
+                        ts=time.time(),
+                        scope="global",
+                        source="broker_gateway",
+                    )
+                )
 
     async def _apply_status(self, status: BrokerStatus) -> None:
         assert status.equity is not None

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from harness import (
     Mosquitto,
@@ -134,3 +135,50 @@ async def test_strategy_allocation_counts_fills_the_poll_has_not_seen(
     )
     assert answer["type"] == "rejected"
     assert "STRATEGY_ALLOCATION" in codes(answer)
+
+
+async def test_a_trade_outside_tradeguard_is_an_audited_drift(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    from alpaca.trading.client import TradingClient  # noqa: PLC0415
+    from alpaca.trading.enums import OrderSide, TimeInForce  # noqa: PLC0415
+    from alpaca.trading.requests import MarketOrderRequest  # noqa: PLC0415
+
+    t = Topics(prefix)
+    async with running_venue(realistic_venue()) as venue:
+        tables = trading_tables(
+            mosquitto,
+            prefix,
+            tmp_path,
+            venue.base_url,
+            # Polls often, so that two of them confirm the drift within the test.
+            broker_overrides={"account_poll_s": 0.5},
+            s1={"allocation": 1.0},
+        )
+        async with (
+            running_daemon(write_config(tmp_path, tables)),
+            probe(mosquitto, t.event("s1"), t.audit) as p,
+        ):
+            await p.publish(t.intent("s1"), buy("own", "AAPL", 3))
+            await p.expect(t.event("s1"), filled("own"))
+            # Someone sells 2 AAPL of the same account by hand, outside tradeguard.
+            hand = TradingClient("PKHAND", "hand", raw_data=True, url_override=venue.base_url)
+            await anyio.to_thread.run_sync(
+                lambda: hand.submit_order(
+                    MarketOrderRequest(
+                        symbol="AAPL",
+                        qty=2,
+                        side=OrderSide.SELL,
+                        time_in_force=TimeInForce.DAY,
+                        client_order_id="by-hand-1",
+                    )
+                )
+            )
+            drift = await p.expect(t.audit, lambda a: a.get("type") == "ledger.drift", timeout=20)
+            assert "AAPL" in drift["detail"]
+            assert "broker holds 1" in drift["detail"]
+            assert "books 3" in drift["detail"]
+            assert drift["ok"] is False
+            # Reported once.
+            await anyio.sleep(2.0)  # four more polls: no second record for the same change
+            assert sum(1 for a in p.bodies(t.audit) if a.get("type") == "ledger.drift") == 1
