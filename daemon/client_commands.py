@@ -14,6 +14,7 @@ import anyio
 import msgspec
 
 from daemon.config import Config, resolve_path
+from daemon.embedded_broker import client_config
 from daemon.errors import BrokerConnectionError, JournalError
 from daemon.mqtt_session import MqttLink
 from daemon.preflight import check_mqtt_login
@@ -35,6 +36,7 @@ _audit = msgspec.json.Decoder(AuditRecord)
 
 
 def _link(config: Config) -> MqttLink:
+    config = client_config(config)  # the embedded broker's `operator` login
     check_mqtt_login(config)
     return MqttLink(mqtt_endpoint(config))
 
@@ -324,6 +326,7 @@ def demo_strategy(config: Config, *, strategy_id: str, rounds: int) -> int:
     from protocol.client import StrategyClient, StrategyClientError  # noqa: PLC0415
     from protocol.messages import Accepted, OrderIntent  # noqa: PLC0415
 
+    config = client_config(config, strategy_id)  # on the embedded broker, its own login
     check_mqtt_login(config)
     endpoint = mqtt_endpoint(config)
     symbols = ["AAPL", "MSFT", "SPY"]

@@ -15,6 +15,7 @@ exists to prevent.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import socket
@@ -36,10 +37,18 @@ import requests
 from daemon.admin_code import check_hash_format
 from daemon.broker_mode import LIVE_HOST, check_mode
 from daemon.config import Config, read_secret, resolve_path
-from daemon.embedded_broker import find_mosquitto
-from daemon.errors import BrokerConnectionError, BrokerError, ConfigError, EmbeddedBrokerError
+from daemon.embedded_broker import client_config, find_mosquitto, login_folder
+from daemon.errors import (
+    BrokerConnectionError,
+    BrokerError,
+    ConfigError,
+    EmbeddedBrokerError,
+    TradeguardError,
+)
 from daemon.mqtt_session import MqttEndpoint, MqttLink
-from daemon.wiring import mqtt_endpoint
+from daemon.preflight import check_setup
+from daemon.state_lock import LOCK_FILE_NAME
+from daemon.wiring import GENERATED_CODE_FILE, mqtt_endpoint
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
@@ -136,6 +145,15 @@ def diagnose(config: Config) -> list[CheckResult]:
 
 
 def _check_config(config: Config) -> CheckResult:
+    try:
+        check_setup(config)  # what `run` refuses at start, the doctor names too
+    except TradeguardError as exc:
+        return CheckResult(
+            check="config",
+            status="FAIL",
+            detail=f"`tradeguard run` would refuse it: {exc}",
+            fix="fix the key named (`tradeguard check-config` checks the file as `run` does)",
+        )
     if config.source is None:
         return CheckResult(
             check="config",
@@ -371,14 +389,15 @@ def _check_kill(config: Config) -> list[CheckResult]:
     kill = config.kill
     results: list[CheckResult] = []
     if kill.totp_secret_file is None and kill.admin_code_hash is None:
+        code = resolve_path(config, config.state.path).absolute().parent / GENERATED_CODE_FILE
+        made = "present" if code.exists() else "made at the first start"
         results.append(
             CheckResult(
                 check="kill release",
-                status="WARN",
-                detail="neither kill.totp_secret_file nor kill.admin_code_hash is set: "
-                "nobody can release an engaged kill switch",
-                fix="run `tradeguard totp-setup` and set kill.totp_secret_file, or set "
-                "kill.admin_code_hash to the output of `tradeguard hash-code`",
+                status="PASS",
+                detail="released with the admin code the daemon generates when neither "
+                f"kill.totp_secret_file nor kill.admin_code_hash is set: {code} (mode 0600, "
+                f"{made})",
             )
         )
     else:
@@ -440,6 +459,7 @@ def _check_mqtt(config: Config, secrets: dict[str, _Secret]) -> list[CheckResult
                     detail=f"embedded broker: {binary}, started by the daemon",
                 )
             )
+        owner = _running_daemon(config)
         results.append(
             _check_port(
                 "mqtt port",
@@ -448,8 +468,11 @@ def _check_mqtt(config: Config, secrets: dict[str, _Secret]) -> list[CheckResult
                 user="the embedded mosquitto",
                 busy="another broker or a running tradeguard daemon uses it",
                 fix="stop whatever listens there, or set mqtt.port",
+                owner=owner,
             )
         )
+        if owner is not None and mqtt.port != 0:
+            results.append(_check_embedded_login(config))
         return results
     password = secrets.get("mqtt.password_file")
     if password is not None and password.secret is None:
@@ -493,6 +516,58 @@ def _check_mqtt(config: Config, secrets: dict[str, _Secret]) -> list[CheckResult
     tls = "TLS" if mqtt.tls else "no TLS"
     user = f"as {mqtt.username}" if mqtt.username else "anonymously"
     return [CheckResult(check="mqtt", status="PASS", detail=f"logged in to {where} {user} ({tls})")]
+
+
+def _check_embedded_login(config: Config) -> CheckResult:
+    """Log in to the running daemon's own mosquitto as the CLI does (``operator``)."""
+    where = f"127.0.0.1:{config.mqtt.port}"
+    try:
+        endpoint = mqtt_endpoint(client_config(config))
+        anyio.run(_mqtt_login, endpoint, backend="asyncio")
+    except (TimeoutError, TradeguardError, OSError) as exc:
+        return CheckResult(
+            check="mqtt",
+            status="FAIL",
+            detail=f"the CLI cannot log in to the daemon's mosquitto at {where}: "
+            f"{exc.__cause__ or exc or 'no answer'}",
+            fix="restart the daemon (it writes the logins and the broker's password file "
+            f"at start); the logins are in {login_folder(_state_folder(config))}",
+        )
+    return CheckResult(
+        check="mqtt",
+        status="PASS",
+        detail=f"logged in to the daemon's mosquitto at {where} as {endpoint.username} "
+        "(anonymous clients are refused)",
+    )
+
+
+def _running_daemon(config: Config) -> int | None:
+    """The PID of the daemon holding this config's state folder, or None when none runs.
+
+    A shared ``flock`` probe, dropped at once: it fails while a daemon holds its
+    exclusive lock. Opened read-only, never created.
+    """
+    path = _state_folder(config) / LOCK_FILE_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            first = os.pread(fd, 32, 0).split(b"\n", 1)[0].strip()
+            return int(first) if first.isdigit() else 0
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _state_folder(config: Config) -> Path:
+    return resolve_path(config, config.state.path).absolute().parent
 
 
 async def _mqtt_login(endpoint: MqttEndpoint) -> None:
@@ -603,6 +678,7 @@ def _check_broker(config: Config, secrets: dict[str, _Secret]) -> list[CheckResu
                 user="the built-in paper venue",
                 busy="another paper venue or a running tradeguard daemon uses it",
                 fix="stop whatever listens there, or set broker.sim.port (0 picks a free port)",
+                owner=_running_daemon(config),
             ),
             CheckResult(
                 check="clock",
@@ -807,8 +883,14 @@ def classify_skew(skew_s: float, *, uncertainty: float = 0.0, source: str) -> Ch
 # ---------------------------------------------------------------------------- helpers
 
 
-def _check_port(check: str, host: str, port: int, *, user: str, busy: str, fix: str) -> CheckResult:
-    """Whether ``user`` will be able to listen on ``host:port`` (bind, then release)."""
+def _check_port(
+    check: str, host: str, port: int, *, user: str, busy: str, fix: str, owner: int | None = None
+) -> CheckResult:
+    """Whether ``user`` will be able to listen on ``host:port`` (bind, then release).
+
+    ``owner`` is the PID of the daemon that holds this config's state folder: a port
+    in use is then most likely that daemon's own listener, not a conflict.
+    """
     if port == 0:
         return CheckResult(check=check, status="PASS", detail=f"{user} picks a free port")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -817,6 +899,13 @@ def _check_port(check: str, host: str, port: int, *, user: str, busy: str, fix: 
         try:
             sock.bind((host, port))
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE and owner is not None:
+                return CheckResult(
+                    check=check,
+                    status="PASS",
+                    detail=f"{host}:{port} is in use: the running daemon of this state folder "
+                    f"(pid {owner}) holds the folder, and {user} is its own",
+                )
             if exc.errno == errno.EADDRINUSE:
                 return CheckResult(
                     check=check,

@@ -36,6 +36,12 @@ def check_setup(config: Config) -> None:
         ConfigError: naming the key whose value or file is unusable.
         BrokerError: the trading mode disagrees with the endpoint or the key id.
     """
+    if not config.strategies:
+        # The daemon would connect and answer every intent UNKNOWN_STRATEGY: say so at once.
+        raise ConfigError(
+            "strategies: none listed; add a [strategies.ID] table for each strategy "
+            "allowed to trade"
+        )
     _check_mqtt(config)
     _check_broker(config)
     _check_kill(config)

@@ -49,7 +49,7 @@ from daemon.channels import (
     TriggerPress,
 )
 from daemon.config import Config, read_secret, resolve_path
-from daemon.embedded_broker import EmbeddedMosquitto
+from daemon.embedded_broker import BrokerAccess, EmbeddedMosquitto, prepare_logins
 from daemon.errors import ConfigError
 from daemon.journal import Journal, JournalWriter
 from daemon.metrics import Metrics
@@ -63,6 +63,8 @@ from protocol.topics import Topics
 log = structlog.get_logger(__name__)
 
 GIL_SWITCH_INTERVAL_S = 0.0005
+GENERATED_CODE_FILE = "admin-code"
+"""The admin code made when the config names no release method, in the state folder."""
 
 
 def control_endpoint(config: Config, data: MqttEndpoint) -> MqttEndpoint:
@@ -140,27 +142,6 @@ class Daemon:
         self.topics = Topics(config.mqtt.topic_prefix)
         self.state_path = resolve_path(config, config.state.path)
         self.state_lock = StateFolderLock(self.state_path.parent)
-        self.state_lock.acquire()  # one daemon per journal: before the journal is opened
-        self.journal = Journal(self.state_path)
-        self.gate = load_gate(self.journal)
-        self._books = load_books(self.journal, frozenset(config.strategies))
-        kill = config.kill
-        code_hash = kill.admin_code_hash
-        self.demo_code_file: Path | None = None
-        if config.source is None and not kill.totp_secret_file and not code_hash:
-            # Built-in defaults (`make run`): a paper set-up still needs a way to release.
-            self.demo_code_file = self.state_path.parent / "admin-code"
-            code_hash = hash_code(_demo_code(self.demo_code_file))
-        self.verifier = AdminCodeVerifier(
-            totp_secret=read_secret(config, kill.totp_secret_file, key="kill.totp_secret_file")
-            if kill.totp_secret_file
-            else None,
-            code_hash=code_hash,
-            last_totp_step=load_last_totp_step(self.journal),
-            max_failures=kill.max_failures,
-            window_s=kill.failure_window_s,
-            lockout_s=kill.lockout_s,
-        )
         self._stop = anyio.Event()
         self.ready = anyio.Event()
         self.session: MqttSession | None = None
@@ -175,7 +156,44 @@ class Daemon:
         self.mqtt_port: int | None = None
         self.broker_url: str | None = None
         self.venue: Any = None
-        self._resolve_broker()
+        self.state_lock.acquire()  # one daemon per journal: before the journal is opened
+        try:
+            self._open(config)
+            self._resolve_broker()
+        except BaseException:
+            # A daemon that failed to build must not keep the folder from the next one.
+            if hasattr(self, "journal"):
+                self.journal.close()
+            self.state_lock.release()
+            raise
+
+    def _open(self, config: Config) -> None:
+        """Make the embedded broker's logins, open the journal, load state, set up releases."""
+        self.broker_access: BrokerAccess | None = None
+        if config.mqtt.is_embedded:
+            # The daemon logs in to its own broker with a generated login (no anonymous users).
+            self.config, self.broker_access = prepare_logins(config, self.state_path.parent)
+        self.journal = Journal(self.state_path)
+        self.gate = load_gate(self.journal)
+        self._books = load_books(self.journal, frozenset(config.strategies))
+        kill = config.kill
+        code_hash = kill.admin_code_hash
+        self.demo_code_file: Path | None = None
+        if not kill.totp_secret_file and not code_hash:
+            # No release method configured (the built-in defaults among others): a switch
+            # that nobody can release would stop trading for good, so make an admin code.
+            self.demo_code_file = self.state_path.parent / GENERATED_CODE_FILE
+            code_hash = hash_code(_demo_code(self.demo_code_file))
+        self.verifier = AdminCodeVerifier(
+            totp_secret=read_secret(config, kill.totp_secret_file, key="kill.totp_secret_file")
+            if kill.totp_secret_file
+            else None,
+            code_hash=code_hash,
+            last_totp_step=load_last_totp_step(self.journal),
+            max_failures=kill.max_failures,
+            window_s=kill.failure_window_s,
+            lockout_s=kill.lockout_s,
+        )
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -198,6 +216,7 @@ class Daemon:
                         state_dir=self.state_path.parent,
                         port=port,
                         binary=self.config.mqtt.mosquitto_binary,
+                        access=self.broker_access,
                     )
                     port = await root.start(mosquitto.run)
                 self.mqtt_port = port

@@ -172,6 +172,7 @@ def _broken_tables(state_root: Path, mqtt_port: int) -> dict[str, dict[str, Any]
         },
         "state": {"path": str(blocker / "state" / "state.db")},
         "kill": {"admin_code_hash": hash_code("123456", salt=b"0123456789abcdef")},
+        "strategies.s1": {},
     }
 
 
@@ -188,7 +189,9 @@ def test_broken_setup_names_every_problem_with_a_fix(
     _assert_fixes(results)
     _assert_no_secrets(output, WRONG_PASSWORD, SECRET_KEY, PAPER_KEY)
     failed = {name for name, r in results.items() if r["status"] == "FAIL"}
-    assert failed == {"mqtt", "state folder", "broker mode"}, results
+    # The config check runs what `run` checks at start: it refuses the mode too.
+    assert failed == {"config", "mqtt", "state folder", "broker mode"}, results
+    assert "would refuse it: broker.mode is 'paper'" in results["config"]["detail"]
     mqtt = results["mqtt"]
     assert "refused the login" in mqtt["detail"]
     # mosquitto 2 answers 135 (not authorized) rather than 134 (bad user name or password).
@@ -217,9 +220,9 @@ def test_broken_setup_table_names_problems_and_hides_secrets(
 
     output = capsys.readouterr().out
     assert code == 1
-    assert output.count("FAIL") >= 3
-    assert output.count("fix:") >= 3
-    assert "3 fail" in output
+    assert output.count("FAIL") >= 4
+    assert output.count("fix:") >= 4
+    assert "4 fail" in output
     _assert_no_secrets(output, WRONG_PASSWORD, SECRET_KEY, PAPER_KEY)
 
 
@@ -359,6 +362,7 @@ def _embedded(tmp_path: Path, **tables: dict[str, Any]) -> dict[str, Any]:
         "mqtt": {"port": 0},
         "broker.sim": {"port": 0},
         "state": {"path": str(tmp_path / "state" / "state.db")},
+        "strategies.s1": {},
     }
     base.update(tables)
     return {r.check: r for r in diagnose(load_config(write_config(tmp_path, base)))}
@@ -419,8 +423,9 @@ def test_secret_files_and_kill_release(tmp_path: Path, monkeypatch: pytest.Monke
     unset = _embedded(tmp_path, mqtt={"port": 0, "password_file": "mqtt-password"})
     assert unset["secret mqtt.password_file"].status == "FAIL"
     assert "LoadCredential=" in (unset["secret mqtt.password_file"].fix or "")
-    assert unset["kill release"].status == "WARN"
-    assert "nobody can release" in unset["kill release"].detail
+    # No release method: the daemon makes an admin code, as on the built-in defaults.
+    assert unset["kill release"].status == "PASS"
+    assert str(tmp_path / "state" / "admin-code") in unset["kill release"].detail
 
 
 def test_live_mode_with_a_paper_key_is_named(tmp_path: Path) -> None:
@@ -466,6 +471,7 @@ def test_end_to_end_json_in_a_subprocess(tmp_path: Path) -> None:
             "mqtt": {"port": 0, "password_file": str(tmp_path / "absent")},
             "broker.sim": {"port": 0},
             "state": {"path": str(tmp_path / "state.db")},
+            "strategies.s1": {},
         },
     )
     script = (
@@ -484,6 +490,8 @@ def test_end_to_end_json_in_a_subprocess(tmp_path: Path) -> None:
 
     assert done.returncode == 1, done.stderr
     results = _by_check(done.stdout)
-    assert results["config"]["detail"] == f"loaded and valid: {config.resolve()}"
+    # `run` would refuse the missing password file: the config check says so too.
+    assert results["config"]["status"] == "FAIL"
+    assert "mqtt.password_file" in results["config"]["detail"]
     assert results["secret mqtt.password_file"]["status"] == "FAIL"
     _assert_fixes(results)
