@@ -1,8 +1,10 @@
-"""The ``tradeguard`` command line (CONTRACT §9).
+"""The ``tradeguard`` command line (CONTRACT §9 and §11).
 
 Every command takes ``--config F``, before or after the command name (default
 ``$TRADEGUARD_CONFIG``, else the built-in defaults). Bad input and unusable
 environments are a one-line error naming what is wrong, exit 2; never a traceback.
+Admin codes never come from argv (``ps`` and shell history keep it): a prompt, one
+line of stdin, or a file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
+from rich_argparse import RawDescriptionRichHelpFormatter
 
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError, TradeguardError
@@ -42,11 +45,45 @@ MAX_TEXT = 200
 """Longest ``--reason`` / ``--operator`` a command message carries (``ShortText``)."""
 MAX_CODE = 128
 
+DESCRIPTION = """\
+Execution and risk daemon for algorithmic traders, driven over MQTT.
+
+Every command takes --config F, before or after the command name (default:
+$TRADEGUARD_CONFIG, else the built-in defaults). Commands that need an admin code
+read it from a prompt, from one line of stdin (--code-stdin, or whenever stdin is
+not a terminal) or from a file (--code-file PATH), never from the command line.
+Bad input is one line naming what is wrong, exit 2."""
+
+CODE_ON_ARGV = (
+    "argument --code: codes are never taken from the command line (ps and shell history "
+    "keep them): type it at the prompt, pipe one line with --code-stdin, or use "
+    "--code-file PATH"
+)
+SHELLS = ("bash", "zsh")
+
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", RawDescriptionRichHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         """One line, exit 2."""
         self.exit(EXIT_USAGE, f"tradeguard: error: {_one_line(message)}\n")
+
+
+class _RefuseCode(argparse.Action):
+    """``--code C`` is refused before anything runs, without echoing the code."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        del namespace, values, option_string
+        parser.error(CODE_ON_ARGV)
 
 
 def _port(text: str) -> int:
@@ -106,75 +143,118 @@ def _key(text: str) -> str:
 _strategy_id = _matching(STRATEGY_ID_PATTERN, "a strategy id (1-32 of [A-Za-z0-9_-])")
 _intent_id = _matching(INTENT_ID_PATTERN, "an intent id (1-64 of [A-Za-z0-9._:-])")
 _short_text = _text(MAX_TEXT)
-_code = _text(MAX_CODE)
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    config_help = "config file (default $TRADEGUARD_CONFIG, else the built-in defaults)"
-    parser = _Parser(prog="tradeguard", description=__doc__)
+    config_help = "config file (default: $TRADEGUARD_CONFIG, else the built-in defaults)"
+    parser = _Parser(prog="tradeguard", description=DESCRIPTION)
     parser.add_argument("--config", metavar="F", help=config_help)
-    parser.add_argument("--version", action="version", version=f"tradeguard {tradeguard_version()}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"tradeguard {tradeguard_version()}",
+        help="print the version and exit",
+    )
     # After the command name too; SUPPRESS keeps a --config given before it when absent here.
     common = _Parser(add_help=False)
     common.add_argument("--config", metavar="F", default=argparse.SUPPRESS, help=config_help)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
+    )
 
     sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
 
     p = sub.add_parser("kill", parents=[common], help="engage the kill switch")
-    p.add_argument("--strategy", metavar="SID", type=_strategy_id)
+    p.add_argument(
+        "--strategy", metavar="SID", type=_strategy_id, help="engage for this strategy only"
+    )
     p.add_argument("--flatten", action="store_true", help="close positions after cancelling")
-    p.add_argument("--reason", default="cli", type=_short_text)
+    p.add_argument(
+        "--reason", default="cli", type=_short_text, help="why, for the audit (default: cli)"
+    )
 
-    p = sub.add_parser("disengage", parents=[common], help="release the kill switch")
-    p.add_argument("--strategy", metavar="SID", type=_strategy_id)
-    p.add_argument("--code", required=True, metavar="C", type=_code)
-    p.add_argument("--operator", default=None, type=_short_text)
+    p = sub.add_parser("disengage", parents=[common], help="release the kill switch (admin code)")
+    p.add_argument(
+        "--strategy", metavar="SID", type=_strategy_id, help="release this strategy's switch"
+    )
+    _add_code_options(p)
 
     _add_admin_commands(sub, common)
 
     p = sub.add_parser("status", parents=[common], help="print kill, daemon and strategy state")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("sim", parents=[common], help="run the Alpaca-compatible paper venue")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8790)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clock", choices=["always-open", "us-equities"], default="always-open")
-    p.add_argument("--key-id", default=None, type=_key)
-    p.add_argument("--secret-key", default=None, type=_key)
-    p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
     p.add_argument(
-        "--rate-limit", type=_at_least_one, default=200, help="requests per minute per key"
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )
     p.add_argument(
-        "--cash", type=_positive_amount, default=100_000.0, help="starting cash of the account"
+        "--port", type=_port, default=8790, help="port to listen on, 0 for any (default: 8790)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the prices (default: 0)")
+    p.add_argument(
+        "--clock",
+        choices=["always-open", "us-equities"],
+        default="always-open",
+        help="market hours: always open, or the NYSE calendar (default: always-open)",
+    )
+    p.add_argument(
+        "--key-id", default=None, type=_key, help="accept only this key id (default: any)"
+    )
+    p.add_argument(
+        "--secret-key", default=None, type=_key, help="accept only this secret key (default: any)"
+    )
+    p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
+    p.add_argument(
+        "--rate-limit",
+        type=_at_least_one,
+        default=200,
+        help="requests per minute per key (default: 200)",
+    )
+    p.add_argument(
+        "--cash",
+        type=_positive_amount,
+        default=100_000.0,
+        help="starting cash of the account (default: 100000)",
     )
 
     sub.add_parser("schema", parents=[common], help="print the JSON Schema of every v1 message")
 
     p = sub.add_parser("orders", parents=[common], help="list recent orders from the journal")
-    p.add_argument("--strategy", metavar="SID", type=_strategy_id)
-    p.add_argument("--limit", type=_at_least_one, default=50)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--strategy", metavar="SID", type=_strategy_id, help="this strategy only")
+    p.add_argument(
+        "--limit", type=_at_least_one, default=50, help="at most this many (default: 50)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="never shorten a column, whatever the terminal's width (always so when piped)",
+    )
 
     p = sub.add_parser("doctor", parents=[common], help="check the set-up and say how to fix it")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = sub.add_parser("positions", parents=[common], help="list positions from the journal")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser(
         "demo-strategy", parents=[common], help="trade a few symbols through the daemon"
     )
-    p.add_argument("--strategy", default="demo", metavar="SID", type=_strategy_id)
-    p.add_argument("--rounds", type=_at_least_one, default=3)
-
-    p = sub.add_parser(
-        "check-config", parents=[common], help="validate a config file as `run` would"
+    p.add_argument(
+        "--strategy",
+        default="demo",
+        metavar="SID",
+        type=_strategy_id,
+        help="trade as this strategy (default: demo)",
     )
     p.add_argument(
-        "file", metavar="F", nargs="?", help="the file (default --config, $TRADEGUARD_CONFIG)"
+        "--rounds", type=_at_least_one, default=3, help="buy-and-sell rounds (default: 3)"
+    )
+
+    p = sub.add_parser("check-config", parents=[common], help="validate a config file as run would")
+    p.add_argument(
+        "file", metavar="F", nargs="?", help="the file (default: --config, $TRADEGUARD_CONFIG)"
     )
 
     sub.add_parser(
@@ -183,8 +263,46 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("totp-setup", parents=[common], help="create a TOTP secret for phone apps")
     p.add_argument("--output", required=True, metavar="FILE", help="where to write the secret")
-    p.add_argument("--account", default="kill-switch")
+    p.add_argument(
+        "--account",
+        default="kill-switch",
+        help="account name shown in the authenticator app (default: kill-switch)",
+    )
+
+    p = sub.add_parser(
+        "completion",
+        parents=[common],
+        help="print a shell completion script",
+        description="Print a completion script. Bash: tradeguard completion bash > "
+        "/etc/bash_completion.d/tradeguard. Zsh: tradeguard completion zsh > "
+        '"${fpath[1]}/_tradeguard".',
+    )
+    p.add_argument("shell", choices=SHELLS, help="the shell: bash or zsh")
     return parser
+
+
+def _add_code_options(p: argparse.ArgumentParser) -> None:
+    """How a command reads its admin code, and who the audit names."""
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--code-stdin",
+        action="store_true",
+        help="read the admin code from the first line of stdin (the default when stdin "
+        "is not a terminal; a terminal gets a prompt that does not echo)",
+    )
+    how.add_argument(
+        "--code-file",
+        metavar="PATH",
+        help="read the admin code from the first line of this file",
+    )
+    # Refused with a pointer to the ways above (whatever else is given); hidden from help.
+    p.add_argument("--code", nargs="?", action=_RefuseCode, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--operator",
+        default=None,
+        type=_short_text,
+        help="who you are, for the audit (on a secured broker the audit names the login)",
+    )
 
 
 def _add_admin_commands(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -192,24 +310,77 @@ def _add_admin_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "reset-circuit", parents=[common], help="close the drawdown circuit breaker (admin code)"
     )
-    p.add_argument("--code", required=True, metavar="C", type=_code)
-    p.add_argument("--operator", default=None, type=_short_text)
+    _add_code_options(p)
 
     p = sub.add_parser("pause", parents=[common], help="pause a strategy (reduce-only)")
-    p.add_argument("--strategy", required=True, metavar="SID", type=_strategy_id)
-    p.add_argument("--reason", default="cli", type=_short_text)
+    p.add_argument(
+        "--strategy", required=True, metavar="SID", type=_strategy_id, help="the strategy"
+    )
+    p.add_argument(
+        "--reason", default="cli", type=_short_text, help="why, for the audit (default: cli)"
+    )
 
     p = sub.add_parser("resume", parents=[common], help="resume a paused strategy (admin code)")
-    p.add_argument("--strategy", required=True, metavar="SID", type=_strategy_id)
-    p.add_argument("--code", required=True, metavar="C", type=_code)
-    p.add_argument("--operator", default=None, type=_short_text)
+    p.add_argument(
+        "--strategy", required=True, metavar="SID", type=_strategy_id, help="the strategy"
+    )
+    _add_code_options(p)
 
     for verb in ("approve", "deny"):
-        p = sub.add_parser(verb, parents=[common], help=f"{verb} an intent waiting for a person")
-        p.add_argument("--strategy", required=True, metavar="SID", type=_strategy_id)
-        p.add_argument("--intent", required=True, metavar="INTENT_ID", type=_intent_id)
-        p.add_argument("--code", required=True, metavar="C", type=_code)
-        p.add_argument("--operator", default=None, type=_short_text)
+        p = sub.add_parser(
+            verb, parents=[common], help=f"{verb} an intent waiting for a person (admin code)"
+        )
+        p.add_argument(
+            "--strategy",
+            required=True,
+            metavar="SID",
+            type=_strategy_id,
+            help="the strategy of the intent",
+        )
+        p.add_argument(
+            "--intent",
+            required=True,
+            metavar="INTENT_ID",
+            type=_intent_id,
+            help="the intent id (tradeguard orders, or the approval/pending topic)",
+        )
+        _add_code_options(p)
+
+
+def _read_code(args: argparse.Namespace) -> str:
+    """The admin code: from ``--code-file``, else stdin (one line), else a prompt.
+
+    Raises:
+        ConfigError: no usable code (empty, unreadable, too long).
+    """
+    if args.code_file is not None:
+        try:
+            with Path(args.code_file).open(encoding="utf-8") as handle:
+                code = handle.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--code-file: cannot read {args.code_file}: {_reason(exc)}") from exc
+        where = f"--code-file: {args.code_file} holds no code on its first line"
+    elif args.code_stdin or not sys.stdin.isatty():
+        code = sys.stdin.readline().strip()
+        where = "no admin code on stdin (one line)"
+    else:
+        try:
+            code = getpass.getpass("admin code: ").strip()
+        except EOFError:
+            code = ""
+        where = "no admin code typed"
+    if not code:
+        raise ConfigError(where)
+    if len(code) > MAX_CODE:
+        raise ConfigError(f"an admin code is at most {MAX_CODE} characters, got {len(code)}")
+    return code
+
+
+def _completion(shell: str) -> int:
+    import shtab  # noqa: PLC0415  # only for this command
+
+    print(shtab.complete(_build_parser(), shell=shell), end="")
+    return EXIT_OK
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
@@ -256,6 +427,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _hash_code()
     if command == "totp-setup":
         return _totp_setup(Path(args.output), args.account)
+    if command == "completion":
+        return _completion(args.shell)
     if command == "sim":
         return _sim(args)
     config = given or load_config(None)
@@ -282,10 +455,16 @@ def _dispatch_client(command: str, args: argparse.Namespace, config: Config) -> 
             )
         case "disengage":
             return cc.disengage(
-                config, strategy_id=args.strategy, code=args.code, operator=args.operator
+                config, strategy_id=args.strategy, code=_read_code(args), operator=args.operator
             )
         case "orders":
-            return cc.orders(config, strategy_id=args.strategy, limit=args.limit, as_json=args.json)
+            return cc.orders(
+                config,
+                strategy_id=args.strategy,
+                limit=args.limit,
+                as_json=args.json,
+                wide=args.wide,
+            )
         case "positions":
             return cc.positions(config, as_json=args.json)
         case "reset-circuit" | "pause" | "resume" | "approve" | "deny":
@@ -299,32 +478,29 @@ def _dispatch_client(command: str, args: argparse.Namespace, config: Config) -> 
 def _admin(command: str, args: argparse.Namespace, config: Config) -> int:
     from daemon import client_commands as cc  # noqa: PLC0415
     from protocol import messages as m  # noqa: PLC0415
-    from protocol.topics import Topics  # noqa: PLC0415
 
-    topics = Topics(config.mqtt.topic_prefix)
+    if command == "pause":
+        pause = m.Pause(strategy_id=args.strategy, reason=args.reason)
+        return cc.admin(config, pause, audit_type="strategy.pause")
+    code = _read_code(args)
     match command:
         case "reset-circuit":
-            msg: m.ResetCircuit | m.Pause | m.Resume | m.Approve | m.Deny = m.ResetCircuit(
-                code=args.code, operator=args.operator
+            msg: m.ResetCircuit | m.Resume | m.Approve | m.Deny = m.ResetCircuit(
+                code=code, operator=args.operator
             )
-            return cc.admin(config, msg, topic=topics.kill_command, audit_type="circuit.reset")
-        case "pause":
-            msg = m.Pause(strategy_id=args.strategy, reason=args.reason)
-            return cc.admin(config, msg, topic=topics.kill_command, audit_type="strategy.pause")
+            return cc.admin(config, msg, audit_type="circuit.reset")
         case "resume":
-            msg = m.Resume(strategy_id=args.strategy, code=args.code, operator=args.operator)
-            return cc.admin(config, msg, topic=topics.kill_command, audit_type="strategy.resume")
+            msg = m.Resume(strategy_id=args.strategy, code=code, operator=args.operator)
+            return cc.admin(config, msg, audit_type="strategy.resume")
         case _:
             kind = m.Approve if command == "approve" else m.Deny
             msg = kind(
                 strategy_id=args.strategy,
                 intent_id=args.intent,
-                code=args.code,
+                code=code,
                 operator=args.operator,
             )
-            return cc.admin(
-                config, msg, topic=topics.approval_command, audit_type=f"approval.{command}"
-            )
+            return cc.admin(config, msg, audit_type=f"approval.{command}")
 
 
 def _check_config(path: str | None) -> int:

@@ -1,4 +1,10 @@
-"""CLI commands that talk to a running daemon over MQTT: ``status``, ``kill``, ``disengage``."""
+"""CLI commands that talk to a running daemon over MQTT or read its journal.
+
+Every command the CLI sends carries a ``source`` of its own (``cli-`` and random
+hex), so it waits for the daemon's audit record of exactly that command: a
+refusal (an unknown strategy, an intent that is not waiting for approval) comes
+back at once, exit 2; a wrong code is exit 3.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ import sqlite3
 import sys
 import time
 from contextlib import closing
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -20,8 +27,11 @@ from daemon.mqtt_session import MqttLink
 from daemon.preflight import check_mqtt_login
 from daemon.wiring import mqtt_endpoint
 from protocol.codec import decode_json, encode
-from protocol.messages import AuditRecord, Disengage, Engage, KillState
+from protocol.messages import Approve, AuditRecord, Deny, Disengage, Engage, KillState
 from protocol.topics import Topics
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 CONFIRM_TIMEOUT_S = 5.0
 STATUS_QUIET_S = 0.3
@@ -29,6 +39,7 @@ STATUS_MAX_S = 3.0
 
 EXIT_OK = 0
 EXIT_FAIL = 1
+EXIT_USAGE = 2
 EXIT_DENIED = 3
 
 _kill_state = msgspec.json.Decoder(KillState)
@@ -42,31 +53,41 @@ def _link(config: Config) -> MqttLink:
 
 
 def kill(config: Config, *, strategy_id: str | None, flatten: bool, reason: str) -> int:
-    """Engage and wait (5 s) for the retained kill state to confirm it."""
+    """Engage; 0 when the daemon confirms, 2 when it refuses, 1 without an answer in 5 s."""
     topics = Topics(config.mqtt.topic_prefix)
+    source = _source()
     command = Engage(
         scope="strategy" if strategy_id else "global",
         strategy_id=strategy_id,
         reason=reason,
-        source="cli",
+        source=source,
         flatten=flatten,
     )
+    scope = f"strategy {strategy_id}" if strategy_id else "global"
 
     async def go() -> int:
+        switch = None
         async with _link(config) as link:
-            await link.subscribe(topics.kill_state)
+            await link.subscribe(topics.kill_state, topics.audit)
             await link.publish(topics.kill_command, encode(command))
             with anyio.move_on_after(CONFIRM_TIMEOUT_S):
                 async for message in link.messages():
-                    try:
-                        state = _kill_state.decode(message.payload)
-                    except msgspec.MsgspecError:
+                    if message.topic == topics.kill_state:
+                        try:
+                            state = _kill_state.decode(message.payload)
+                        except msgspec.MsgspecError:
+                            continue
+                        switch = state.strategies.get(strategy_id) if strategy_id else state.global_
                         continue
-                    switch = state.strategies.get(strategy_id) if strategy_id else state.global_
-                    if switch is not None and switch.engaged:
-                        scope = f"strategy {strategy_id}" if strategy_id else "global"
-                        print(f"kill switch engaged ({scope}) since {switch.since}")
-                        return EXIT_OK
+                    record = _own_record(message.payload, "kill.engage", source)
+                    if record is None:
+                        continue
+                    if not record.ok:
+                        return _refused(record)
+                    # The daemon publishes the state before the audit record.
+                    since = switch.since if switch is not None and switch.engaged else record.ts
+                    print(f"kill switch ({scope}) engaged {human_time(since)}")
+                    return EXIT_OK
         print("tradeguard: no confirmation from the daemon within 5 s", file=sys.stderr)
         return EXIT_FAIL
 
@@ -81,14 +102,30 @@ def disengage(config: Config, *, strategy_id: str | None, code: str, operator: s
         code=code,
         operator=operator,
     )
-    topic = Topics(config.mqtt.topic_prefix).kill_command
-    return admin(config, command, topic=topic, audit_type="kill.disengage")
+    return admin(config, command, audit_type="kill.disengage")
 
 
-def admin(config: Config, command: msgspec.Struct, *, topic: str, audit_type: str) -> int:
-    """Send a privileged command; 0 when the daemon confirms, 3 when denied, 1 on no answer."""
-    source = f"cli-{secrets.token_hex(4)}"
+def command_topic(config: Config, command: msgspec.Struct) -> str:
+    """Where a command goes.
+
+    Logged in to a secured broker, a command with a code goes to the login's own
+    ``admin/USER/command`` (the daemon names the login in the audit and counts wrong
+    codes per login); otherwise approvals go to ``approval/command`` and the rest to
+    ``kill/command``, which stays open to engage-only buttons.
+    """
+    topics = Topics(config.mqtt.topic_prefix)
+    plain = topics.approval_command if isinstance(command, Approve | Deny) else topics.kill_command
+    username = config.mqtt.username
+    if username is not None and getattr(command, "code", None) is not None:
+        return topics.admin_command(username)
+    return plain
+
+
+def admin(config: Config, command: msgspec.Struct, *, audit_type: str) -> int:
+    """Send a command; 0 when the daemon confirms, 3 when denied, 2 when refused, 1 on silence."""
+    source = _source()
     command = msgspec.structs.replace(command, source=source)
+    topic = command_topic(config, command)
 
     async def go() -> int:
         async with _link(config) as link:
@@ -96,18 +133,77 @@ def admin(config: Config, command: msgspec.Struct, *, topic: str, audit_type: st
             await link.publish(topic, encode(command))
             with anyio.move_on_after(CONFIRM_TIMEOUT_S):
                 async for message in link.messages():
-                    try:
-                        record = _audit.decode(message.payload)
-                    except msgspec.MsgspecError:
+                    record = _own_record(message.payload, audit_type, source)
+                    if record is None:
                         continue
-                    if record.type != audit_type or record.source != source:
-                        continue
+                    if record.ok:
+                        print(record.detail)
+                        return EXIT_OK
+                    if _is_refusal(record):
+                        return _refused(record)
                     print(record.detail)
-                    return EXIT_OK if record.ok else EXIT_DENIED
+                    return EXIT_DENIED
         print("tradeguard: no answer from the daemon within 5 s", file=sys.stderr)
         return EXIT_FAIL
 
     return _run_mqtt(go)
+
+
+def _source() -> str:
+    """A source no other command shares: the audit record answering it names it."""
+    return f"cli-{secrets.token_hex(6)}"
+
+
+def _own_record(payload: bytes, audit_type: str, source: str) -> AuditRecord | None:
+    try:
+        record = _audit.decode(payload)
+    except msgspec.MsgspecError:
+        return None
+    if record.type != audit_type or record.source != source:
+        return None
+    return record
+
+
+def _is_refusal(record: AuditRecord) -> bool:
+    """Bad input (exit 2) rather than a denied code (exit 3).
+
+    The audit record has no field for the why, so this reads the daemon's wording of the
+    two refusals it makes whatever the code: an unknown strategy, and an intent that is
+    not waiting for approval.
+    """
+    detail = record.detail.removeprefix("denied: ")
+    return detail.startswith(("unknown strategy", "no intent "))
+
+
+def _refused(record: AuditRecord) -> int:
+    print(f"tradeguard: error: {record.detail.removeprefix('denied: ')}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def human_time(ts: float | None, now: float | None = None) -> str:
+    """``2026-11-30 14:03:07 UTC (3 s ago)`` for a Unix time; ``-`` for none."""
+    if ts is None:
+        return "-"
+    ago = max(0.0, (time.time() if now is None else now) - ts)
+    when = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if ago < 60:  # seconds in a minute
+        span = f"{ago:.0f} s"
+    elif ago < 3600:
+        span = f"{ago / 60:.0f} min"
+    elif ago < 86400:
+        span = f"{ago / 3600:.1f} h"
+    else:
+        span = f"{ago / 86400:.1f} d"
+    return f"{when} ({span} ago)"
+
+
+def _console(*, wide: bool = False) -> Console:
+    """Rich output; piped (or ``wide``) it never wraps or shortens: lines are full width."""
+    from rich.console import Console  # noqa: PLC0415  # only for the table views
+
+    if wide or not sys.stdout.isatty():
+        return Console(width=100_000, soft_wrap=True, highlight=False)
+    return Console(highlight=False)
 
 
 def status(config: Config, *, as_json: bool) -> int:
@@ -167,10 +263,9 @@ def _collect(found: dict[str, Any], topics: Topics, topic: str, payload: bytes) 
 
 
 def _print_status(found: dict[str, Any]) -> None:
-    from rich.console import Console  # noqa: PLC0415  # only for the table view
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415  # only for the table view
 
-    console = Console()
+    console = _console()
     daemon = found.get("daemon") or {}
     console.print(
         f"daemon: [bold]{found.get('daemon_status') or 'unknown'}[/bold]  "
@@ -183,8 +278,14 @@ def _print_status(found: dict[str, Any]) -> None:
         console.print(f"[red]trading halted: {daemon.get('halt_reason')}[/red]")
     kill = found.get("kill") or {}
     glob = kill.get("global") or {}
-    engaged = "[red]ENGAGED[/red]" if glob.get("engaged") else "[green]released[/green]"
-    console.print(f"global kill switch: {engaged} {glob.get('reason') or ''}")
+    if glob.get("engaged"):
+        console.print(
+            f"global kill switch: [red]ENGAGED[/red] {human_time(glob.get('since'))}: "
+            f"{glob.get('reason') or ''}",
+            markup=True,
+        )
+    else:
+        console.print("global kill switch: [green]released[/green]")
     table = Table("strategy", "kill", "open orders", "positions")
     switches = kill.get("strategies") or {}
     for sid in sorted(set(switches) | set(found["strategies"])):
@@ -227,8 +328,10 @@ def _read_journal(config: Config, sql: str, params: tuple[Any, ...] = ()) -> lis
         raise JournalError(f"cannot read the journal {path}: {exc}") from exc
 
 
-def orders(config: Config, *, strategy_id: str | None, limit: int, as_json: bool) -> int:
-    """Print the most recent orders from the journal."""
+def orders(
+    config: Config, *, strategy_id: str | None, limit: int, as_json: bool, wide: bool = False
+) -> int:
+    """Print the most recent orders from the journal (ids in full when piped or ``wide``)."""
     sql = (
         "SELECT strategy_id, intent_id, client_order_id, status, filled_qty, filled_avg_price, "
         "broker_order_id, intent, updated_ts, detail FROM orders"
@@ -263,10 +366,11 @@ def orders(config: Config, *, strategy_id: str | None, limit: int, as_json: bool
     if as_json:
         print(json.dumps(records, indent=2))
         return EXIT_OK
-    from rich.console import Console  # noqa: PLC0415  # only for the table view
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415  # only for the table view
 
     table = Table("strategy", "intent", "symbol", "side", "qty", "type", "status", "filled", "avg")
+    # approve and deny need the intent id whole: it folds onto a second line, never "…".
+    table.columns[1].overflow = "fold"
     for r in records:
         table.add_row(
             r["strategy_id"],
@@ -279,7 +383,7 @@ def orders(config: Config, *, strategy_id: str | None, limit: int, as_json: bool
             f"{r['filled_qty']:g}",
             f"{r['filled_avg_price']:.2f}" if r["filled_avg_price"] else "-",
         )
-    Console().print(table)
+    _console(wide=wide).print(table)
     return EXIT_OK
 
 
@@ -305,7 +409,6 @@ def positions(config: Config, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(records, indent=2))
         return EXIT_OK
-    from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     table = Table("strategy", "symbol", "qty", "avg price", "realized P&L")
@@ -317,7 +420,7 @@ def positions(config: Config, *, as_json: bool) -> int:
             f"{r['avg_price']:.2f}",
             f"{r['realized_pnl']:.2f}",
         )
-    Console().print(table)
+    _console().print(table)
     return EXIT_OK
 
 

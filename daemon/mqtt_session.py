@@ -225,23 +225,37 @@ class MqttLink:
     async def subscribe(self, *topic_filters: str) -> None:
         """Subscribe with QoS 1."""
         assert self._client is not None
-        for topic_filter in topic_filters:
-            await self._client.subscribe(topic_filter, qos=1)
+        try:
+            for topic_filter in topic_filters:
+                await self._client.subscribe(topic_filter, qos=1)
+        except aiomqtt.MqttError as exc:
+            raise self._lost(exc) from exc
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
     ) -> None:
         """Publish (waits for PUBACK at QoS 1)."""
         assert self._client is not None
-        await self._client.publish(topic, payload, qos=qos, retain=retain)
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            raise self._lost(exc) from exc
 
     async def messages(self) -> AsyncIterator[Received]:
         """Every message received, until the connection ends."""
         assert self._client is not None
-        async for message in self._client.messages:
-            payload = message.payload
-            body = payload if isinstance(payload, bytes) else str(payload or "").encode()
-            yield Received(str(message.topic), body, bool(message.retain))
+        try:
+            async for message in self._client.messages:
+                payload = message.payload
+                body = payload if isinstance(payload, bytes) else str(payload or "").encode()
+                yield Received(str(message.topic), body, bool(message.retain))
+        except aiomqtt.MqttError as exc:
+            raise self._lost(exc) from exc
+
+    def _lost(self, error: aiomqtt.MqttError) -> BrokerConnectionError:
+        """A connection lost mid-command: one line for the CLI, not a library traceback."""
+        where = f"{self._endpoint.host}:{self._endpoint.port}"
+        return BrokerConnectionError(f"lost the MQTT connection to {where}: {error}")
 
 
 class Plane(enum.Enum):

@@ -140,7 +140,7 @@ def test_run_refuses_a_mode_that_disagrees(
         (["kill", "--strategy", "s1/../x"], "argument --strategy: 's1/../x' is not a strategy"),
         (["kill", "--reason", "r" * 201], "argument --reason: at most 200"),
         (["pause", "--strategy", ""], "argument --strategy"),
-        (["approve", "--strategy", "s1", "--intent", "a b", "--code", "1"], "argument --intent"),
+        (["approve", "--strategy", "s1", "--intent", "a b", "--code-stdin"], "argument --intent"),
         (["totp-setup", "--output", "/proc/no-such-folder/totp"], "--output: cannot write"),
         (["run", "--config", "/"], "cannot read config file /"),
         (["status", "--config", "/no/such/file.toml"], "cannot read config file"),
@@ -212,12 +212,12 @@ def _every_command() -> list[list[str]]:
     return [
         ["run"],
         ["kill"],
-        ["disengage", "--code", "123456"],
-        ["reset-circuit", "--code", "123456"],
+        ["disengage", "--code-stdin"],
+        ["reset-circuit", "--code-file", "code"],
         ["pause", "--strategy", "s1"],
-        ["resume", "--strategy", "s1", "--code", "123456"],
-        ["approve", "--strategy", "s1", "--intent", "i1", "--code", "123456"],
-        ["deny", "--strategy", "s1", "--intent", "i1", "--code", "123456"],
+        ["resume", "--strategy", "s1"],
+        ["approve", "--strategy", "s1", "--intent", "i1", "--code-stdin"],
+        ["deny", "--strategy", "s1", "--intent", "i1"],
         ["status"],
         ["sim"],
         ["schema"],
@@ -228,6 +228,7 @@ def _every_command() -> list[list[str]]:
         ["check-config"],
         ["hash-code"],
         ["totp-setup", "--output", "x"],
+        ["completion", "bash"],
     ]
 
 

@@ -343,9 +343,10 @@ async def test_cli_kill_and_disengage_exit_codes(
     config, _ = kill_config(tmp_path, mosquitto, prefix)
     tg = str(VENV_BIN / "tradeguard")
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    def cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [tg, *args, "--config", str(config)],
+            input=code,
             capture_output=True,
             text=True,
             check=False,
@@ -356,10 +357,10 @@ async def test_cli_kill_and_disengage_exit_codes(
         result = await anyio.to_thread.run_sync(lambda: cli("kill", "--reason", "drill"))
         assert result.returncode == 0, result.stderr
         assert daemon.gate.engaged(None)
-        result = await anyio.to_thread.run_sync(lambda: cli("disengage", "--code", "nope-nope"))
+        result = await anyio.to_thread.run_sync(lambda: cli("disengage", code="nope-nope"))
         assert result.returncode == 3
         assert daemon.gate.engaged(None)
-        result = await anyio.to_thread.run_sync(lambda: cli("disengage", "--code", STATIC_CODE))
+        result = await anyio.to_thread.run_sync(lambda: cli("disengage", code=STATIC_CODE))
         assert result.returncode == 0, result.stdout + result.stderr
         assert not daemon.gate.engaged(None)
         result = await anyio.to_thread.run_sync(lambda: cli("kill", "--strategy", "s2"))

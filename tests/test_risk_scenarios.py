@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,11 @@ def order(
     }
 
 
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(config: Path, *args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; ``code`` is the admin code it reads on stdin (never argv)."""
     return subprocess.run(
         [str(VENV_BIN / "tradeguard"), *args, "--config", str(config)],
+        input=code,
         capture_output=True,
         text=True,
         check=False,
@@ -131,12 +134,16 @@ async def test_drawdown_opens_the_circuit_and_only_a_code_closes_it(
         async with running_daemon(config) as daemon, probe(mosquitto, t.daemon_state) as p:
             assert daemon.guardian.circuit == "open"
             await p.expect(t.daemon_state, lambda s: s["circuit"] == "open")
+            (tmp_path / "bad-code").write_text("bad-code-1\n")
+            (tmp_path / "code").write_text(CODE + "\n")
             denied = await anyio.to_thread.run_sync(
-                cli, config, "reset-circuit", "--code", "bad-code-1"
+                cli, config, "reset-circuit", "--code-file", str(tmp_path / "bad-code")
             )
             assert denied.returncode == 3
             assert daemon.guardian.circuit == "open"
-            reset = await anyio.to_thread.run_sync(cli, config, "reset-circuit", "--code", CODE)
+            reset = await anyio.to_thread.run_sync(
+                cli, config, "reset-circuit", "--code-file", str(tmp_path / "code")
+            )
             assert reset.returncode == 0, reset.stdout + reset.stderr
             await p.expect(t.daemon_state, lambda s: s["circuit"] == "closed")
 
@@ -167,20 +174,16 @@ async def test_approval_flow_with_wrong_code_deny_and_timeout(
             await p.publish(t.intent("s1"), order("small-1", "buy", 1, "AAPL"))
             assert (await p.expect(t.event("s1"), decided("small-1")))["type"] == "accepted"
             wrong = await anyio.to_thread.run_sync(
-                cli,
-                config,
-                "approve",
-                "--strategy",
-                "s1",
-                "--intent",
-                "big-1",
-                "--code",
-                "nope-123",
+                functools.partial(
+                    cli, config, "approve", "--strategy", "s1", "--intent", "big-1", code="nope-123"
+                )
             )
             assert wrong.returncode == 3
             assert not [b for b in p.bodies(t.event("s1")) if decided("big-1")(b)]
             right = await anyio.to_thread.run_sync(
-                cli, config, "approve", "--strategy", "s1", "--intent", "big-1", "--code", CODE
+                functools.partial(
+                    cli, config, "approve", "--strategy", "s1", "--intent", "big-1", code=CODE
+                )
             )
             assert right.returncode == 0, right.stderr
             assert (await p.expect(t.event("s1"), decided("big-1")))["type"] == "accepted"
