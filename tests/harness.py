@@ -281,7 +281,7 @@ def _readline_with_timeout(process: subprocess.Popen[str], timeout: float) -> st
 
 
 @asynccontextmanager
-async def running_daemon(config_path: Path, *, ready_timeout: float = 15.0) -> AsyncIterator[Any]:
+async def running_daemon(config_path: Path, *, ready_timeout: float = 30.0) -> AsyncIterator[Any]:
     """A daemon in this process (faster than a child process); stopped gracefully at exit."""
     from daemon.config import load_config  # noqa: PLC0415
     from daemon.wiring import Daemon  # noqa: PLC0415
