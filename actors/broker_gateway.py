@@ -106,6 +106,8 @@ STATUS_MAP: Final[dict[str, OrderStatus]] = {
 }
 FINAL: Final = frozenset({"filled", "cancelled", "rejected", "expired"})
 
+RECONCILE_MIN_GAP_S: Final = 2.0
+"""Reconciles are at least this far apart, however often they are asked for."""
 LIST_PAGE: Final = 500
 """Orders per listing page (Alpaca's maximum)."""
 LIST_OVERLAP: Final = timedelta(milliseconds=1)
@@ -1018,6 +1020,9 @@ class BrokerGateway(Actor):
                 await self.reconcile()
                 last_full = time.monotonic()
                 self._last_stream_event = time.monotonic()
+                # A stream that keeps reconnecting asks for a reconcile each time; each one
+                # costs requests that orders waiting for the rate limit need more.
+                await anyio.sleep(RECONCILE_MIN_GAP_S)
 
     async def list_orders(
         self, status: QueryOrderStatus, after: datetime | None = None
