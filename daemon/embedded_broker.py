@@ -16,8 +16,11 @@ gets its login. The CLI finds the ``operator`` login there by itself
 
 Unlike the production broker, this one does not take client ids from logins
 (``use_username_as_clientid``): a login may hold several connections at once
-(a ``mosquitto_sub`` beside the CLI, as in the README's tour). Only the daemon's
-own Unix user can read the login files.
+(a ``mosquitto_sub`` beside the CLI, as in the README's tour). So that no other
+client can take over the daemon's sessions by connecting with its client id, the
+daemon's default id gets a suffix derived from its password (stable across
+restarts, unknown to the other logins). Only the daemon's own Unix user can read
+the login files.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import anyio.abc
 import msgspec
 import structlog
 
-from daemon.config import Config, read_secret, resolve_path
+from daemon.config import Config, MqttConfig, read_secret, resolve_path
 from daemon.errors import EmbeddedBrokerError, SecretError
 
 log = structlog.get_logger(__name__)
@@ -197,6 +200,17 @@ def prepare_logins(config: Config, state_dir: Path) -> tuple[Config, BrokerAcces
         if mqtt.control_password_file
         else password
     )
+    if mqtt.client_id == MqttConfig().client_id:
+        # This broker does not take client ids from logins, and a client that connects with
+        # the daemon's id takes over its session. Derived from the daemon's password: stable
+        # across restarts (the persistent session survives), unknown to the other logins.
+        suffix = hashlib.sha256(f"tradeguard client id\0{password}".encode()).hexdigest()[:16]
+        daemon_config = msgspec.structs.replace(
+            daemon_config,
+            mqtt=msgspec.structs.replace(
+                daemon_config.mqtt, client_id=f"{mqtt.client_id}-{suffix}"
+            ),
+        )
     passwords = {username: password, control: control_password}
     passwords[OPERATOR_LOGIN] = generated[OPERATOR_LOGIN]
     passwords.update({sid: generated[sid] for sid in sorted(config.strategies)})

@@ -29,7 +29,7 @@ from harness import VENV_BIN, free_port, write_config
 
 from daemon.config import builtin_defaults, load_config
 from daemon.doctor import diagnose
-from daemon.embedded_broker import password_hash, prepare_logins
+from daemon.embedded_broker import client_config, password_hash, prepare_logins
 from daemon.errors import TradeguardError
 from daemon.wiring import Daemon
 
@@ -323,6 +323,53 @@ def test_doctor_on_builtin_defaults_while_running_warns_about_nothing(tmp_path: 
     assert statuses, done.stdout
     assert set(statuses.values()) == {"PASS"}, done.stdout
     assert {"mqtt port", "broker port", "mqtt", "kill release"} <= set(statuses)
+
+
+@pytest.mark.skipif(
+    _port_busy(1883) or _port_busy(8790),
+    reason="ports 1883/8790 are in use here (another broker or daemon): the defaults need them",
+)
+def test_doctor_on_builtin_defaults_before_the_first_start_warns_about_nothing(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [TG, "doctor", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    statuses = dict(re.findall(r'"check": "([^"]+)",\s*"status": "(\w+)"', done.stdout))
+    assert set(statuses.values()) == {"PASS"}, done.stdout
+    assert not (tmp_path / "tradeguard-state").exists()  # the doctor only looks
+
+
+def test_given_credentials_are_the_daemons_login_on_the_embedded_broker(tmp_path: Path) -> None:
+    secret = tmp_path / "alice-password"
+    secret.write_text("alice-pw-4e1b\n")
+    config = load_config(
+        _embedded_config(
+            tmp_path, mqtt={"embedded": True, "username": "alice", "password_file": str(secret)}
+        )
+    )
+    daemon_config, access = prepare_logins(config, tmp_path / "tradeguard-state")
+
+    # The daemon logs in as the config says, under a client id nobody else can guess.
+    assert daemon_config.mqtt.username == "alice"
+    assert daemon_config.mqtt.password_file == str(secret)
+    assert re.fullmatch(r"tradeguard-daemon-[0-9a-f]{16}", daemon_config.mqtt.client_id)
+    again, _ = prepare_logins(config, tmp_path / "tradeguard-state")
+    assert again.mqtt.client_id == daemon_config.mqtt.client_id  # its session survives restarts
+    assert access.daemon == ("alice", "alice-control")
+    assert access.passwords["alice"] == access.passwords["alice-control"] == "alice-pw-4e1b"
+    assert set(access.passwords) == {"alice", "alice-control", "operator", "demo"}
+    assert "user alice-control\ntopic readwrite tradeguard/#" in access.acl()
+    # The CLI still logs in as `operator`, never as the daemon.
+    assert client_config(config).mqtt.username == "operator"
+    assert client_config(config, "demo").mqtt.username == "demo"
 
 
 def test_a_failed_start_releases_the_state_folder(tmp_path: Path) -> None:
