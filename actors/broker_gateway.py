@@ -129,6 +129,9 @@ QUOTE_RETRY_S: Final = 1.0
 
 DUPLICATE_CODE: Final = 40010001
 
+RECENTLY_FINISHED: Final = 4096
+"""Final orders remembered so that a late report of one (the stream after a look-up, or
+the reverse) is known as ours, not reported as an external order."""
 EARLY_LEGS: Final = 1024
 """Leg events kept while their parent's legs are not known yet (the stream can beat the
 POST's answer); the oldest go first. Legs of other programs' brackets never match."""
@@ -409,6 +412,7 @@ class BrokerGateway(Actor):
         """(time, client_order_id) of the most recent POSTs that passed the last gate check."""
         self.external: set[str] = set()
         self._brackets = _BracketLegs()
+        self._finished: OrderedDict[str, None] = OrderedDict()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -524,6 +528,8 @@ class BrokerGateway(Actor):
         if sid is None or sid not in self._updates:
             return
         if tracked is None:
+            if update.client_order_id in self._finished:
+                return  # a late report (stream after look-up, or the reverse) of a final order
             # Ours by name but not in the journal: reported, never adopted silently.
             if update.client_order_id not in self.external:
                 self.external.add(update.client_order_id)
@@ -535,6 +541,9 @@ class BrokerGateway(Actor):
         if update.status in FINAL:
             del self._tracked[update.client_order_id]
             self._cancel_requested.discard(update.client_order_id)
+            self._finished[update.client_order_id] = None
+            while len(self._finished) > RECENTLY_FINISHED:
+                self._finished.popitem(last=False)
         await self._updates[sid].send(update)
 
     # ------------------------------------------------------------------ actor body

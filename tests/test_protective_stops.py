@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,10 @@ def test_duplicates_tell_brackets_and_trails_apart() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
+def _answers(intent_id: str, body: dict[str, Any]) -> bool:
+    return body.get("intent_id") == intent_id
+
+
 def _events(p: Any, t: Topics) -> list[dict[str, Any]]:
     return [b for b in p.bodies(t.event("s1")) if isinstance(b, dict)]
 
@@ -320,7 +325,11 @@ async def test_a_trailing_stop_is_accepted_and_reaches_the_venue_as_trailing_sto
                 ),
             )
             at_venue = venue.engine.get_by_client_id("s1-t-1")
-            assert (at_venue.type, at_venue.side, at_venue.qty) == ("trailing_stop", "sell", 5)
+            assert (at_venue.type, at_venue.side, at_venue.qty) == (
+                "trailing_stop",
+                "sell",
+                Decimal(5),
+            )
             assert at_venue.trail_percent == Decimal(5)
             assert at_venue.trail_price is None
             assert at_venue.time_in_force == "gtc"
@@ -353,7 +362,7 @@ async def test_bad_brackets_and_trailing_stops_are_invalid_intents_naming_the_fi
             for body, _ in bad.values():
                 await p.publish(t.intent("s1"), {k: v for k, v in body.items() if v is not None})
             for intent_id, (_, field) in bad.items():
-                rejected = await p.expect(t.event("s1"), lambda b, i=intent_id: b["intent_id"] == i)
+                rejected = await p.expect(t.event("s1"), partial(_answers, intent_id))
                 assert rejected["type"] == "rejected"
                 [reason] = rejected["reasons"]
                 assert reason["code"] == "INVALID_INTENT"
@@ -388,11 +397,19 @@ async def test_a_strategy_engage_cancels_an_open_bracket_with_its_legs(
             await p.publish(
                 t.kill_command, {"type": "engage", "scope": "strategy", "strategy_id": "s1"}
             )
-            await p.expect(
-                t.event("s1"), lambda b: b["type"] == "order" and b["status"] == "cancelled"
-            )
+
+            def cancelled() -> set[str | None]:
+                return {
+                    b["client_order_id"]
+                    for b in _events(p, t)
+                    if b["type"] == "order" and b["status"] == "cancelled"
+                }
+
+            # The strategy hears the parent and both legs end (legs carry ``leg_of``).
+            await p.wait_until(lambda: len(cancelled()) == 3)
+            assert cancelled() == {"s1-b-1", *(leg.client_order_id for leg in legs)}
             assert parent.status == "canceled"
-            await poll_until(lambda: all(leg.status == "canceled" for leg in legs))
+            assert all(leg.status == "canceled" for leg in legs)
             assert daemon.managers["s1"].orders["s1-b-1"].status == "cancelled"
             assert daemon.guardian.external_orders == []
 
