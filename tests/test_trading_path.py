@@ -279,7 +279,8 @@ async def test_stream_drops_during_fills_lose_no_fill(
                 mine = venue_orders(venue)
                 return len(mine) == 60 and all(o.is_final for o in mine)
 
-            await poll_until(all_final_at_venue, timeout=30)
+            # 60 orders at 190/min (a burst of 16, then ~3 a second) take about 20 s.
+            await poll_until(all_final_at_venue, timeout=60)
             venue.mute_streams(muted=False)
             venue.set_stream_drop_interval(None)
 
