@@ -115,7 +115,7 @@ def command_topic(config: Config, command: msgspec.Struct) -> str:
     """
     topics = Topics(config.mqtt.topic_prefix)
     plain = topics.approval_command if isinstance(command, Approve | Deny) else topics.kill_command
-    username = config.mqtt.username
+    username = client_config(config).mqtt.username  # the embedded broker's own logins too
     if username is not None and getattr(command, "code", None) is not None:
         return topics.admin_command(username)
     return plain

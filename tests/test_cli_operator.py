@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import functools
 import os
+import select
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -188,6 +191,49 @@ async def test_code_stdin_and_code_file_release_against_a_real_daemon(
         assert CODE not in str(body)
 
 
+def on_a_terminal_typing(argv: list[str], typed: str) -> tuple[int, str]:
+    """Run the CLI on a pseudo-terminal (``script``), type ``typed`` at its prompt.
+
+    Returns:
+        The exit code and everything the terminal showed.
+    """
+    command = " ".join(shlex.quote(a) for a in [TG, *argv])
+    with subprocess.Popen(
+        ["script", "-qec", command, "/dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        shown = b""
+        while b"admin code: " not in shown:
+            ready, _, _ = select.select([process.stdout], [], [], 20)
+            assert ready, f"no prompt: {shown!r}"
+            chunk = os.read(process.stdout.fileno(), 4096)
+            assert chunk, f"no prompt: {shown!r}"
+            shown += chunk
+        process.stdin.write(typed.encode() + b"\n")
+        process.stdin.flush()
+        shown += process.stdout.read()
+        return process.wait(30), shown.decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux script is not installed")
+async def test_on_a_terminal_the_code_is_prompted_for_and_not_echoed(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    config = operator_config(tmp_path, mosquitto, prefix)
+    async with running_daemon(config) as daemon:
+        out = await anyio.to_thread.run_sync(run_cli, "--config", str(config), "kill")
+        assert out.returncode == 0, out.stderr
+        argv = ["disengage", "--config", str(config)]
+        code, shown = await anyio.to_thread.run_sync(on_a_terminal_typing, argv, "wrong-code-1")
+        assert code == 3, shown
+        assert "wrong-code-1" not in shown
+        code, shown = await anyio.to_thread.run_sync(on_a_terminal_typing, argv, CODE)
+        assert code == 0, shown
+        assert CODE not in shown
+        assert not daemon.gate.engaged(None)
+
+
 async def test_with_a_login_codes_go_to_the_login_s_admin_topic(
     mosquitto: Mosquitto, prefix: str, tmp_path: Path
 ) -> None:
@@ -301,6 +347,18 @@ async def test_kill_prints_a_human_time(mosquitto: Mosquitto, prefix: str, tmp_p
             run_cli, "--config", str(config), "kill", "--strategy", "s1"
         )
         assert again.stdout.startswith("kill switch (strategy s1) engaged 20"), again.stdout
+        # Piped, status never wraps, whatever the terminal's width says.
+        status = await anyio.to_thread.run_sync(
+            functools.partial(run_cli, "--config", str(config), "status", env={"COLUMNS": "40"})
+        )
+        assert status.returncode == 0, status.stderr
+        lines = status.stdout.splitlines()
+        daemon_line = next(line for line in lines if line.startswith("daemon:"))
+        assert "circuit" in daemon_line
+        assert len(daemon_line) > 40
+        glob = next(line for line in lines if line.startswith("global kill switch:"))
+        assert "ENGAGED 20" in glob
+        assert " UTC (" in glob
 
 
 def test_human_time() -> None:
