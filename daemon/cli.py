@@ -158,6 +158,10 @@ def _build_parser() -> argparse.ArgumentParser:
     # After the command name too; SUPPRESS keeps a --config given before it when absent here.
     common = _Parser(add_help=False)
     common.add_argument("--config", metavar="F", default=argparse.SUPPRESS, help=config_help)
+    # --code C is refused on every command, with a pointer to the ways that keep a code out
+    # of ps and shell history, and without echoing it; hidden from help and completion.
+    for each in (parser, common):
+        each.add_argument("--code", nargs="?", action=_RefuseCode, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser, metavar="COMMAND"
     )
@@ -295,8 +299,6 @@ def _add_code_options(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="read the admin code from the first line of this file",
     )
-    # Refused with a pointer to the ways above (whatever else is given); hidden from help.
-    p.add_argument("--code", nargs="?", action=_RefuseCode, help=argparse.SUPPRESS)
     p.add_argument(
         "--operator",
         default=None,

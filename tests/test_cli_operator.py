@@ -93,6 +93,16 @@ def test_a_code_on_argv_is_refused_with_a_pointer(command: list[str], form: list
     assert "s3cret-99" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    "argv", [["kill", "--code", "s3cret-99"], ["--code", "s3cret-99", "status"]]
+)
+def test_a_code_on_argv_is_never_echoed_by_any_command(argv: list[str]) -> None:
+    out = run_cli(*argv)
+    assert out.returncode == 2
+    assert out.stderr.startswith("tradeguard: error: argument --code: ")
+    assert "s3cret-99" not in out.stderr
+
+
 def test_a_code_on_argv_is_refused_beside_another_way(tmp_path: Path) -> None:
     out = run_cli("disengage", "--code-stdin", "--code", "s3cret-99", stdin=f"{CODE}\n")
     assert out.returncode == 2
