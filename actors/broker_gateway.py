@@ -106,6 +106,8 @@ STATUS_MAP: Final[dict[str, OrderStatus]] = {
 }
 FINAL: Final = frozenset({"filled", "cancelled", "rejected", "expired"})
 
+LOOKUPS_BEFORE_LISTING: Final = 3
+"""Beyond this many orders to settle, a closed-orders listing beats one look-up each."""
 RECONCILE_MIN_GAP_S: Final = 2.0
 """Reconciles are at least this far apart, however often they are asked for."""
 LIST_PAGE: Final = 500
@@ -255,6 +257,8 @@ class _BracketLegs:
     """Parents (``client_order_id``) whose open legs are in ``legs``."""
     early: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     """Leg events seen before their parent's legs were known (at most ``EARLY_LEGS``)."""
+    ended: anyio.Event = field(default_factory=anyio.Event)
+    """Set (and replaced) each time a leg reaches a final state."""
 
 
 @dataclass
@@ -885,10 +889,13 @@ class BrokerGateway(Actor):
         """Cancel the open legs of the strategy's brackets whose entry has (partly) filled.
 
         An entry cancelled without fills takes its legs with it at the broker; once it
-        has fills, the legs protect a position and are cancelled by their own ids.
+        has fills, the legs protect a position and are cancelled by their own ids. The
+        legs hold the position's shares until they are cancelled, so a flatten that
+        follows waits (up to the request timeout) until the stream reports them ended.
         """
         assert self._client is not None
         client = self._client
+        cancelling: list[str] = []
         for leg_id, leg in list(self._brackets.legs.items()):
             parent = self._tracked.get(leg.parent)
             if leg.strategy_id != strategy_id or (
@@ -899,6 +906,10 @@ class BrokerGateway(Actor):
                 functools.partial(client.cancel_order_by_id, leg_id), urgent=True
             )
             log.info("kill.leg_cancel", order_id=leg_id, parent=leg.parent, outcome=result.outcome)
+            cancelling.append(leg_id)
+        with anyio.move_on_after(self._timeout):
+            while any(leg_id in self._brackets.legs for leg_id in cancelling):
+                await self._brackets.ended.wait()
 
     async def _learn_legs(self, body: Mapping[str, Any], source: str) -> None:
         """Follow the legs of one of our brackets, from its order object.
@@ -974,6 +985,8 @@ class BrokerGateway(Actor):
             del self._brackets.legs[leg_id]
             if not any(other.parent == leg.parent for other in self._brackets.legs.values()):
                 self._brackets.known.discard(leg.parent)
+            self._brackets.ended.set()
+            self._brackets.ended = anyio.Event()
         await self._updates[leg.strategy_id].send(update)
 
     # ------------------------------------------------------------------ stream and reconcile
@@ -1103,8 +1116,24 @@ class BrokerGateway(Actor):
 
         Few, normally: the stream reports most ends as they happen.
         """
-        for coid, tracked in list(self._tracked.items()):
-            if coid in open_at_broker or tracked.status == "pending":
+        gone = {
+            coid: tracked
+            for coid, tracked in self._tracked.items()
+            if coid not in open_at_broker and tracked.status != "pending"
+        }
+        if len(gone) > LOOKUPS_BEFORE_LISTING:
+            # Many at once (events lost while the stream was down): one listing settles them.
+            since = datetime.fromtimestamp(
+                min(t.accepted_at for t in gone.values()) - CLOCK_SKEW_S, tz=UTC
+            )
+            closed = await self.list_orders(QueryOrderStatus.CLOSED, after=since) or {}
+            for coid in list(gone):
+                body = closed.get(coid)
+                if body is not None:
+                    await self._emit(order_update(body, "reconcile"))
+                    del gone[coid]
+        for coid, tracked in gone.items():
+            if coid not in self._tracked:
                 continue
             if not await self._adopt_if_present(coid) and tracked.status != "submitted":
                 log.warning("order.missing_at_broker", client_order_id=coid)

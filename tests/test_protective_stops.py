@@ -444,3 +444,43 @@ async def test_engage_with_flatten_cancels_a_filled_brackets_legs_then_closes_th
             venue.set_price("AAPL", 180.0)
             assert venue.engine.position_qty("AAPL") == 0
             assert not [o for o in venue.engine.open_orders() if o.symbol == "AAPL"]
+
+
+@pytest.mark.anyio
+async def test_a_bracket_left_open_by_a_restart_has_its_legs_followed_after_it(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    async with running_venue(realistic_venue()) as venue:
+        venue.set_volatility("AAPL", 0.0)
+        venue.set_price("AAPL", 190.0)
+        config = write_config(tmp_path, trading_tables(mosquitto, prefix, tmp_path, venue.base_url))
+        resting = {
+            **BRACKET,
+            "order_type": "limit",
+            "limit_price": 180.0,
+            "take_profit": 186.0,
+            "stop_loss": 170.0,
+        }
+        async with running_daemon(config), probe(mosquitto, t.event("s1")) as p:
+            await p.publish(t.intent("s1"), resting)
+            await p.expect(
+                t.event("s1"),
+                lambda b: (
+                    b["type"] == "order" and b.get("leg_of") is None and b["status"] == "accepted"
+                ),
+            )
+        # A new process: the bracket is known from the journal only, its legs not at all.
+        async with running_daemon(config) as daemon, probe(mosquitto, t.event("s1")) as p:
+            venue.set_price("AAPL", 179.0)  # the entry fills ...
+            await p.expect(t.event("s1"), lambda b: b["type"] == "fill" and b.get("leg_of") is None)
+            legs = venue.engine.legs_of(venue.engine.get_by_client_id("s1-b-1"))
+            await poll_until(lambda: all(leg.status == "new" for leg in legs))
+            venue.set_price("AAPL", 187.0)  # ... then its take-profit
+            leg_fill = await p.expect(
+                t.event("s1"), lambda b: b["type"] == "fill" and b.get("leg_of") == "s1-b-1"
+            )
+            assert (leg_fill["side"], leg_fill["position_qty"]) == ("sell", 0)
+            assert daemon.managers["s1"].positions["AAPL"].qty == 0
+            assert venue.engine.position_qty("AAPL") == 0
+            assert daemon.guardian.external_orders == []
