@@ -106,6 +106,8 @@ STATUS_MAP: Final[dict[str, OrderStatus]] = {
 }
 FINAL: Final = frozenset({"filled", "cancelled", "rejected", "expired"})
 
+LOOKUPS_BEFORE_LISTING: Final = 3
+"""Beyond this many orders to settle, a closed-orders listing beats one look-up each."""
 RECONCILE_MIN_GAP_S: Final = 2.0
 """Reconciles are at least this far apart, however often they are asked for."""
 LIST_PAGE: Final = 500
@@ -1114,8 +1116,24 @@ class BrokerGateway(Actor):
 
         Few, normally: the stream reports most ends as they happen.
         """
-        for coid, tracked in list(self._tracked.items()):
-            if coid in open_at_broker or tracked.status == "pending":
+        gone = {
+            coid: tracked
+            for coid, tracked in self._tracked.items()
+            if coid not in open_at_broker and tracked.status != "pending"
+        }
+        if len(gone) > LOOKUPS_BEFORE_LISTING:
+            # Many at once (events lost while the stream was down): one listing settles them.
+            since = datetime.fromtimestamp(
+                min(t.accepted_at for t in gone.values()) - CLOCK_SKEW_S, tz=UTC
+            )
+            closed = await self.list_orders(QueryOrderStatus.CLOSED, after=since) or {}
+            for coid in list(gone):
+                body = closed.get(coid)
+                if body is not None:
+                    await self._emit(order_update(body, "reconcile"))
+                    del gone[coid]
+        for coid, tracked in gone.items():
+            if coid not in self._tracked:
                 continue
             if not await self._adopt_if_present(coid) and tracked.status != "submitted":
                 log.warning("order.missing_at_broker", client_order_id=coid)
