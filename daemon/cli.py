@@ -145,6 +145,55 @@ _intent_id = _matching(INTENT_ID_PATTERN, "an intent id (1-64 of [A-Za-z0-9._:-]
 _short_text = _text(MAX_TEXT)
 
 
+def _add_sim_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """``tradeguard sim``: the paper venue's options."""
+    p = sub.add_parser("sim", parents=[common], help="run the Alpaca-compatible paper venue")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port", type=_port, default=8790, help="port to listen on, 0 for any (default: 8790)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the prices (default: 0)")
+    p.add_argument(
+        "--clock",
+        choices=["always-open", "us-equities"],
+        default="always-open",
+        help="market hours: always open, or the NYSE calendar (default: always-open)",
+    )
+    p.add_argument(
+        "--key-id", default=None, type=_key, help="accept only this key id (default: any)"
+    )
+    p.add_argument(
+        "--secret-key", default=None, type=_key, help="accept only this secret key (default: any)"
+    )
+    p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
+    p.add_argument(
+        "--rate-limit",
+        type=_at_least_one,
+        default=200,
+        help="requests per minute per key (default: 200)",
+    )
+    p.add_argument(
+        "--cash",
+        type=_positive_amount,
+        default=100_000.0,
+        help="starting cash of the account (default: 100000)",
+    )
+    p.add_argument(
+        "--state",
+        metavar="PATH",
+        default=None,
+        help="SQLite file that keeps the account, orders and positions across restarts "
+        "(default: none, the account lives in memory)",
+    )
+    p.add_argument(
+        "--cash-account",
+        action="store_true",
+        help="a cash account (no margin, no shorting) instead of Alpaca's 2x margin account",
+    )
+
+
 def _build_parser() -> argparse.ArgumentParser:
     config_help = "config file (default: $TRADEGUARD_CONFIG, else the built-in defaults)"
     parser = _Parser(prog="tradeguard", description=DESCRIPTION)
@@ -188,39 +237,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="print kill, daemon and strategy state")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("sim", parents=[common], help="run the Alpaca-compatible paper venue")
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
-    )
-    p.add_argument(
-        "--port", type=_port, default=8790, help="port to listen on, 0 for any (default: 8790)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="random seed of the prices (default: 0)")
-    p.add_argument(
-        "--clock",
-        choices=["always-open", "us-equities"],
-        default="always-open",
-        help="market hours: always open, or the NYSE calendar (default: always-open)",
-    )
-    p.add_argument(
-        "--key-id", default=None, type=_key, help="accept only this key id (default: any)"
-    )
-    p.add_argument(
-        "--secret-key", default=None, type=_key, help="accept only this secret key (default: any)"
-    )
-    p.add_argument("--control", action="store_true", help="enable the /_sim control endpoint")
-    p.add_argument(
-        "--rate-limit",
-        type=_at_least_one,
-        default=200,
-        help="requests per minute per key (default: 200)",
-    )
-    p.add_argument(
-        "--cash",
-        type=_positive_amount,
-        default=100_000.0,
-        help="starting cash of the account (default: 100000)",
-    )
+    _add_sim_parser(sub, common)
 
     sub.add_parser("schema", parents=[common], help="print the JSON Schema of every v1 message")
 
@@ -532,6 +549,8 @@ def _sim(args: argparse.Namespace) -> int:
             control=args.control,
             rate_limit_per_min=args.rate_limit,
             starting_cash=args.cash,
+            state=args.state,
+            cash_account=args.cash_account,
         )
     except (OSError, BaseExceptionGroup) as exc:
         # anyio wraps a failed bind in a group, which sim.cli's `except OSError` misses.

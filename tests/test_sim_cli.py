@@ -21,9 +21,16 @@ REPO = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(rb"tradeguard sim listening on (http://\S+) \(stream (ws://\S+/stream)\)\n")
 
 
-async def _start(*args: str) -> tuple[anyio.abc.Process, str, str]:
+PYTHON_M_SIM = (sys.executable, "-m", "sim")
+TRADEGUARD_SIM = (str(Path(sys.executable).with_name("tradeguard")), "sim")
+"""What users run: the same venue behind the daemon's command line."""
+
+
+async def _start(
+    *args: str, command: tuple[str, ...] = PYTHON_M_SIM
+) -> tuple[anyio.abc.Process, str, str]:
     process = await anyio.open_process(
-        [sys.executable, "-m", "sim", "--port", "0", *args],
+        [*command, "--port", "0", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -67,11 +74,16 @@ async def test_cli_rejects_bad_arguments() -> None:
     assert b"--secret-key" in result.stderr
 
 
-async def test_state_flag_keeps_the_account_across_restarts(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command", [PYTHON_M_SIM, TRADEGUARD_SIM], ids=["python-m-sim", "tradeguard-sim"]
+)
+async def test_state_flag_keeps_the_account_across_restarts(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
     state = str(tmp_path / "paper.db")
     order_ids = []
     for expected_qty in ("2", "4"):
-        process, base_url, _ = await _start("--state", state, "--control")
+        process, base_url, _ = await _start("--state", state, "--control", command=command)
         async with process:
             broker = Broker(base_url)
             order = await broker.submit(
@@ -92,8 +104,11 @@ async def test_state_flag_keeps_the_account_across_restarts(tmp_path: Path) -> N
     assert order_ids[0] != order_ids[1]
 
 
-async def test_cash_account_flag() -> None:
-    process, base_url, _ = await _start("--cash-account")
+@pytest.mark.parametrize(
+    "command", [PYTHON_M_SIM, TRADEGUARD_SIM], ids=["python-m-sim", "tradeguard-sim"]
+)
+async def test_cash_account_flag(command: tuple[str, ...]) -> None:
+    process, base_url, _ = await _start("--cash-account", command=command)
     async with process:
         account = await Broker(base_url).account()
         assert account.multiplier == "1"
