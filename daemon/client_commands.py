@@ -22,10 +22,10 @@ import msgspec
 
 from daemon.config import Config, resolve_path
 from daemon.embedded_broker import client_config
+from daemon.endpoints import mqtt_endpoint
 from daemon.errors import BrokerConnectionError, JournalError
 from daemon.mqtt_session import MqttLink
 from daemon.preflight import check_mqtt_login
-from daemon.wiring import mqtt_endpoint
 from protocol.codec import decode_json, encode
 from protocol.messages import Approve, AuditRecord, Deny, Disengage, Engage, KillState
 from protocol.topics import Topics

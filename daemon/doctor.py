@@ -38,6 +38,7 @@ from daemon.admin_code import check_hash_format
 from daemon.broker_mode import LIVE_HOST, check_mode
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import client_config, find_mosquitto, login_folder
+from daemon.endpoints import GENERATED_CODE_FILE, mqtt_endpoint
 from daemon.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -48,7 +49,6 @@ from daemon.errors import (
 from daemon.mqtt_session import MqttEndpoint, MqttLink
 from daemon.preflight import check_setup
 from daemon.state_lock import LOCK_FILE_NAME
-from daemon.wiring import GENERATED_CODE_FILE, mqtt_endpoint
 
 Status = Literal["PASS", "WARN", "FAIL", "SKIP"]
 
