@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from daemon.admin_code import AdminCodeVerifier, check_hash_format
 from daemon.broker_mode import check_mode
 from daemon.config import Config, read_secret, resolve_path
-from daemon.embedded_broker import find_mosquitto
+from daemon.embedded_broker import DAEMON_LOGIN, OPERATOR_LOGIN, find_mosquitto
 from daemon.errors import ConfigError, EmbeddedBrokerError
 
 SIM_URL = "http://127.0.0.1"
@@ -73,6 +73,7 @@ def _check_mqtt(config: Config) -> None:
         # The daemon's second (control-plane) connection; the CLI logs in as the data plane.
         read_secret(config, mqtt.control_password_file, key="mqtt.control_password_file")
     if mqtt.is_embedded:
+        _check_embedded_logins(config)
         if mqtt.tls:
             raise ConfigError(
                 "mqtt.tls: the embedded mosquitto listens without TLS on loopback; "
@@ -91,6 +92,18 @@ def _check_mqtt(config: Config) -> None:
         raise ConfigError("mqtt.host: empty (omit it for the embedded mosquitto)")
     elif mqtt.port == 0:
         raise ConfigError("mqtt.port: 0 (any free port) only works with the embedded mosquitto")
+
+
+def _check_embedded_logins(config: Config) -> None:
+    """Each login of the embedded broker has one role: a strategy cannot share a name."""
+    daemon = config.mqtt.username or DAEMON_LOGIN
+    control = config.mqtt.control_username or f"{daemon}-control"
+    for sid in config.strategies:
+        if sid in (daemon, control, OPERATOR_LOGIN):
+            raise ConfigError(
+                f"strategies.{sid}: {sid!r} is a login of the embedded mosquitto already "
+                "(the daemon's or the CLI's); give the strategy another id"
+            )
 
 
 def _check_tls(config: Config) -> None:

@@ -303,6 +303,14 @@ def test_a_config_without_strategies_is_refused_in_one_line(tmp_path: Path, comm
     assert "strategies: none listed" in doctor["config"].detail
 
 
+@pytest.mark.parametrize("sid", ["operator", "tradeguard", "tradeguard-control"])
+def test_a_strategy_cannot_take_a_login_of_the_embedded_broker(tmp_path: Path, sid: str) -> None:
+    config = _embedded_config(tmp_path, **{f"strategies.{sid}": {"allocation": 0.1}})
+    done = _tg("check-config", str(config))
+    assert done.returncode == 2
+    assert f"strategies.{sid}: '{sid}' is a login of the embedded mosquitto" in done.stderr
+
+
 @pytest.mark.skipif(
     _port_busy(1883) or _port_busy(8790),
     reason="ports 1883/8790 are in use here (another broker or daemon): the defaults need them",
