@@ -800,6 +800,7 @@ class BrokerGateway(Actor):
                     log.warning("kill.cancelled_all", responses=len(result.body or []))
                     break
                 await anyio.sleep(min(0.1 * 2**attempt, 2.0))
+            await self._legs_ended(list(self._brackets.legs))
         else:
             await self._cancel_open_of(change.strategy_id)
         self._reconcile_now.set()
@@ -889,9 +890,8 @@ class BrokerGateway(Actor):
         """Cancel the open legs of the strategy's brackets whose entry has (partly) filled.
 
         An entry cancelled without fills takes its legs with it at the broker; once it
-        has fills, the legs protect a position and are cancelled by their own ids. The
-        legs hold the position's shares until they are cancelled, so a flatten that
-        follows waits (up to the request timeout) until the stream reports them ended.
+        has fills, the legs protect a position and are cancelled by their own ids; a
+        flatten that follows waits until they have ended (:meth:`_legs_ended`).
         """
         assert self._client is not None
         client = self._client
@@ -907,8 +907,16 @@ class BrokerGateway(Actor):
             )
             log.info("kill.leg_cancel", order_id=leg_id, parent=leg.parent, outcome=result.outcome)
             cancelling.append(leg_id)
+        await self._legs_ended(cancelling)
+
+    async def _legs_ended(self, leg_ids: list[str]) -> None:
+        """Wait (up to the request timeout) until the stream reports these legs ended.
+
+        Legs hold the position's shares until they are cancelled: a flatten sent before
+        would be refused for want of available shares.
+        """
         with anyio.move_on_after(self._timeout):
-            while any(leg_id in self._brackets.legs for leg_id in cancelling):
+            while any(leg_id in self._brackets.legs for leg_id in leg_ids):
                 await self._brackets.ended.wait()
 
     async def _learn_legs(self, body: Mapping[str, Any], source: str) -> None:

@@ -415,8 +415,16 @@ async def test_a_strategy_engage_cancels_an_open_bracket_with_its_legs(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "engage",
+    [
+        {"type": "engage", "scope": "strategy", "strategy_id": "s1", "flatten": True},
+        {"type": "engage", "scope": "global", "flatten": True},
+    ],
+    ids=["strategy", "global"],
+)
 async def test_engage_with_flatten_cancels_a_filled_brackets_legs_then_closes_the_position(
-    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path, engage: dict[str, Any]
 ) -> None:
     t = Topics(prefix)
     async with running_venue(realistic_venue()) as venue:
@@ -428,10 +436,7 @@ async def test_engage_with_flatten_cancels_a_filled_brackets_legs_then_closes_th
             await p.expect(t.event("s1"), lambda b: b["type"] == "fill")
             legs = venue.engine.legs_of(venue.engine.get_by_client_id("s1-b-1"))
             await poll_until(lambda: all(leg.status == "new" for leg in legs))
-            await p.publish(
-                t.kill_command,
-                {"type": "engage", "scope": "strategy", "strategy_id": "s1", "flatten": True},
-            )
+            await p.publish(t.kill_command, engage)
             await p.expect(
                 t.event("s1"),
                 lambda b: b["type"] == "fill" and b["intent_id"].startswith("flatten-"),
