@@ -1138,6 +1138,7 @@ class BrokerGateway(Actor):
             for coid in list(gone):
                 body = closed.get(coid)
                 if body is not None:
+                    await self._learn_legs(body, "reconcile")
                     await self._emit(order_update(body, "reconcile"))
                     del gone[coid]
         for coid, tracked in gone.items():
@@ -1195,6 +1196,7 @@ class BrokerGateway(Actor):
             for coid, tracked in missing.items():
                 body = closed.get(coid)
                 if body is not None:
+                    await self._learn_legs(body, "reconcile")
                     await self._emit(order_update(body, "reconcile"))
                 elif time.time() - tracked.accepted_at < self._deadline_s:
                     self._queue_submit(
