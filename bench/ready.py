@@ -35,6 +35,9 @@ VENUE_LIMIT = 200
 def config_text(workdir: Path, mqtt_port: int, venue_url: str) -> str:
     return (
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntopic_prefix = "ready"\n'
+        # Its own client id: beside `make bench`'s daemon on the same broker, a shared one
+        # would have the two take each other's session over and over.
+        'client_id = "tradeguard-ready"\n'
         f'[state]\npath = "{workdir}/state.db"\n[log]\nlevel = "info"\n'
         f'[broker]\nkind = "alpaca"\nurl = "{venue_url}"\n'
         f'stream_url = "{venue_url.replace("http", "ws", 1)}/stream"\ndata_url = "{venue_url}"\n'
