@@ -123,6 +123,8 @@ ORDER_SHARE_OF_RATE: Final = 0.75
 left for account polls (3 requests every ``broker.account_poll_s``), reconciles and
 look-ups."""
 EXPIRED_MARK: Final = "\x00expired"
+BROKER_WINDOW_RESERVE: Final = 0.25
+"""Share of the broker's per-minute window never borrowed against (orders, cancels)."""
 
 QUOTE_TIMEOUT_S: Final = 2.0
 """A quote older than this is of no use to a decision anyway."""
@@ -142,9 +144,10 @@ POST's answer); the oldest go first. Legs of other programs' brackets never matc
 class _TimeoutAdapter(HTTPAdapter):
     """requests adapter that gives every request a timeout (alpaca-py sets none)."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, bucket: TokenBucket | None = None) -> None:
         super().__init__(max_retries=0)
         self._timeout = timeout
+        self._bucket = bucket
 
     def send(  # noqa: PLR0917  # the superclass signature, positional by design
         self,
@@ -155,8 +158,8 @@ class _TimeoutAdapter(HTTPAdapter):
         cert: str | tuple[str, str] | None = None,
         proxies: dict[str, str] | None = None,
     ) -> Response:
-        """Send with our timeout unless one was given."""
-        return super().send(
+        """Send with our timeout unless one was given; tell the bucket the broker's count."""
+        response = super().send(
             request,
             stream=stream,
             timeout=self._timeout if timeout is None else timeout,
@@ -164,6 +167,24 @@ class _TimeoutAdapter(HTTPAdapter):
             cert=cert,
             proxies=proxies,
         )
+        if self._bucket is not None:
+            window = _rate_window(response.headers)
+            if window is not None:
+                self._bucket.observe(*window)
+        return response
+
+
+def _rate_window(headers: Mapping[str, str]) -> tuple[int, int, float] | None:
+    """(limit, remaining, reset) from Alpaca's X-RateLimit-* headers, if all are sound."""
+    try:
+        limit = int(headers["X-RateLimit-Limit"])
+        remaining = int(headers["X-RateLimit-Remaining"])
+        reset = float(headers["X-RateLimit-Reset"])
+    except (KeyError, ValueError):
+        return None
+    if limit <= 0 or not 0 <= remaining <= limit:
+        return None
+    return limit, remaining, reset
 
 
 class TokenBucket:
@@ -182,6 +203,33 @@ class TokenBucket:
         self._stamp = time.monotonic()
         self._urgent_waiting = 0
         self.waits = 0
+        self.borrowed = 0
+        self._taken = 0
+        # The broker's own count, from its X-RateLimit-* headers: (limit, remaining,
+        # reset as Unix time, our ``_taken`` when the answer was read). Written by the
+        # HTTP threads as one tuple.
+        self._window: tuple[int, int, float, int] | None = None
+
+    def observe(self, limit: int, remaining: int, reset: float) -> None:
+        """The broker's rate-limit headers of one answer (called from the HTTP thread)."""
+        self._window = (limit, remaining, reset, self._taken)
+
+    def window_spare(self) -> int:
+        """Requests the broker's current window still allows beyond its reserve.
+
+        The reserve is a quarter of the broker's limit, kept for orders and cancels.
+        Requests granted since the answer was read count as spent (those already on
+        the wire then are counted twice: the estimate errs low). Zero when no answer
+        has told the window, or when that window has ended.
+        """
+        window = self._window
+        if window is None:
+            return 0
+        limit, remaining, reset, taken_then = window
+        if time.time() >= reset:
+            return 0
+        spent_since = self._taken - taken_then
+        return max(0, remaining - spent_since - math.ceil(limit * BROKER_WINDOW_RESERVE))
 
     def _refill(self) -> None:
         now = time.monotonic()
@@ -193,8 +241,15 @@ class TokenBucket:
         self._refill()
         return self._tokens
 
-    async def acquire(self, *, urgent: bool = False) -> None:
-        """Take one token, waiting as needed. Urgent callers (cancels) go first."""
+    async def acquire(self, *, urgent: bool = False, borrow: bool = False) -> None:
+        """Take one token, waiting as needed. Urgent callers (cancels) go first.
+
+        With ``borrow`` (the listing that READY waits for), an empty bucket lends up
+        to its capacity while the broker's own window has room to spare
+        (:meth:`window_spare`). The tokens go negative: later calls wait for them, so
+        the sustained rate is the same, and the broker's window, not a guess, says
+        the burst fits.
+        """
         if urgent:
             self._urgent_waiting += 1
         try:
@@ -203,8 +258,19 @@ class TokenBucket:
                 self._refill()
                 if self._tokens >= 1 and (urgent or self._urgent_waiting == 0):
                     self._tokens -= 1
+                    self._taken += 1
                     if waited:
                         self.waits += 1
+                    return
+                if (
+                    borrow
+                    and self._urgent_waiting == 0
+                    and self._tokens - 1 >= -self.capacity
+                    and self.window_spare() >= 1
+                ):
+                    self._tokens -= 1
+                    self._taken += 1
+                    self.borrowed += 1
                     return
                 waited = True
                 await anyio.sleep(max((1 - self._tokens) / self.rate, 0.005))
@@ -473,7 +539,7 @@ class BrokerGateway(Actor):
         )
         # alpaca-py retries every request, POST included, on 429/504 and sets no timeout.
         client._retry = 0  # noqa: SLF001  # no public switch; we retry by looking up instead
-        adapter = _TimeoutAdapter(self._timeout)
+        adapter = _TimeoutAdapter(self._timeout, self.bucket)
         client._session.mount("http://", adapter)  # noqa: SLF001  # no public hook for timeouts
         client._session.mount("https://", adapter)  # noqa: SLF001
         return client
@@ -484,6 +550,7 @@ class BrokerGateway(Actor):
         *,
         urgent: bool = False,
         precheck: Callable[[], str | None] | None = None,
+        borrow: bool = False,
     ) -> _Result:
         """Run one REST call in a worker thread through the bucket; classify the outcome.
 
@@ -491,7 +558,7 @@ class BrokerGateway(Actor):
         the request leaves: the kill gate is checked there, not before a wait for the
         bucket or for a thread. It reads plain attributes only (safe from a thread).
         """
-        await self.bucket.acquire(urgent=urgent)
+        await self.bucket.acquire(urgent=urgent, borrow=borrow)
 
         def checked() -> Any:
             if precheck is not None and (blocked := precheck()) is not None:
@@ -1055,7 +1122,7 @@ class BrokerGateway(Actor):
                 await anyio.sleep(RECONCILE_MIN_GAP_S)
 
     async def list_orders(
-        self, status: QueryOrderStatus, after: datetime | None = None
+        self, status: QueryOrderStatus, after: datetime | None = None, *, borrow: bool = False
     ) -> dict[str, Any] | None:
         """Every order of ``status`` submitted after ``after``, by ``client_order_id``.
 
@@ -1063,6 +1130,7 @@ class BrokerGateway(Actor):
         timestamp (``after`` is exclusive, so orders sharing that timestamp are fetched
         again and de-duplicated). One request per 500 orders, where looking each order
         up would cost one request per order. None if the broker did not answer.
+        ``borrow``: the pages may borrow from the bucket (:meth:`TokenBucket.acquire`).
         """
         assert self._client is not None
         client = self._client
@@ -1072,7 +1140,9 @@ class BrokerGateway(Actor):
             request = GetOrdersRequest(
                 status=status, limit=LIST_PAGE, after=cursor, direction=Sort.ASC
             )
-            result = await self._call(functools.partial(client.get_orders, filter=request))
+            result = await self._call(
+                functools.partial(client.get_orders, filter=request), borrow=borrow
+            )
             if result.outcome != _Outcome.OK:
                 self._set_connected(connected=False, detail=result.detail)
                 return None
@@ -1090,11 +1160,11 @@ class BrokerGateway(Actor):
             cursor = max(stamps) - LIST_OVERLAP
 
     async def _list_until_answered(
-        self, status: QueryOrderStatus, after: datetime | None = None
+        self, status: QueryOrderStatus, after: datetime | None = None, *, borrow: bool = False
     ) -> dict[str, Any]:
         """:meth:`list_orders`, again every second until the broker answers."""
         while True:
-            listed = await self.list_orders(status, after)
+            listed = await self.list_orders(status, after, borrow=borrow)
             if listed is not None:
                 return listed
             await anyio.sleep(1.0)
@@ -1171,12 +1241,18 @@ class BrokerGateway(Actor):
             self._set_connected(connected=False, detail=result.detail)
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-        opened = await self._list_until_answered(QueryOrderStatus.OPEN)
+        # READY waits for this listing: it may borrow against the broker's window.
+        opened = await self._list_until_answered(QueryOrderStatus.OPEN, borrow=True)
         for coid, body in opened.items():
             tracked = self._tracked.get(coid)
             if tracked is not None and not _same_state(tracked, body):
                 await self._emit(order_update(body, "reconcile"))
-        log.info("broker.open_orders_known", open=len(opened), unfinished=len(self._tracked))
+        log.info(
+            "broker.open_orders_known",
+            open=len(opened),
+            unfinished=len(self._tracked),
+            borrowed=self.bucket.borrowed,
+        )
         return opened
 
     async def _settle_unfinished(self, opened: dict[str, Any]) -> None:

@@ -134,6 +134,8 @@ class TradingApi:
         self._venue = venue
         self._engine = venue.engine
         self.limiter = RateLimiter(venue.config.rate_limit_per_min)
+        self.rate_limited = 0
+        """Requests answered 429 for the rate limit (injected 429s not counted)."""
 
     def routes(self) -> list[web.RouteDef]:
         """Every route of the API."""
@@ -205,6 +207,7 @@ class TradingApi:
         if not self._venue.authorize(key_id, secret):
             return json_response({"message": "unauthorized"}, 401)
         if not allowed:
+            self.rate_limited += 1
             log.warning("sim.http.rate_limited", route=route)
             return json_response(_ERROR_BODIES[429], 429)
         injected = faults.take_error(route)

@@ -132,8 +132,8 @@ async def test_kill9_during_bursts_loses_and_doubles_nothing(
     rng = random.Random(99)
     intent_ids = [f"k{n:03d}" for n in range(500)]
     t = Topics(prefix)
-    # Rate limit lifted: ten restarts with hundreds of unfinished orders; recovery looks each
-    # one up (one request per order), which at 190/min takes minutes. This is about loss.
+    # Rate limit lifted: ten runs of a 500-intent burst; at 190/min their POSTs alone would
+    # take over two minutes a run. This is about loss and doubling, not about pace.
     async with running_venue(realistic_venue(rate_limit_per_min=FAST)) as venue:
         config = write_config(
             tmp_path,

@@ -1,0 +1,112 @@
+"""The gateway's token bucket, and what it borrows against the broker's own window.
+
+Alpaca counts requests in windows of a minute and says, on every answer, how many the
+window has left (``X-RateLimit-Remaining``) and when it ends (``X-RateLimit-Reset``).
+The listing that READY waits for may borrow from an empty bucket while that window
+has more than a quarter of its limit to spare; nothing else may.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from actors.broker_gateway import TokenBucket, _rate_window
+
+pytestmark = pytest.mark.anyio
+
+SLOW = 1.0
+"""Requests per minute: an empty bucket refills one token a minute, so any wait for a
+token outlasts the short deadlines below."""
+
+
+async def granted(bucket: TokenBucket, *, borrow: bool, within: float = 0.5) -> bool:
+    """Whether ``acquire`` returns within ``within`` seconds."""
+    with anyio.move_on_after(within):
+        await bucket.acquire(borrow=borrow)
+        return True
+    return False
+
+
+async def test_without_the_brokers_headers_nothing_is_borrowed() -> None:
+    bucket = TokenBucket(SLOW, burst=1.0)
+    assert await granted(bucket, borrow=True)
+    assert not await granted(bucket, borrow=True)
+    assert bucket.borrowed == 0
+
+
+async def test_borrowing_stops_at_the_windows_reserve() -> None:
+    bucket = TokenBucket(SLOW, burst=100.0)
+    for _ in range(100):
+        assert await granted(bucket, borrow=False)
+    # 60 left in the window; a quarter of 200 (50) is kept: 10 may be borrowed.
+    bucket.observe(200, 60, time.time() + 30)
+    results = [await granted(bucket, borrow=True, within=0.05) for _ in range(12)]
+    assert results == [True] * 10 + [False] * 2
+    assert bucket.borrowed == 10
+
+
+async def test_borrowing_stops_at_one_bucket_of_debt() -> None:
+    bucket = TokenBucket(SLOW, burst=3.0)
+    bucket.observe(200, 200, time.time() + 30)
+    results = [await granted(bucket, borrow=True, within=0.05) for _ in range(8)]
+    assert results == [True] * 6 + [False] * 2  # 3 tokens, then 3 of debt
+    assert bucket.tokens() < -2.9
+
+
+async def test_a_debt_makes_every_other_caller_wait() -> None:
+    bucket = TokenBucket(SLOW, burst=2.0)
+    bucket.observe(200, 200, time.time() + 30)
+    for _ in range(3):
+        assert await granted(bucket, borrow=True)
+    # One token of debt: orders (which never borrow) wait until it is paid back.
+    assert not await granted(bucket, borrow=False)
+
+
+async def test_an_ended_window_lends_nothing() -> None:
+    bucket = TokenBucket(SLOW, burst=1.0)
+    bucket.observe(200, 200, time.time() - 1)
+    assert await granted(bucket, borrow=True)
+    assert not await granted(bucket, borrow=True)
+    assert bucket.borrowed == 0
+
+
+async def test_the_latest_answer_counts_with_the_requests_granted_since() -> None:
+    bucket = TokenBucket(SLOW, burst=1.0)
+    bucket.observe(200, 200, time.time() + 30)
+    assert bucket.window_spare() == 150
+    await bucket.acquire()
+    assert bucket.window_spare() == 149  # granted after the answer was read
+    bucket.observe(200, 52, time.time() + 30)
+    assert bucket.window_spare() == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "window"),
+    [
+        (
+            {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "17", "X-RateLimit-Reset": "9"},
+            (200, 17, 9.0),
+        ),
+        ({"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "17"}, None),
+        (
+            {"X-RateLimit-Limit": "x", "X-RateLimit-Remaining": "17", "X-RateLimit-Reset": "9"},
+            None,
+        ),
+        (
+            {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "201", "X-RateLimit-Reset": "9"},
+            None,
+        ),
+        (
+            {"X-RateLimit-Limit": "0", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "9"},
+            None,
+        ),
+        ({}, None),
+    ],
+)
+def test_headers_are_read_only_when_all_three_are_sound(
+    headers: dict[str, str], window: tuple[int, int, float] | None
+) -> None:
+    assert _rate_window(headers) == window
