@@ -29,6 +29,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.kill_switch import KillGate
+from actors.open_orders import OpenOrders
 from actors.risk_guardian import RiskGuardian
 from actors.risk_limits import PositionView, Quote, StrategyView
 from daemon.actor import Actor, TradingHalt
@@ -263,8 +264,11 @@ class OrderManager(Actor):
         self.positions = book.positions
         self._by_intent = {o.intent_id: o for o in self.orders.values()}
         self._lookup_order = book.lookup_order
-        # Unfinished orders only: every exposure view walks these, never the whole history.
-        self._open = {c: o for c, o in self.orders.items() if o.status not in FINAL}
+        # Unfinished orders, with their exposure totals: views cost per symbol, not per order.
+        self._open: OpenOrders[OrderRecord] = OpenOrders()
+        for order in self.orders.values():
+            if order.status not in FINAL:
+                self._open.add(order)
         self._finals: deque[str] = deque(c for c, o in self.orders.items() if o.status in FINAL)
         self._guardian = guardian
         self._gate = gate
@@ -340,7 +344,7 @@ class OrderManager(Actor):
         if isinstance(intent, CancelIntent):
             await self._cancel_intent(intent.intent_id)
             return
-        orders = list(self._open.values())
+        orders = self._open.values()
         for order in orders:
             await self._request_cancel(order)
         # One decision, even with nothing open: the strategy knows it was heard.
@@ -471,7 +475,7 @@ class OrderManager(Actor):
         writes.append(_order_insert(self.strategy_id, record, now))
         self._decisions.put(intent.intent_id, payload)
         self.orders[coid] = record
-        self._open[coid] = record
+        self._open.add(record)
         self._by_intent[intent.intent_id] = record
         answers.append(payload)
         submissions.append(
@@ -580,17 +584,11 @@ class OrderManager(Actor):
 
     def _open_qty(self) -> dict[tuple[str, str], float]:
         """Unfilled quantity of open orders, by (symbol, side)."""
-        result: dict[tuple[str, str], float] = {}
-        for order in self._open.values():
-            if order.intent.qty is None:
-                continue
-            key = (order.intent.symbol, order.intent.side)
-            result[key] = result.get(key, 0.0) + max(0.0, order.intent.qty - order.filled_qty)
-        return result
+        return self._open.open_qty()
 
     def open_symbols(self) -> set[str]:
         """Symbols with an order of this strategy not yet final."""
-        return {order.intent.symbol for order in self._open.values()}
+        return self._open.symbols()
 
     def held_positions(self) -> dict[str, tuple[float, float]]:
         """Symbol to (signed qty, average price), as the fills so far made them."""
@@ -599,21 +597,12 @@ class OrderManager(Actor):
     def pending_opening(self, quotes: Mapping[str, Quote]) -> dict[str, float]:
         """Notional of open orders that would open or grow a position, by symbol."""
         del quotes  # marks come from the same cache through the guardian
-        result: dict[str, float] = {}
-        for order in self._open.values():
-            intent = order.intent
-            position = self.positions.get(intent.symbol)
-            held = position.qty if position else 0.0
-            price = intent.limit_price or intent.stop_price or self._mark(intent.symbol, 0.0)
-            if intent.qty is None:
-                result[intent.symbol] = result.get(intent.symbol, 0.0) + (intent.notional or 0.0)
-                continue
-            remaining = max(0.0, intent.qty - order.filled_qty)
-            reducing = min(remaining, max(0.0, -held if intent.side == "buy" else held))
-            opening = remaining - reducing
-            if opening > 0:
-                result[intent.symbol] = result.get(intent.symbol, 0.0) + opening * price
-        return result
+
+        def held(symbol: str) -> float:
+            position = self.positions.get(symbol)
+            return position.qty if position else 0.0
+
+        return self._open.pending_opening(held, lambda symbol: self._mark(symbol, 0.0))
 
     def strategy_view(self, now: float) -> StrategyView:
         """This strategy as the limits see it."""
@@ -756,6 +745,7 @@ class OrderManager(Actor):
             position = self.positions.setdefault(order.intent.symbol, Position())
             position.apply(1 if order.intent.side == "buy" else -1, delta, price)
             order.filled_qty = new_cum
+            self._open.refill(order)
             order.filled_avg_price = update.filled_avg_price
             writes.append(
                 Write(
@@ -790,7 +780,7 @@ class OrderManager(Actor):
             return
         order.status = status
         if status in FINAL:
-            self._open.pop(order.client_order_id, None)
+            self._open.remove(order.client_order_id)
             self._forget_old_finals(order)
         events.append(self._order_event(order, update.detail))
         if self._metrics is not None:
@@ -934,7 +924,7 @@ class OrderManager(Actor):
             )
             await self._journal.write(_order_insert(self.strategy_id, record, now))
             self.orders[coid] = record
-            self._open[coid] = record
+            self._open.add(record)
             self._by_intent[intent_id] = record
             log.warning(
                 "kill.flatten", strategy_id=self.strategy_id, symbol=symbol, qty=position.qty

@@ -101,7 +101,7 @@ class ExposureMachine(RuleBasedStateMachine):
             client_order_id=coid, intent_id=f"o{n}", intent=intent, status="pending"
         )
         self.manager.orders[coid] = record
-        self.manager._open[coid] = record
+        self.manager._open.add(record)
         self.manager._by_intent[record.intent_id] = record
         self.broker[coid] = BrokerOrder(coid, symbol, float(qty))
 
