@@ -1448,13 +1448,17 @@ class MatchingEngine:
         if phase == "closed":
             return False
         again = False
+        quotes: dict[str, Quote] = {}  # prices hold still during a pass: one quote a symbol
         for order in sorted(self.open_orders(), key=lambda o: o.seq):
             if order.is_final or not self._tradable_in(order, phase):
                 continue
             if order.status == "accepted":
                 order.status = "new"
                 self._event("new", order, now)
-            again = self._match_one(order, now) or again
+            quote = quotes.get(order.symbol)
+            if quote is None:
+                quote = quotes[order.symbol] = self._prices.quote(order.symbol)
+            again = self._match_one(order, now, quote) or again
         return again
 
     def _run_auctions(self, now: datetime) -> None:
@@ -1495,10 +1499,10 @@ class MatchingEngine:
             log.info("sim.session.rolled", last_equity=str(self.last_equity))
             self._save_account()
 
-    def _match_one(self, order: SimOrder, now: datetime) -> bool:
-        """Try to fill ``order``; True if it was partially filled and stays open."""
+    def _match_one(self, order: SimOrder, now: datetime, quote: Quote) -> bool:
+        """Try to fill ``order`` at ``quote``; True if it was partially filled and stays open."""
         order.passes += 1
-        price = self._executable_price(order, self._prices.quote(order.symbol))
+        price = self._executable_price(order, quote)
         immediate = order.time_in_force in {"ioc", "fok"}
         if price is None:
             if immediate:
