@@ -590,6 +590,14 @@ class OrderManager(Actor):
         """Symbols with an order of this strategy not yet final."""
         return self._open.symbols()
 
+    def position_costs(self) -> dict[str, tuple[float, float]]:
+        """Symbol to (signed qty, net cash invested), as the fills so far made them.
+
+        The cash a symbol's fills cost, net of what its sales brought: for an
+        average-cost book, the shares at their average price less the realized P&L.
+        """
+        return {s: (p.qty, p.qty * p.avg_price - p.realized_pnl) for s, p in self.positions.items()}
+
     def held_positions(self) -> dict[str, tuple[float, float]]:
         """Symbol to (signed qty, average price), as the fills so far made them."""
         return {s: (p.qty, p.avg_price) for s, p in self.positions.items() if p.qty != 0}

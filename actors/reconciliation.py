@@ -10,11 +10,15 @@ when it is seen on two polls in a row (a fill reported between a poll's snapshot
 its arrival explains a one-poll difference) and the symbol had no open order in any
 book (an order in flight explains it too). A drift is reported once, then becomes the
 new baseline.
+
+:func:`marked_equity` values the account between polls: the last poll's equity, moved
+by the books' fills and the quotes since, so the drawdown checks need not wait for the
+next poll to see a loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Final
 
@@ -106,3 +110,43 @@ class DriftWatch:
             )
         self._first = False
         return drifts
+
+
+def marked_equity(
+    equity: float,
+    broker: Mapping[str, tuple[float, float]],
+    books_then: Mapping[str, tuple[float, float]],
+    books_now: Mapping[str, tuple[float, float]],
+    mark: Callable[[str], float | None],
+) -> float:
+    """The account's equity now: the last poll's, moved by fills and prices since.
+
+    Equity is cash plus positions at market. Since the poll, the books' fills moved
+    cash by their cost and positions by their shares; prices moved every position.
+    So, per symbol, the position now (the broker's then, plus the books' shares since)
+    at its mark, less its value then, less the cash the fills since have cost.
+
+    Args:
+        equity: the broker's equity at the poll.
+        broker: the broker's positions at the poll: symbol to (signed shares, market value).
+        books_then: the books at the poll: symbol to (signed shares, net cash invested).
+        books_now: the books now, the same way.
+        mark: the price to value a symbol at now, or None when there is no usable
+            quote (the position then keeps the poll's price, or the fills' average).
+    """
+    total = equity
+    for symbol in broker.keys() | books_then.keys() | books_now.keys():
+        qty_then, value_then = broker.get(symbol, (0.0, 0.0))
+        shares_then, cost_then = books_then.get(symbol, (0.0, 0.0))
+        shares_now, cost_now = books_now.get(symbol, (0.0, 0.0))
+        traded, paid = shares_now - shares_then, cost_now - cost_then
+        price = mark(symbol)
+        if price is None:
+            if abs(qty_then) > QTY_TOLERANCE:
+                price = value_then / qty_then
+            elif abs(traded) > QTY_TOLERANCE:
+                price = paid / traded
+            else:
+                price = 0.0
+        total += (qty_then + traded) * price - value_then - paid
+    return total

@@ -17,7 +17,7 @@ retained daemon state and the pending-approval list.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, Protocol
 
 import anyio
@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
 from actors.kill_switch import KillGate
-from actors.reconciliation import DriftWatch
+from actors.reconciliation import DriftWatch, marked_equity
 from actors.risk_limits import (
     DuplicateDetector,
     EffectiveLimits,
@@ -63,6 +63,9 @@ log = structlog.get_logger(__name__)
 
 _CIRCUIT_KEY: Final = "risk.circuit"
 _SESSION_KEY: Final = "risk.session"
+MARK_INTERVAL_S: Final = 2.0
+"""Between account polls, held symbols are re-quoted and the equity re-marked this often
+(one latest-quotes request to the data API, whose budget is apart from trading's)."""
 
 
 class SessionState(msgspec.Struct, kw_only=True):
@@ -88,6 +91,10 @@ class StrategyBookView(Protocol):
 
     def held_positions(self) -> Mapping[str, tuple[float, float]]:
         """Symbol to (signed qty, average price) of this strategy, from its fills."""
+        ...
+
+    def position_costs(self) -> Mapping[str, tuple[float, float]]:
+        """Symbol to (signed qty, net cash invested) of this strategy, from its fills."""
         ...
 
     def open_symbols(self) -> set[str]:
@@ -161,7 +168,11 @@ class RiskGuardian(Actor):
         self._duplicates = DuplicateDetector()
         self.broker_connected = False
         self.equity: float | None = None
+        """The broker's equity at the last poll."""
         self.positions: dict[str, tuple[float, float]] = {}
+        self._basis: _MarkBasis | None = None
+        self.refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None
+        """Fetch fresh quotes for the held symbols (set by the wiring), for the marks."""
         self.quotes: Mapping[str, Quote] = {}
         self.books: dict[str, StrategyBookView] = {}
         self.abstentions: dict[str, int] = dict.fromkeys(config.strategies, 0)
@@ -170,6 +181,8 @@ class RiskGuardian(Actor):
         self._status: BrokerStatus | None = None
         self._state_changed = anyio.Event()
         self._status_arrived = anyio.Event()
+        self._breaker_lock = anyio.Lock()
+        """One change of the breaker at a time: poll, mark or reset."""
         halt.subscribe(lambda _reason: self.state_changed())
 
     # ------------------------------------------------------------------ checks
@@ -207,10 +220,11 @@ class RiskGuardian(Actor):
         for symbol, (qty, value) in self.positions.items():
             if abs(qty) > _QTY_EPS:
                 exposure[symbol] = max(exposure.get(symbol, 0.0), abs(value))
+        equity = self.current_equity() or 0.0
         return PortfolioView(
-            equity=self.equity or 0.0,
-            start_of_day_equity=self.breaker.start_of_day_equity or self.equity or 0.0,
-            peak_equity=self.breaker.peak_equity or self.equity or 0.0,
+            equity=equity,
+            start_of_day_equity=self.breaker.start_of_day_equity or equity,
+            peak_equity=self.breaker.peak_equity or equity,
             gross_exposure=sum(exposure.values()),
             held_symbols=frozenset(exposure),
             pending_opening=pending,
@@ -361,9 +375,40 @@ class RiskGuardian(Actor):
             self._watch_drift(status.positions)
         if status.equity is not None:
             self.equity = status.equity
+            self._basis = (
+                _MarkBasis(status.equity, dict(status.positions), self._book_costs())
+                if status.positions is not None
+                else None
+            )
             self._status = status
             self._status_arrived.set()
         self.state_changed()
+
+    def _book_costs(self) -> dict[str, tuple[float, float]]:
+        """Every book's (shares, net cash invested), summed by symbol."""
+        total: dict[str, tuple[float, float]] = {}
+        for book in self.books.values():
+            for symbol, (qty, cost) in book.position_costs().items():
+                held, paid = total.get(symbol, (0.0, 0.0))
+                total[symbol] = (held + qty, paid + cost)
+        return total
+
+    def current_equity(self, now: float | None = None) -> float | None:
+        """Equity now: the last poll's, marked to the latest quotes and fills since.
+
+        The broker's own figure is taken as is when a poll arrives; between polls,
+        what the books filled and what prices did since move it (:func:`marked_equity`).
+        """
+        basis = self._basis
+        if basis is None:
+            return self.equity
+        at = time.time() if now is None else now
+
+        def mark(symbol: str) -> float | None:
+            quote = self.quote(symbol, at)
+            return quote.mid if quote is not None else None
+
+        return marked_equity(basis.equity, basis.positions, basis.books, self._book_costs(), mark)
 
     def _watch_drift(self, positions: Mapping[str, tuple[float, float]]) -> None:
         """The poll reconciles, it does not feed the limits: audit unexplained changes."""
@@ -390,6 +435,10 @@ class RiskGuardian(Actor):
                 )
 
     async def _apply_status(self, status: BrokerStatus) -> None:
+        async with self._breaker_lock:
+            await self._apply_status_locked(status)
+
+    async def _apply_status_locked(self, status: BrokerStatus) -> None:
         assert status.equity is not None
         now = time.time()
         candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
@@ -447,12 +496,13 @@ class RiskGuardian(Actor):
 
     async def reset_circuit(self, operator: str | None) -> str:
         """Close the circuit after the authority checked the admin code; returns what happened."""
-        candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
-        transitions = candidate.reset(time.time(), operator=operator)
-        if not transitions:
-            return "circuit was already closed"
-        await self._commit(candidate, self.session, transitions)
-        return transitions[-1].reason
+        async with self._breaker_lock:
+            candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
+            transitions = candidate.reset(time.time(), operator=operator)
+            if not transitions:
+                return "circuit was already closed"
+            await self._commit(candidate, self.session, transitions)
+            return transitions[-1].reason
 
     # ------------------------------------------------------------------ state
 
@@ -486,6 +536,7 @@ class RiskGuardian(Actor):
     async def _run(self) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_status)
+            tg.start_soon(self._mark_loop)
             last_pending: bytes | None = None
             while True:
                 await self._outbound.send(
@@ -521,6 +572,29 @@ class RiskGuardian(Actor):
                 self._state_changed = anyio.Event()
                 await anyio.sleep(0.05)  # coalesce bursts of changes into one publish
 
+    async def _mark_loop(self) -> None:
+        """Between polls, the drawdowns follow the marked equity (:meth:`current_equity`)."""
+        while True:
+            await anyio.sleep(MARK_INTERVAL_S)
+            basis = self._basis
+            if basis is None:
+                continue
+            held = {s for s, (qty, _) in basis.positions.items() if abs(qty) > _QTY_EPS}
+            held |= {s for s, (qty, _) in self._book_costs().items() if abs(qty) > _QTY_EPS}
+            if held and self.refresh_quotes is not None:
+                await self.refresh_quotes(held)
+            async with self._breaker_lock:
+                equity = self.current_equity()
+                if equity is None or basis is not self._basis:
+                    continue  # a poll arrived meanwhile: its own figure is applied
+                candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
+                transitions = candidate.update(equity, time.time())
+                before = self.breaker.snapshot()
+                if transitions or candidate.snapshot().peak_equity != before.peak_equity:
+                    await self._commit(candidate, self.session, transitions)
+                else:
+                    self.breaker = candidate  # the last equity only: not worth an fsync
+
     async def _watch_status(self) -> None:
         while True:
             await self._status_arrived.wait()
@@ -528,6 +602,14 @@ class RiskGuardian(Actor):
             status = self._status
             if status is not None and status.equity is not None:
                 await self._apply_status(status)
+
+
+class _MarkBasis(msgspec.Struct, frozen=True):
+    """The last full poll, and the books as they stood when it arrived."""
+
+    equity: float
+    positions: Mapping[str, tuple[float, float]]
+    books: Mapping[str, tuple[float, float]]
 
 
 def _round(value: float | None) -> float | None:

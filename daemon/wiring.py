@@ -393,6 +393,7 @@ class Daemon:
         }
         guardian.quotes = gateway.quotes
         guardian.books = dict(managers)
+        guardian.refresh_quotes = self._quote_refresher(gateway)
         data_endpoint = mqtt_endpoint(config, port=mqtt_port)
         session = MqttSession(
             endpoint=data_endpoint,

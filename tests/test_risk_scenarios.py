@@ -12,7 +12,9 @@ import pytest
 from harness import (
     VENV_BIN,
     Mosquitto,
+    poll_until,
     probe,
+    realistic_venue,
     running_daemon,
     trading_tables,
     write_config,
@@ -146,6 +148,49 @@ async def test_drawdown_opens_the_circuit_and_only_a_code_closes_it(
             )
             assert reset.returncode == 0, reset.stdout + reset.stderr
             await p.expect(t.daemon_state, lambda s: s["circuit"] == "closed")
+
+
+async def test_drawdown_between_account_polls_opens_the_circuit(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    """Equity between polls is the last poll's, marked to the fills and quotes since."""
+    t = Topics(prefix)
+    venue_cfg = realistic_venue(
+        symbols={"SPY": SymbolSpec(start_price=500.0, volatility=0.0, spread_bps=0.2)},
+    )
+    async with running_venue(venue_cfg) as venue:
+        tables = trading_tables(
+            mosquitto,
+            prefix,
+            tmp_path,
+            venue.base_url,
+            # One poll at start, then none for an hour: only the marks can see the loss.
+            broker_overrides={"account_poll_s": 3600.0},
+            risk_overrides={"max_notional": 100_000.0},
+            s1={"allocation": 1.0},
+        )
+        tables["kill"] = {"admin_code_hash": hash_code(CODE)}
+        config = write_config(tmp_path, tables)
+        async with (
+            running_daemon(config) as daemon,
+            probe(mosquitto, t.daemon_state, t.kill_state, t.event("s1")) as p,
+        ):
+            await p.expect(
+                t.daemon_state, lambda s: s["equity"] is not None and s["circuit"] == "closed"
+            )
+            # The full poll (equity and positions) after READY is the marks' basis.
+            await poll_until(lambda: daemon.guardian._basis is not None)
+            polled = daemon.guardian.equity
+            await p.publish(t.intent("s1"), order("buy-1", "buy", 100))
+            await p.expect(
+                t.event("s1"), lambda b: b.get("type") == "order" and b["status"] == "filled"
+            )
+            venue.set_price("SPY", 469.0)  # -3.1% of equity: past the daily limit
+            state = await p.expect(t.daemon_state, lambda s: s["circuit"] == "open", timeout=15)
+            assert state["daily_drawdown"] >= 0.03
+            kill = await p.expect(t.kill_state, lambda s: s["global"]["engaged"])
+            assert kill["global"]["reason"] == "circuit_breaker"
+            assert daemon.guardian.equity == polled  # no account poll saw it
 
 
 async def test_approval_flow_with_wrong_code_deny_and_timeout(
