@@ -343,10 +343,10 @@ def trading_tables(
     return tables
 
 
-VENUE_LATENCY_S = 0.010
-VENUE_JITTER_S = 0.020
-"""Every venue request waits 10-30 ms, in random order: roughly a trading box's round
-trip to Alpaca. Tests run against this unless they say why not."""
+VENUE_LATENCY_S = 0.020
+VENUE_JITTER_S = 0.060
+"""Every venue request waits 20-80 ms, in random order: a trading box's round trip to
+Alpaca, and more. Tests run against this unless they say why not."""
 
 
 def realistic_venue(**overrides: Any) -> Any:
