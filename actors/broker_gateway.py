@@ -67,10 +67,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
-from actors.kill_switch import KillGate
-from actors.risk_limits import Quote
-from daemon.actor import Actor, TradingHalt
-from daemon.channels import (
+from actors.base import Actor, TradingHalt
+from actors.channels import (
     BrokerStatus,
     CancelOrder,
     FlattenNow,
@@ -79,7 +77,9 @@ from daemon.channels import (
     OrderUpdate,
     SubmitOrder,
 )
-from daemon.errors import BrokerError
+from actors.core.errors import BrokerError
+from actors.core.risk_limits import Quote
+from actors.kill_switch import KillGate
 from protocol.messages import OrderIntent, OrderStatus
 
 log = structlog.get_logger(__name__)

@@ -42,7 +42,7 @@ from typing import Any, Final
 
 import msgspec
 
-from daemon.channels import Publish
+from actors.channels import Publish
 from daemon.config import HomeAssistantConfig
 from protocol.topics import Topics
 

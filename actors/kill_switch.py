@@ -18,11 +18,9 @@ import msgspec
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.home_assistant import HomeAssistantDiscovery
-from daemon.actor import Actor, TradingHalt
-from daemon.admin_code import AdminCodeVerifier, Verdict
-from daemon.audit import audit_row
-from daemon.channels import (
+from actors.admin_code import AdminCodeVerifier, Verdict
+from actors.base import Actor, TradingHalt
+from actors.channels import (
     ApprovalDecision,
     Heartbeat,
     InboundKillCommand,
@@ -31,6 +29,8 @@ from daemon.channels import (
     Publish,
     TriggerPress,
 )
+from actors.home_assistant import HomeAssistantDiscovery
+from daemon.audit import audit_row
 from daemon.config import TriggerConfig
 from daemon.journal import Journal, JournalWriter, Write, set_meta
 from protocol.codec import DecodeFailure, decode_json, encode

@@ -28,12 +28,8 @@ import msgspec
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.kill_switch import KillGate
-from actors.open_orders import OpenOrders
-from actors.risk_guardian import RiskGuardian
-from actors.risk_limits import PositionView, Quote, StrategyView
-from daemon.actor import Actor, TradingHalt
-from daemon.channels import (
+from actors.base import Actor, TradingHalt
+from actors.channels import (
     ApprovalDecision,
     CancelOrder,
     FlattenNow,
@@ -44,6 +40,10 @@ from daemon.channels import (
     SubmitOrder,
     receive_batch,
 )
+from actors.core.open_orders import OpenOrders
+from actors.core.risk_limits import PositionView, Quote, StrategyView
+from actors.kill_switch import KillGate
+from actors.risk_guardian import RiskGuardian
 from daemon.journal import Journal, JournalWriter, Write
 from daemon.metrics import Metrics
 from protocol.codec import encode

@@ -4,8 +4,8 @@ Order managers call :meth:`RiskGuardian.evaluate` synchronously right before
 journaling a decision. It runs on the event loop without awaiting, so a check
 and what it records (rate buckets, duplicate memory) are atomic with respect to
 every other strategy. The limits themselves are pure functions
-(:mod:`actors.risk_limits`); the breaker is a pure state machine
-(:mod:`actors.circuit_breaker`).
+(:mod:`actors.core.risk_limits`); the breaker is a pure state machine
+(:mod:`actors.core.circuit_breaker`).
 
 The guardian's own task takes broker status (equity, positions, clock) from the
 gateway, runs the breaker, journals every circuit change before it takes effect,
@@ -25,10 +25,11 @@ import msgspec
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
-from actors.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
-from actors.kill_switch import KillGate
-from actors.reconciliation import DriftWatch, marked_equity
-from actors.risk_limits import (
+from actors.base import Actor, TradingHalt
+from actors.channels import BrokerStatus, InboundKillCommand, Publish
+from actors.core.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
+from actors.core.reconciliation import DriftWatch, marked_equity
+from actors.core.risk_limits import (
     DuplicateDetector,
     EffectiveLimits,
     PortfolioView,
@@ -40,9 +41,8 @@ from actors.risk_limits import (
     order_terms,
     usable_quote,
 )
-from daemon.actor import Actor, TradingHalt
+from actors.kill_switch import KillGate
 from daemon.audit import audit_row
-from daemon.channels import BrokerStatus, InboundKillCommand, Publish
 from daemon.config import Config
 from daemon.journal import Journal, JournalWriter, set_meta
 from protocol.codec import encode

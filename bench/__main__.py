@@ -27,8 +27,8 @@ from typing import Any
 import anyio
 import msgspec
 
+from actors.admin_code import hash_code
 from bench import ready
-from daemon.admin_code import hash_code
 from daemon.embedded_broker import EmbeddedMosquitto, find_mosquitto
 from daemon.mqtt_session import MqttEndpoint, MqttLink, Received
 

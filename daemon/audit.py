@@ -11,8 +11,8 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from daemon.actor import Actor, TradingHalt
-from daemon.channels import Publish
+from actors.base import Actor, TradingHalt
+from actors.channels import Publish
 from daemon.journal import JournalWriter, Write
 from protocol.codec import encode
 from protocol.messages import AuditRecord

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from daemon.errors import BrokerError
+from actors.core.errors import BrokerError
 
 LIVE_HOST: Final = "api.alpaca.markets"
 """Alpaca's live trading host: the only host ``live`` mode may use, and ``paper`` never."""

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import anyio
 from rich_argparse import RawDescriptionRichHelpFormatter
 
+from actors.core.errors import ConfigError, TradeguardError
 from daemon.config import Config, load_config
-from daemon.errors import ConfigError, TradeguardError
 from daemon.logs import configure_logging
 from daemon.version import tradeguard_version
 from protocol.messages import INTENT_ID_PATTERN, STRATEGY_ID_PATTERN
@@ -632,7 +632,7 @@ def _reason(error: BaseException) -> str:
 
 
 def _hash_code() -> int:
-    from daemon.admin_code import hash_code  # noqa: PLC0415
+    from actors.admin_code import hash_code  # noqa: PLC0415
 
     if sys.stdin.isatty():
         code = getpass.getpass("admin code: ")

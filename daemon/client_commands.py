@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from actors.core.errors import BrokerConnectionError, JournalError
 from daemon.config import Config, resolve_path
 from daemon.embedded_broker import client_config
 from daemon.endpoints import mqtt_endpoint
-from daemon.errors import BrokerConnectionError, JournalError
 from daemon.mqtt_session import MqttLink
 from daemon.preflight import check_mqtt_login
 from protocol.codec import decode_json, encode

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from daemon.errors import ConfigError, SecretError
+from actors.core.errors import ConfigError, SecretError
 from protocol.messages import STRATEGY_ID_PATTERN
 
 Fraction = Annotated[float, Meta(ge=0, le=1)]

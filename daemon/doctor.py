@@ -34,18 +34,18 @@ import anyio
 import msgspec
 import requests
 
-from daemon.admin_code import check_hash_format
-from daemon.broker_mode import LIVE_HOST, check_mode
-from daemon.config import Config, read_secret, resolve_path
-from daemon.embedded_broker import client_config, find_mosquitto, login_folder
-from daemon.endpoints import GENERATED_CODE_FILE, mqtt_endpoint
-from daemon.errors import (
+from actors.admin_code import check_hash_format
+from actors.core.errors import (
     BrokerConnectionError,
     BrokerError,
     ConfigError,
     EmbeddedBrokerError,
     TradeguardError,
 )
+from daemon.broker_mode import LIVE_HOST, check_mode
+from daemon.config import Config, read_secret, resolve_path
+from daemon.embedded_broker import client_config, find_mosquitto, login_folder
+from daemon.endpoints import GENERATED_CODE_FILE, mqtt_endpoint
 from daemon.mqtt_session import MqttEndpoint, MqttLink
 from daemon.preflight import check_setup
 from daemon.state_lock import LOCK_FILE_NAME

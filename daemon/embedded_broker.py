@@ -41,8 +41,8 @@ import anyio.abc
 import msgspec
 import structlog
 
+from actors.core.errors import EmbeddedBrokerError, SecretError
 from daemon.config import Config, MqttConfig, read_secret, resolve_path
-from daemon.errors import EmbeddedBrokerError, SecretError
 
 log = structlog.get_logger(__name__)
 

@@ -21,8 +21,8 @@ import anyio
 import msgspec
 import structlog
 
-from daemon.actor import Actor, TradingHalt
-from daemon.errors import JournalError
+from actors.base import Actor, TradingHalt
+from actors.core.errors import JournalError
 
 log = structlog.get_logger(__name__)
 

@@ -51,7 +51,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from daemon.errors import ConfigError
+from actors.core.errors import ConfigError
 from daemon.version import tradeguard_version
 
 if TYPE_CHECKING:

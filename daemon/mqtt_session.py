@@ -42,9 +42,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from daemon.actor import Actor, TradingHalt
-from daemon.channels import Heartbeat, InboundIntent, InboundKillCommand, Publish, TriggerPress
-from daemon.errors import BrokerConnectionError
+from actors.base import Actor, TradingHalt
+from actors.channels import Heartbeat, InboundIntent, InboundKillCommand, Publish, TriggerPress
+from actors.core.errors import BrokerConnectionError
 from daemon.metrics import Metrics
 from protocol.codec import (
     DecodeFailure,

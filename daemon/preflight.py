@@ -16,11 +16,11 @@ import socket
 import ssl
 from urllib.parse import urlsplit
 
-from daemon.admin_code import AdminCodeVerifier, check_hash_format
+from actors.admin_code import AdminCodeVerifier, check_hash_format
+from actors.core.errors import ConfigError, EmbeddedBrokerError
 from daemon.broker_mode import check_mode
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import DAEMON_LOGIN, OPERATOR_LOGIN, find_mosquitto
-from daemon.errors import ConfigError, EmbeddedBrokerError
 
 SIM_URL = "http://127.0.0.1"
 """What the mode check sees for the built-in venue: a loopback paper endpoint."""

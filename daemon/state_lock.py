@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Final
 
-from daemon.errors import JournalError, StateFolderInUseError
+from actors.core.errors import JournalError, StateFolderInUseError
 
 LOCK_FILE_NAME: Final = "daemon.lock"
 

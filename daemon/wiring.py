@@ -24,16 +24,10 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from actors.admin_code import AdminCodeVerifier, hash_code
+from actors.base import Actor, TradingHalt
 from actors.broker_gateway import BrokerGateway, TrackedOrder
-from actors.home_assistant import HomeAssistantDiscovery
-from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_step
-from actors.order_manager import FINAL, OrderManager, load_books
-from actors.risk_guardian import RiskGuardian, load_risk_state
-from daemon.actor import Actor, TradingHalt
-from daemon.admin_code import AdminCodeVerifier, hash_code
-from daemon.audit import AuditTrail
-from daemon.broker_mode import check_mode
-from daemon.channels import (
+from actors.channels import (
     ApprovalDecision,
     CancelOrder,
     Channel,
@@ -48,10 +42,16 @@ from daemon.channels import (
     SubmitOrder,
     TriggerPress,
 )
+from actors.core.errors import ConfigError
+from actors.home_assistant import HomeAssistantDiscovery
+from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_step
+from actors.order_manager import FINAL, OrderManager, load_books
+from actors.risk_guardian import RiskGuardian, load_risk_state
+from daemon.audit import AuditTrail
+from daemon.broker_mode import check_mode
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import BrokerAccess, EmbeddedMosquitto, prepare_logins
 from daemon.endpoints import GENERATED_CODE_FILE, control_endpoint, mqtt_endpoint
-from daemon.errors import ConfigError
 from daemon.journal import Journal, JournalWriter
 from daemon.metrics import Metrics
 from daemon.mqtt_session import MqttSession

@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 from harness import VENV_BIN, free_port, write_config
 
+from actors.core.errors import TradeguardError
 from daemon.config import builtin_defaults, load_config
 from daemon.doctor import diagnose
 from daemon.embedded_broker import client_config, password_hash, prepare_logins
-from daemon.errors import TradeguardError
 from daemon.wiring import Daemon
 
 TG = str(VENV_BIN / "tradeguard")

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from harness import VENV_BIN, Mosquitto, base_tables, probe, running_daemon, write_config
 
+from actors.admin_code import hash_code
+from actors.core.errors import ConfigError
 from actors.kill_switch import _matches  # the pure matching rule itself
-from daemon.admin_code import hash_code
 from daemon.config import TriggerConfig, parse_config
-from daemon.errors import ConfigError
 from protocol.topics import Topics
 
 ADMIN_CODE = "open-sesame-42"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
+from actors.core.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
 from daemon.config import RiskConfig
 from protocol.messages import CircuitState
 

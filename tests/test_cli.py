@@ -15,8 +15,8 @@ import pyotp
 import pytest
 from harness import VENV_BIN, Mosquitto, base_tables, running_daemon, write_config
 
+from actors.admin_code import AdminCodeVerifier
 from daemon import cli
-from daemon.admin_code import AdminCodeVerifier
 from daemon.journal import Journal
 
 TG = str(VENV_BIN / "tradeguard")

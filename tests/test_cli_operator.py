@@ -30,9 +30,9 @@ from harness import (
     write_config,
 )
 
+from actors.admin_code import hash_code
 from daemon import cli
 from daemon import client_commands as cc
-from daemon.admin_code import hash_code
 from daemon.client_commands import human_time
 from daemon.config import load_config
 from daemon.journal import Journal, Write

@@ -10,9 +10,9 @@ import pyotp
 import pytest
 from harness import VENV_BIN
 
-from daemon.admin_code import hash_code
+from actors.admin_code import hash_code
+from actors.core.errors import ConfigError, SecretError
 from daemon.config import builtin_defaults, load_config, parse_config, read_secret
-from daemon.errors import ConfigError, SecretError
 
 
 @pytest.mark.parametrize(

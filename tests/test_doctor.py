@@ -27,7 +27,7 @@ import pytest
 from harness import Mosquitto, free_port, trading_tables, write_config
 from sim_harness import fast_config, running_venue
 
-from daemon.admin_code import hash_code
+from actors.admin_code import hash_code
 from daemon.config import Config, load_config
 from daemon.doctor import classify_skew, diagnose, run_doctor
 from daemon.embedded_broker import find_mosquitto, mosquitto_config

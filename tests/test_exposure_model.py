@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from test_order_state_machine import make_manager
 
+from actors.channels import OrderUpdate
+from actors.core.risk_limits import Quote
 from actors.order_manager import OrderRecord
-from actors.risk_limits import Quote
-from daemon.channels import OrderUpdate
 from daemon.journal import Write
 from protocol.messages import FillEvent, OrderEvent, OrderIntent
 

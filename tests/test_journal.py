@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from actors import order_manager
+from actors.base import TradingHalt
 from actors.order_manager import DecisionIndex, load_books
-from daemon.actor import TradingHalt
 from daemon.journal import Journal, JournalWriter, Write
 from protocol.codec import encode
 from protocol.messages import OrderIntent

@@ -20,7 +20,7 @@ from harness import (
     write_config,
 )
 
-from daemon.admin_code import hash_code
+from actors.admin_code import hash_code
 from protocol.topics import Topics
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.open_orders import OpenOrders
+from actors.core.open_orders import OpenOrders
 from protocol.messages import OrderIntent
 
 SYMBOLS = ("AAPL", "MSFT", "NVDA")

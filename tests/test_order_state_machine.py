@@ -12,6 +12,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from actors.base import TradingHalt
+from actors.channels import OrderUpdate
 from actors.kill_switch import KillGate
 from actors.order_manager import (
     FINAL,
@@ -22,8 +24,6 @@ from actors.order_manager import (
     legal,
 )
 from actors.risk_guardian import RiskGuardian
-from daemon.actor import TradingHalt
-from daemon.channels import OrderUpdate
 from daemon.config import builtin_defaults
 from daemon.journal import Journal, JournalWriter, Write
 from protocol.messages import AuditRecord, FillEvent, OrderEvent, OrderIntent, OrderStatus

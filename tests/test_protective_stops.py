@@ -26,7 +26,7 @@ from harness import (
 )
 from sim_harness import running_venue
 
-from actors.risk_limits import (
+from actors.core.risk_limits import (
     DuplicateDetector,
     PortfolioView,
     Quote,

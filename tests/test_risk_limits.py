@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.risk_limits import (
+from actors.core.risk_limits import (
     DuplicateDetector,
     EffectiveLimits,
     PortfolioView,

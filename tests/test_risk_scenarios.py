@@ -21,7 +21,7 @@ from harness import (
 )
 from sim_harness import fast_config, running_venue
 
-from daemon.admin_code import hash_code
+from actors.admin_code import hash_code
 from protocol.topics import Topics
 from sim.config import SymbolSpec
 

@@ -21,8 +21,8 @@ from harness import (
     write_config,
 )
 
+from actors.core.errors import StateFolderInUseError
 from daemon.config import load_config
-from daemon.errors import StateFolderInUseError
 from daemon.state_lock import LOCK_FILE_NAME, StateFolderLock
 from daemon.wiring import Daemon
 from protocol.topics import Topics

@@ -19,7 +19,7 @@ from typing import Final
 import msgspec
 import pyotp
 
-from daemon.errors import ConfigError
+from actors.core.errors import ConfigError
 
 TOTP_STEP_S: Final = 30
 TOTP_DIGITS: Final = 6

@@ -18,7 +18,7 @@ import anyio
 import msgspec
 import structlog
 
-from daemon.errors import ActorDiedError
+from actors.core.errors import ActorDiedError
 
 log = structlog.get_logger(__name__)
 
