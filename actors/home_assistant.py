@@ -43,7 +43,7 @@ from typing import Any, Final
 import msgspec
 
 from actors.channels import Publish
-from daemon.config import HomeAssistantConfig
+from actors.core.settings import HomeAssistantConfig
 from protocol.topics import Topics
 
 _json = msgspec.json.Encoder()

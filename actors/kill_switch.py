@@ -29,9 +29,9 @@ from actors.channels import (
     Publish,
     TriggerPress,
 )
+from actors.core.settings import TriggerConfig
 from actors.home_assistant import HomeAssistantDiscovery
 from daemon.audit import audit_row
-from daemon.config import TriggerConfig
 from daemon.journal import Journal, JournalWriter, Write, set_meta
 from protocol.codec import DecodeFailure, decode_json, encode
 from protocol.messages import (

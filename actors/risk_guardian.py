@@ -41,20 +41,22 @@ from actors.core.risk_limits import (
     order_terms,
     usable_quote,
 )
+from actors.core.settings import RiskConfig, StrategyConfig
 from actors.kill_switch import KillGate
 from daemon.audit import audit_row
-from daemon.config import Config
 from daemon.journal import Journal, JournalWriter, set_meta
 from protocol.codec import encode
 from protocol.messages import (
     ApprovalPending,
     AuditRecord,
+    BrokerKind,
     CircuitState,
     DaemonState,
     Engage,
     OrderIntent,
     PendingApproval,
     Reason,
+    TradingMode,
 )
 from protocol.reasons import ReasonCode
 from protocol.topics import Topics
@@ -132,7 +134,10 @@ class RiskGuardian(Actor):
     def __init__(
         self,
         *,
-        config: Config,
+        risk: RiskConfig,
+        strategies: Mapping[str, StrategyConfig],
+        broker_mode: TradingMode,
+        broker_kind: BrokerKind,
         gate: KillGate,
         topics: Topics,
         outbound: MemoryObjectSendStream[Publish],
@@ -146,7 +151,10 @@ class RiskGuardian(Actor):
     ) -> None:
         """Wire the guardian; ``audit`` takes the ``ledger.drift`` records."""
         super().__init__("risk_guardian", halt=halt)
-        self._config = config
+        self._risk = risk
+        self._strategies = strategies
+        self._broker_mode = broker_mode
+        self._broker_kind = broker_kind
         self._gate = gate
         self._topics = topics
         self._outbound = outbound
@@ -156,11 +164,10 @@ class RiskGuardian(Actor):
         self._kill_commands = kill_commands
         self._audit = audit
         self._drift = DriftWatch()
-        self.breaker = CircuitBreaker(config.risk, circuit)
+        self.breaker = CircuitBreaker(risk, circuit)
         self.session = session or SessionState()
         self.limits: dict[str, EffectiveLimits] = {
-            sid: effective_limits(config.risk, strategy)
-            for sid, strategy in config.strategies.items()
+            sid: effective_limits(risk, strategy) for sid, strategy in strategies.items()
         }
         self._rates = RateLimiter(
             {sid: lim.max_intents_per_second for sid, lim in self.limits.items()}
@@ -175,7 +182,7 @@ class RiskGuardian(Actor):
         """Fetch fresh quotes for the held symbols (set by the wiring), for the marks."""
         self.quotes: Mapping[str, Quote] = {}
         self.books: dict[str, StrategyBookView] = {}
-        self.abstentions: dict[str, int] = dict.fromkeys(config.strategies, 0)
+        self.abstentions: dict[str, int] = dict.fromkeys(strategies, 0)
         self.pending_approvals: dict[tuple[str, str], PendingApproval] = {}
         self.external_orders: list[str] = []
         self._status: BrokerStatus | None = None
@@ -193,7 +200,7 @@ class RiskGuardian(Actor):
 
     def quote(self, symbol: str, now: float) -> Quote | None:
         """A usable quote for ``symbol`` from the gateway's cache, or None."""
-        return usable_quote(self.quotes.get(symbol), now, self._config.risk.quote_max_age_s)
+        return usable_quote(self.quotes.get(symbol), now, self._risk.quote_max_age_s)
 
     def portfolio_view(self) -> PortfolioView:
         """The account as the limits see it.
@@ -317,7 +324,7 @@ class RiskGuardian(Actor):
             quote=self.quote(intent.symbol, now),
             now=now,
             circuit=self.breaker.state,
-            reduce_only=self.breaker.reduce_only and self._config.risk.reduce_only_on_warn,
+            reduce_only=self.breaker.reduce_only and self._risk.reduce_only_on_warn,
         )
         if any(r.code is ReasonCode.LOW_CONFIDENCE for r in reasons):
             self.abstentions[strategy_id] = self.abstentions.get(strategy_id, 0) + 1
@@ -353,7 +360,7 @@ class RiskGuardian(Actor):
             quote=self.quote(intent.symbol, now),
             now=now,
             circuit=self.breaker.state,
-            reduce_only=self.breaker.reduce_only and self._config.risk.reduce_only_on_warn,
+            reduce_only=self.breaker.reduce_only and self._risk.reduce_only_on_warn,
         )
         return reasons
 
@@ -441,7 +448,7 @@ class RiskGuardian(Actor):
     async def _apply_status_locked(self, status: BrokerStatus) -> None:
         assert status.equity is not None
         now = time.time()
-        candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
+        candidate = CircuitBreaker(self._risk, self.breaker.snapshot())
         transitions: list[Transition] = []
         session = self.session
         if status.market_open and status.session and status.session != session.session:
@@ -497,7 +504,7 @@ class RiskGuardian(Actor):
     async def reset_circuit(self, operator: str | None) -> str:
         """Close the circuit after the authority checked the admin code; returns what happened."""
         async with self._breaker_lock:
-            candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
+            candidate = CircuitBreaker(self._risk, self.breaker.snapshot())
             transitions = candidate.reset(time.time(), operator=operator)
             if not transitions:
                 return "circuit was already closed"
@@ -510,8 +517,8 @@ class RiskGuardian(Actor):
         """The retained daemon state message."""
         return DaemonState(
             version=self._version,
-            mode=self._config.broker.mode,
-            broker=self._config.broker.kind,
+            mode=self._broker_mode,
+            broker=self._broker_kind,
             broker_connected=self.broker_connected,
             circuit=self.breaker.state,
             equity=self.equity,
@@ -520,7 +527,7 @@ class RiskGuardian(Actor):
             ts=time.time(),
             trading_halted=self._halt_latch.halted,
             halt_reason=self._halt_latch.reason,
-            strategies=sorted(self._config.strategies),
+            strategies=sorted(self._strategies),
             start_of_day_equity=self.breaker.start_of_day_equity,
             peak_equity=self.breaker.peak_equity,
             circuit_reason=self.breaker.reason,
@@ -587,7 +594,7 @@ class RiskGuardian(Actor):
                 equity = self.current_equity()
                 if equity is None or basis is not self._basis:
                     continue  # a poll arrived meanwhile: its own figure is applied
-                candidate = CircuitBreaker(self._config.risk, self.breaker.snapshot())
+                candidate = CircuitBreaker(self._risk, self.breaker.snapshot())
                 transitions = candidate.update(equity, time.time())
                 before = self.breaker.snapshot()
                 if transitions or candidate.snapshot().peak_equity != before.peak_equity:

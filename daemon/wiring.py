@@ -278,7 +278,10 @@ class Daemon:
         )
         circuit_state, session_state = load_risk_state(self.journal)
         guardian = RiskGuardian(
-            config=config,
+            risk=config.risk,
+            strategies=config.strategies,
+            broker_mode=config.broker.mode,
+            broker_kind=config.broker.kind,
             gate=self.gate,
             topics=self.topics,
             outbound=outbound.sender.clone(),

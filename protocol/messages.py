@@ -52,6 +52,8 @@ __all__ = [
 # ``(?!\n)$``: a bare ``$`` also matches before a trailing newline in Python, so
 # ``"AAPL\n"`` would pass. The lookahead keeps the patterns valid JSON Schema (ECMA 262).
 STRATEGY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,32}(?!\n)$"
+TradingMode = Literal["paper", "live"]
+BrokerKind = Literal["sim", "alpaca"]
 INTENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}(?!\n)$"
 SYMBOL_PATTERN = r"^[A-Z0-9./]{1,12}(?!\n)$"
 MAX_QTY_DECIMALS = 9
@@ -457,8 +459,8 @@ class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
     """Retained on ``P/v1/daemon/state``."""
 
     version: str
-    mode: Literal["paper", "live"]
-    broker: Literal["sim", "alpaca"]
+    mode: TradingMode
+    broker: BrokerKind
     broker_connected: bool
     circuit: CircuitState
     equity: float | None

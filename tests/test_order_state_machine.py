@@ -49,7 +49,15 @@ def make_manager(tmp: Path) -> tuple[OrderManager, list[AuditRecord]]:
     gate = KillGate()
     topics = Topics("sm")
     guardian = RiskGuardian(
-        config=config, gate=gate, topics=topics, outbound=pair()[0], version="t", halt=halt
+        risk=config.risk,
+        strategies=config.strategies,
+        broker_mode=config.broker.mode,
+        broker_kind=config.broker.kind,
+        gate=gate,
+        topics=topics,
+        outbound=pair()[0],
+        version="t",
+        halt=halt,
     )
     manager = OrderManager(
         strategy_id="demo",

@@ -33,7 +33,7 @@ from typing import Final
 
 import msgspec
 
-from daemon.config import RiskConfig
+from actors.core.settings import RiskConfig
 from protocol.messages import CircuitState
 
 __all__ = ["CircuitBreaker", "CircuitBreakerState", "Transition"]

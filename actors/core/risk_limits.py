@@ -92,7 +92,7 @@ from typing import Final
 
 import msgspec
 
-from daemon.config import RiskConfig, StrategyConfig
+from actors.core.settings import RiskConfig, StrategyConfig
 from protocol.messages import CircuitState, OrderIntent, Reason
 from protocol.reasons import ReasonCode
 
