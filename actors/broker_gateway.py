@@ -79,7 +79,7 @@ from actors.channels import (
 )
 from actors.core.errors import BrokerError
 from actors.core.risk_limits import Quote
-from actors.kill_switch import KillGate
+from actors.core.trading_state import KillGate
 from protocol.messages import OrderIntent, OrderStatus
 
 log = structlog.get_logger(__name__)

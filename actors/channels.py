@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Generic, Protocol, TypeVar
 
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from actors.core.risk_limits import Quote, StrategyView
+from actors.core.rows import Row
 from protocol.codec import DecodeFailure
-from protocol.messages import ApprovalCommand, Intent, KillCommand, OrderIntent, OrderStatus
+from protocol.messages import (
+    ApprovalCommand,
+    Intent,
+    KillCommand,
+    OrderIntent,
+    OrderStatus,
+    PendingApproval,
+    Reason,
+)
 
 T = TypeVar("T")
 
@@ -178,3 +189,76 @@ class ApprovalDecision(msgspec.Struct, frozen=True, kw_only=True):
     intent_id: str
     approved: bool
     operator: str | None = None
+
+
+# ---------------------------------------------------------------------- seams
+# Narrow interfaces an actor is handed at construction; the daemon provides them.
+
+
+class JournalSink(Protocol):
+    """Where an actor journals: ``write`` returns once the rows are durable."""
+
+    async def write(self, *rows: Row, urgent: bool = False) -> None:
+        """Journal ``rows`` (``urgent``: ahead of the queue, for the control plane)."""
+        ...
+
+
+class OrderMetrics(Protocol):
+    """The counters an order manager feeds."""
+
+    def intent(self, strategy_id: str, outcome: str, codes: Sequence[str] = ()) -> None:
+        """Count one decided intent and its reason codes."""
+        ...
+
+    def decision_latency(self, seconds: float) -> None:
+        """Time from receipt to journaled decision."""
+        ...
+
+    def order_status(self, strategy_id: str, status: str) -> None:
+        """Count one order status change."""
+        ...
+
+
+class RiskDesk(Protocol):
+    """What an order manager asks of the risk guardian, right before it decides."""
+
+    @property
+    def quotes(self) -> Mapping[str, Quote]:
+        """The latest quotes, by symbol."""
+        ...
+
+    @property
+    def abstentions(self) -> Mapping[str, int]:
+        """Heartbeat-less abstentions, by strategy."""
+        ...
+
+    def evaluate(
+        self,
+        strategy_id: str,
+        intent: OrderIntent,
+        now: float,
+        strategy_view: StrategyView | None = None,
+        received_at: float | None = None,
+    ) -> list[Reason]:
+        """Every limit ``intent`` breaks (empty: it may trade)."""
+        ...
+
+    def needs_approval(
+        self, strategy_id: str, intent: OrderIntent, view: StrategyView, now: float
+    ) -> float | None:
+        """The notional that needs a human's approval, or None."""
+        ...
+
+    def recheck_after_approval(
+        self, strategy_id: str, intent: OrderIntent, now: float, view: StrategyView
+    ) -> list[Reason]:
+        """The limits again, once a human approved."""
+        ...
+
+    def session_pnl_base(self, strategy_id: str) -> float:
+        """Realized P&L of the strategy when the session began."""
+        ...
+
+    def set_pending(self, approval: PendingApproval | None, key: tuple[str, str]) -> None:
+        """Add (or with None remove) one pending approval."""
+        ...

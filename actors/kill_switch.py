@@ -24,15 +24,16 @@ from actors.channels import (
     ApprovalDecision,
     Heartbeat,
     InboundKillCommand,
+    JournalSink,
     KillChanged,
     KillSettled,
     Publish,
     TriggerPress,
 )
+from actors.core.rows import TOTP_KEY, AuditRow, MetaRow, Row, SwitchRow
 from actors.core.settings import TriggerConfig
+from actors.core.trading_state import GLOBAL, PAUSE_PREFIX, KillGate
 from actors.home_assistant import HomeAssistantDiscovery
-from daemon.audit import audit_row
-from daemon.journal import Journal, JournalWriter, Write, set_meta
 from protocol.codec import DecodeFailure, decode_json, encode
 from protocol.messages import (
     Approve,
@@ -46,66 +47,12 @@ from protocol.messages import (
     Resume,
     SwitchState,
 )
-from protocol.reasons import ReasonCode
 from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 
-GLOBAL: Final = "global"
-PAUSE_PREFIX: Final = "pause:"
-"""Pauses are kept beside the switches (a strategy id never contains a colon)."""
-_TOTP_META_KEY: Final = "kill.last_totp_step"
 PRIVILEGED_QUEUE: Final = 256
 """Commands waiting for a code check; more are refused (and audited) at once."""
-
-
-class KillGate:
-    """The read-only view of the switches that other actors consult.
-
-    Only the authority writes it; readers call :meth:`blocked` right before
-    acting (the order manager before journaling, the gateway before every POST).
-    """
-
-    def __init__(self, switches: Mapping[str, SwitchState] | None = None) -> None:
-        """Start from persisted switches (key ``global`` or a strategy id)."""
-        self._switches: dict[str, SwitchState] = dict(switches or {})
-
-    def blocked(self, strategy_id: str) -> ReasonCode | None:
-        """Why ``strategy_id`` may not trade right now, or None."""
-        if self._switches.get(GLOBAL, _OFF).engaged:
-            return ReasonCode.KILL_SWITCH_GLOBAL
-        if self._switches.get(strategy_id, _OFF).engaged:
-            return ReasonCode.KILL_SWITCH_STRATEGY
-        return None
-
-    def engaged(self, strategy_id: str | None) -> bool:
-        """Whether that exact switch (None: global) is engaged."""
-        return self._switches.get(strategy_id or GLOBAL, _OFF).engaged
-
-    def switch(self, key: str) -> SwitchState:
-        """One switch's state."""
-        return self._switches.get(key, _OFF)
-
-    def paused(self, strategy_id: str) -> bool:
-        """Whether the strategy is paused (it may only reduce its positions)."""
-        return self._switches.get(PAUSE_PREFIX + strategy_id, _OFF).engaged
-
-    def _set(self, key: str, state: SwitchState) -> None:
-        self._switches[key] = state
-
-
-_OFF: Final = SwitchState()
-
-
-def load_gate(journal: Journal) -> KillGate:
-    """Read the persisted switches; called at start-up before any intent is answered."""
-    rows = journal.query("SELECT scope_key, engaged, since, reason, source FROM kill_switch")
-    return KillGate(
-        {
-            key: SwitchState(engaged=bool(engaged), since=since, reason=reason, source=source)
-            for key, engaged, since, reason, source in rows
-        }
-    )
 
 
 class KillSwitchAuthority(Actor):
@@ -130,7 +77,7 @@ class KillSwitchAuthority(Actor):
         self,
         *,
         gate: KillGate,
-        journal: JournalWriter,
+        journal: JournalSink,
         verifier: AdminCodeVerifier,
         topics: Topics,
         strategies: frozenset[str],
@@ -245,7 +192,7 @@ class KillSwitchAuthority(Actor):
                     detail=settled.detail,
                     ts=time.time(),
                 )
-                await self._journal.write(audit_row(record), urgent=True)
+                await self._journal.write(AuditRow(record=record), urgent=True)
                 self.gate._set(key, msgspec.structs.replace(current, settled=True))  # noqa: SLF001  # the only writer
                 log.warning("kill.settled", scope=record.scope, strategy_id=settled.strategy_id)
                 await self._publish_state()
@@ -353,7 +300,7 @@ class KillSwitchAuthority(Actor):
                 detail=detail,
                 ts=now,
             )
-            await self._journal.write(_switch_row(key, state), audit_row(record), urgent=True)
+            await self._journal.write(_switch_row(key, state), AuditRow(record=record), urgent=True)
             self.gate._set(key, state)  # noqa: SLF001  # the authority is the gate's only writer
             log.warning(
                 "kill.engaged",
@@ -435,7 +382,7 @@ class KillSwitchAuthority(Actor):
                 else f"was not engaged ({verdict.detail})",
                 ts=now,
             )
-            writes += [_switch_row(key, SwitchState()), audit_row(record)]
+            writes += [_switch_row(key, SwitchState()), AuditRow(record=record)]
             await self._journal.write(*writes, urgent=True)
             self.gate._set(key, SwitchState())  # noqa: SLF001  # the authority is the only writer
             if strategy_id in self._last_heartbeat:
@@ -469,7 +416,7 @@ class KillSwitchAuthority(Actor):
                 detail=detail,
                 ts=now,
             )
-            writes = [audit_row(record)]
+            writes: list[Row] = [AuditRow(record=record)]
             state = SwitchState(engaged=True, since=now, reason=reason, source=source)
             if ok:
                 writes.append(_switch_row(PAUSE_PREFIX + strategy_id, state))
@@ -493,7 +440,7 @@ class KillSwitchAuthority(Actor):
         operator: str | None,
         now: float,
         caller: str = "",
-    ) -> tuple[Verdict, list[Write]] | None:
+    ) -> tuple[Verdict, list[Row]] | None:
         """Check an admin code; a refusal is journaled, logged and published here.
 
         Returns:
@@ -508,9 +455,9 @@ class KillSwitchAuthority(Actor):
             verdict = msgspec.structs.replace(
                 verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
             )
-        writes: list[Write] = []
+        writes: list[Row] = []
         if verdict.totp_step is not None:
-            writes.append(set_meta(_TOTP_META_KEY, str(verdict.totp_step)))
+            writes.append(MetaRow(key=TOTP_KEY, value=str(verdict.totp_step)))
         if verdict.ok:
             return verdict, writes
         record = AuditRecord(
@@ -523,7 +470,7 @@ class KillSwitchAuthority(Actor):
             detail=f"denied: {verdict.detail}",
             ts=now,
         )
-        await self._journal.write(*writes, audit_row(record), urgent=True)
+        await self._journal.write(*writes, AuditRow(record=record), urgent=True)
         log.warning(
             "admin.denied",
             type=kind,
@@ -592,7 +539,7 @@ class KillSwitchAuthority(Actor):
             )
             if isinstance(command, Resume):
                 writes.append(_switch_row(PAUSE_PREFIX + command.strategy_id, SwitchState()))
-            await self._journal.write(*writes, audit_row(record), urgent=True)
+            await self._journal.write(*writes, AuditRow(record=record), urgent=True)
             await self._apply_privileged(command)
             await self._publish_audit(record)
             return True
@@ -759,7 +706,7 @@ class KillSwitchAuthority(Actor):
         )
 
     async def _audit(self, record: AuditRecord) -> None:
-        await self._journal.write(audit_row(record), urgent=True)
+        await self._journal.write(AuditRow(record=record), urgent=True)
         await self._publish_audit(record)
 
     async def _publish_audit(self, record: AuditRecord) -> None:
@@ -810,16 +757,11 @@ def _matches(trigger: TriggerConfig, payload: bytes) -> bool:
     )
 
 
-def _switch_row(key: str, state: SwitchState) -> Write:
-    return Write(
-        "INSERT INTO kill_switch (scope_key, engaged, since, reason, source) VALUES (?,?,?,?,?) "
-        "ON CONFLICT(scope_key) DO UPDATE SET engaged=excluded.engaged, since=excluded.since, "
-        "reason=excluded.reason, source=excluded.source",
-        (key, int(state.engaged), state.since, state.reason, state.source),
+def _switch_row(key: str, state: SwitchState) -> SwitchRow:
+    return SwitchRow(
+        scope_key=key,
+        engaged=state.engaged,
+        since=state.since,
+        reason=state.reason,
+        source=state.source,
     )
-
-
-def load_last_totp_step(journal: Journal) -> int | None:
-    """The last accepted TOTP step, so that a restart cannot accept it again."""
-    value = journal.get_meta(_TOTP_META_KEY)
-    return int(value) if value is not None else None

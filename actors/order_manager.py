@@ -15,12 +15,9 @@ state twice without a fill being counted twice.
 from __future__ import annotations
 
 import re
-import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from functools import partial
 from typing import Final, assert_never
 
 import anyio
@@ -34,18 +31,28 @@ from actors.channels import (
     CancelOrder,
     FlattenNow,
     InboundIntent,
+    JournalSink,
     KillChanged,
+    OrderMetrics,
     OrderUpdate,
     Publish,
+    RiskDesk,
     SubmitOrder,
     receive_batch,
 )
+from actors.core.book import (
+    FINAL,
+    RECENT_FINAL_ORDERS,
+    OrderRecord,
+    Position,
+    StrategyBook,
+    client_order_id,
+    legal,
+)
 from actors.core.open_orders import OpenOrders
 from actors.core.risk_limits import PositionView, Quote, StrategyView
-from actors.kill_switch import KillGate
-from actors.risk_guardian import RiskGuardian
-from daemon.journal import Journal, JournalWriter, Write
-from daemon.metrics import Metrics
+from actors.core.rows import DecisionRow, FillRow, OrderChangeRow, OrderRow, Row
+from actors.core.trading_state import KillGate
 from protocol.codec import encode
 from protocol.messages import (
     Accepted,
@@ -67,29 +74,6 @@ from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 
-FINAL: Final[frozenset[OrderStatus]] = frozenset({"filled", "cancelled", "rejected", "expired"})
-_LIVE: Final[tuple[OrderStatus, ...]] = (
-    "accepted",
-    "partially_filled",
-    "filled",
-    "pending_cancel",
-    "cancelled",
-    "rejected",
-    "expired",
-)
-TRANSITIONS: Final[dict[OrderStatus, frozenset[OrderStatus]]] = {
-    "pending": frozenset({"submitted", "rejected", "cancelled", *_LIVE}),
-    "submitted": frozenset({"submitted", *_LIVE}),
-    "accepted": frozenset(_LIVE),
-    "partially_filled": frozenset(s for s in _LIVE if s != "accepted"),
-    "pending_cancel": frozenset(_LIVE),
-    "filled": frozenset(),
-    "cancelled": frozenset(),
-    "rejected": frozenset(),
-    "expired": frozenset(),
-}
-"""Allowed next statuses. Staying in a state is allowed where the fill can grow."""
-
 _EPS: Final = 1e-9
 DECISION_BATCH: Final = 32
 """Intents decided per group commit. Deciding runs without a pause, so a batch this size
@@ -98,115 +82,6 @@ plane shares the loop)."""
 ADMISSION_MARGIN: Final = 0.8
 """An order is admitted only if its POST is expected within this share of the deadline."""
 _decision_decoder = msgspec.json.Decoder(Accepted | Rejected)
-_intent_decoder = msgspec.json.Decoder(OrderIntent)
-
-
-def client_order_id(strategy_id: str, intent_id: str) -> str:
-    """The broker-side id of an intent's order: ``SID-intent_id`` (at most 97 chars)."""
-    return f"{strategy_id}-{intent_id}"
-
-
-def legal(current: OrderStatus, new: OrderStatus) -> bool:
-    """Whether the state machine allows ``current -> new``."""
-    return new in TRANSITIONS[current]
-
-
-@dataclass
-class OrderRecord:
-    """One order as the journal knows it."""
-
-    client_order_id: str
-    intent_id: str
-    intent: OrderIntent
-    status: OrderStatus
-    broker_order_id: str | None = None
-    filled_qty: float = 0.0
-    filled_avg_price: float | None = None
-    created_ts: float = 0.0
-
-
-@dataclass
-class Position:
-    """A strategy's position in one symbol (average-cost book)."""
-
-    qty: float = 0.0
-    avg_price: float = 0.0
-    realized_pnl: float = 0.0
-
-    def apply(self, side_sign: int, qty: float, price: float) -> None:
-        """Book one fill; ``side_sign`` is +1 for a buy, -1 for a sell."""
-        signed = side_sign * qty
-        if self.qty == 0 or (self.qty > 0) == (signed > 0):
-            total = self.qty + signed
-            self.avg_price = (self.avg_price * abs(self.qty) + price * qty) / abs(total)
-            self.qty = total
-            return
-        closing = min(qty, abs(self.qty))
-        direction = 1 if self.qty > 0 else -1
-        self.realized_pnl += (price - self.avg_price) * closing * direction
-        remainder = qty - closing
-        self.qty += side_sign * closing
-        if abs(self.qty) < _EPS:
-            self.qty = 0.0
-            self.avg_price = 0.0
-        if remainder > _EPS:
-            self.qty = side_sign * remainder
-            self.avg_price = price
-
-
-class DecisionIndex:
-    """``intent_id`` -> journaled decision, for answering re-sent intents forever.
-
-    The most recent decisions are kept in memory (bounded); an intent older than that
-    is looked up in the journal, so a daemon that runs for years neither forgets an
-    intent nor grows without bound.
-    """
-
-    def __init__(
-        self,
-        recent: Mapping[str, bytes] | None = None,
-        *,
-        lookup: Callable[[str], bytes | None] | None = None,
-        capacity: int = 100_000,
-    ) -> None:
-        """Start from the most recent decisions; ``lookup`` reads older ones."""
-        self._recent: OrderedDict[str, bytes] = OrderedDict(recent or {})
-        self._lookup = lookup
-        self._capacity = capacity
-
-    def get(self, intent_id: str) -> bytes | None:
-        """The decision for ``intent_id``, or None if there never was one."""
-        found = self._recent.get(intent_id)
-        if found is None and self._lookup is not None:
-            found = self._lookup(intent_id)
-            if found is not None:
-                self.put(intent_id, found)
-        return found
-
-    def __contains__(self, intent_id: object) -> bool:
-        """Whether ``intent_id`` was decided (memory or journal)."""
-        return isinstance(intent_id, str) and self.get(intent_id) is not None
-
-    def put(self, intent_id: str, payload: bytes) -> None:
-        """Remember a decision (the caller journals it)."""
-        self._recent[intent_id] = payload
-        self._recent.move_to_end(intent_id)
-        while len(self._recent) > self._capacity:
-            self._recent.popitem(last=False)
-
-    def __len__(self) -> int:
-        """Decisions held in memory."""
-        return len(self._recent)
-
-
-@dataclass
-class StrategyBook:
-    """Everything the journal knows about one strategy, loaded at start-up."""
-
-    decisions: DecisionIndex = field(default_factory=DecisionIndex)
-    lookup_order: Callable[[str], OrderRecord | None] | None = None
-    orders: dict[str, OrderRecord] = field(default_factory=dict)
-    positions: dict[str, Position] = field(default_factory=dict)
 
 
 class OrderManager(Actor):
@@ -235,9 +110,9 @@ class OrderManager(Actor):
         outbound: MemoryObjectSendStream[Publish],
         submissions: MemoryObjectSendStream[SubmitOrder],
         cancels: MemoryObjectSendStream[CancelOrder],
-        journal: JournalWriter,
+        journal: JournalSink,
         book: StrategyBook,
-        guardian: RiskGuardian,
+        guardian: RiskDesk,
         gate: KillGate,
         topics: Topics,
         broker_ready: anyio.Event,
@@ -245,7 +120,7 @@ class OrderManager(Actor):
         halt: TradingHalt,
         refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None,
         approval_timeout_s: float = 120.0,
-        metrics: Metrics | None = None,
+        metrics: OrderMetrics | None = None,
         admission: Callable[[int], float] | None = None,
         submit_deadline_s: float = 30.0,
     ) -> None:
@@ -309,7 +184,7 @@ class OrderManager(Actor):
 
         Cancels are handled in order too, after the orders before them are decided.
         """
-        writes: list[Write] = []
+        writes: list[Row] = []
         answers: list[bytes] = []
         submissions: list[SubmitOrder] = []
         symbols = {
@@ -358,7 +233,7 @@ class OrderManager(Actor):
         )
 
     async def _commit(
-        self, writes: list[Write], answers: list[bytes], submissions: list[SubmitOrder]
+        self, writes: list[Row], answers: list[bytes], submissions: list[SubmitOrder]
     ) -> None:
         """Journal the decisions, then answer, then hand accepted orders to the gateway."""
         if writes:
@@ -377,7 +252,7 @@ class OrderManager(Actor):
         self,
         intent: OrderIntent,
         received_at: float,
-        writes: list[Write],
+        writes: list[Row],
         answers: list[bytes],
         submissions: list[SubmitOrder],
     ) -> None:
@@ -430,7 +305,7 @@ class OrderManager(Actor):
         intent: OrderIntent,
         reasons: list[Reason],
         now: float,
-        writes: list[Write],
+        writes: list[Row],
         answers: list[bytes],
     ) -> None:
         payload = encode(Rejected(intent_id=intent.intent_id, reasons=reasons, ts=now))
@@ -454,7 +329,7 @@ class OrderManager(Actor):
         self,
         intent: OrderIntent,
         now: float,
-        writes: list[Write],
+        writes: list[Row],
         answers: list[bytes],
         submissions: list[SubmitOrder],
     ) -> None:
@@ -533,7 +408,7 @@ class OrderManager(Actor):
         self._guardian.set_pending(None, (self.strategy_id, intent_id))
         self._state_dirty.set()
         now = time.time()
-        writes: list[Write] = []
+        writes: list[Row] = []
         answers: list[bytes] = []
         submissions: list[SubmitOrder] = []
         if approved is None:
@@ -686,7 +561,7 @@ class OrderManager(Actor):
 
     async def _consume_updates(self) -> None:
         while (batch := await receive_batch(self._updates)) is not None:
-            writes: list[Write] = []
+            writes: list[Row] = []
             events: list[OrderEvent | FillEvent] = []
             flatten = False
             for item in batch:
@@ -709,7 +584,7 @@ class OrderManager(Actor):
                 await self._flatten()
 
     def _apply(
-        self, update: OrderUpdate, writes: list[Write], events: list[OrderEvent | FillEvent]
+        self, update: OrderUpdate, writes: list[Row], events: list[OrderEvent | FillEvent]
     ) -> None:
         """Apply one update to the book: state machine, fills, positions."""
         order = self.orders.get(update.client_order_id)
@@ -756,19 +631,15 @@ class OrderManager(Actor):
             self._open.refill(order)
             order.filled_avg_price = update.filled_avg_price
             writes.append(
-                Write(
-                    "INSERT OR IGNORE INTO fills (client_order_id, strategy_id, symbol, side, qty, "
-                    "price, ts, cum_qty) VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        order.client_order_id,
-                        self.strategy_id,
-                        order.intent.symbol,
-                        order.intent.side,
-                        delta,
-                        price,
-                        now,
-                        new_cum,
-                    ),
+                FillRow(
+                    client_order_id=order.client_order_id,
+                    strategy_id=self.strategy_id,
+                    symbol=order.intent.symbol,
+                    side=order.intent.side,
+                    qty=delta,
+                    price=price,
+                    ts=now,
+                    cum_qty=new_cum,
                 )
             )
             events.append(
@@ -798,18 +669,14 @@ class OrderManager(Actor):
             # is published but not worth an fsync of its own.
             return
         writes.append(
-            Write(
-                "UPDATE orders SET status=?, broker_order_id=?, filled_qty=?, filled_avg_price=?, "
-                "updated_ts=?, detail=COALESCE(?, detail) WHERE client_order_id=?",
-                (
-                    status,
-                    order.broker_order_id,
-                    order.filled_qty,
-                    order.filled_avg_price,
-                    now,
-                    update.detail,
-                    order.client_order_id,
-                ),
+            OrderChangeRow(
+                status=status,
+                broker_order_id=order.broker_order_id,
+                filled_qty=order.filled_qty,
+                filled_avg_price=order.filled_avg_price,
+                ts=now,
+                detail=update.detail,
+                client_order_id=order.client_order_id,
             )
         )
         log.info(
@@ -821,7 +688,7 @@ class OrderManager(Actor):
         )
 
     def _apply_leg(
-        self, update: OrderUpdate, writes: list[Write], events: list[OrderEvent | FillEvent]
+        self, update: OrderUpdate, writes: list[Row], events: list[OrderEvent | FillEvent]
     ) -> None:
         """Apply an update of a bracket leg: its fills move the position, on the exit side.
 
@@ -852,19 +719,15 @@ class OrderManager(Actor):
             position.apply(1 if side == "buy" else -1, delta, price)
             cum, avg = update.filled_qty, update.filled_avg_price
             writes.append(
-                Write(
-                    "INSERT OR IGNORE INTO fills (client_order_id, strategy_id, symbol, side, qty, "
-                    "price, ts, cum_qty) VALUES (?,?,?,?,?,?,?,?)",
-                    (
-                        update.client_order_id,
-                        self.strategy_id,
-                        intent.symbol,
-                        side,
-                        delta,
-                        price,
-                        now,
-                        cum,
-                    ),
+                FillRow(
+                    client_order_id=update.client_order_id,
+                    strategy_id=self.strategy_id,
+                    symbol=intent.symbol,
+                    side=side,
+                    qty=delta,
+                    price=price,
+                    ts=now,
+                    cum_qty=cum,
                 )
             )
             events.append(
@@ -1008,109 +871,20 @@ class OrderManager(Actor):
         )
 
 
-def _decision_row(sid: str, intent_id: str, *, accepted: bool, payload: bytes, ts: float) -> Write:
-    return Write(
-        "INSERT INTO decisions (strategy_id, intent_id, accepted, event, ts) VALUES (?,?,?,?,?)",
-        (sid, intent_id, int(accepted), payload, ts),
+def _decision_row(
+    sid: str, intent_id: str, *, accepted: bool, payload: bytes, ts: float
+) -> DecisionRow:
+    return DecisionRow(
+        strategy_id=sid, intent_id=intent_id, accepted=accepted, event=payload, ts=ts
     )
 
 
-def _order_insert(sid: str, record: OrderRecord, ts: float) -> Write:
-    return Write(
-        "INSERT INTO orders (client_order_id, strategy_id, intent_id, intent, status, "
-        "created_ts, updated_ts) VALUES (?,?,?,?,?,?,?)",
-        (
-            record.client_order_id,
-            sid,
-            record.intent_id,
-            encode(record.intent),
-            record.status,
-            ts,
-            ts,
-        ),
+def _order_insert(sid: str, record: OrderRecord, ts: float) -> OrderRow:
+    return OrderRow(
+        client_order_id=record.client_order_id,
+        strategy_id=sid,
+        intent_id=record.intent_id,
+        intent=encode(record.intent),
+        status=record.status,
+        ts=ts,
     )
-
-
-def _journaled_decision(reader: sqlite3.Connection, sid: str, intent_id: str) -> bytes | None:
-    row = reader.execute(
-        "SELECT event FROM decisions WHERE strategy_id = ? AND intent_id = ?", (sid, intent_id)
-    ).fetchone()
-    return bytes(row[0]) if row else None
-
-
-def _journaled_order(reader: sqlite3.Connection, sid: str, intent_id: str) -> OrderRecord | None:
-    row = reader.execute(
-        "SELECT client_order_id, intent_id, intent, status, broker_order_id, filled_qty, "
-        "filled_avg_price, created_ts FROM orders WHERE strategy_id = ? AND intent_id = ?",
-        (sid, intent_id),
-    ).fetchone()
-    if row is None:
-        return None
-    coid, iid, intent, status, broker_id, filled, avg, created = row
-    return OrderRecord(
-        client_order_id=coid,
-        intent_id=iid,
-        intent=_intent_decoder.decode(intent),
-        status=status,
-        broker_order_id=broker_id,
-        filled_qty=filled,
-        filled_avg_price=avg,
-        created_ts=created,
-    )
-
-
-RECENT_DECISIONS: Final = 2_000
-"""Decisions kept in memory per strategy: re-sends come within seconds. Older repeats are
-answered from the journal's primary key (one indexed read), so memory stays flat."""
-RECENT_FINAL_ORDERS: Final = 1_000
-"""Finished orders kept in memory per strategy; the journal keeps them all."""
-
-
-def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, StrategyBook]:
-    """Load each strategy's book from the journal at start-up.
-
-    Positions, unfinished orders and recent decisions and finished orders come into
-    memory; older ones stay in the journal and are looked up when asked for.
-    """
-    reader = journal.reader()
-    books: dict[str, StrategyBook] = {}
-    for sid in strategies:
-        recent = journal.query(
-            "SELECT intent_id, event FROM decisions WHERE strategy_id = ? ORDER BY ts DESC LIMIT ?",
-            (sid, RECENT_DECISIONS),
-        )
-        books[sid] = StrategyBook(
-            decisions=DecisionIndex(
-                {intent_id: bytes(event) for intent_id, event in reversed(recent)},
-                lookup=partial(_journaled_decision, reader, sid),
-                capacity=RECENT_DECISIONS,
-            ),
-            lookup_order=partial(_journaled_order, reader, sid),
-        )
-    for row in journal.query(
-        "SELECT client_order_id, strategy_id, intent_id, intent, status, broker_order_id, "
-        "filled_qty, filled_avg_price, created_ts FROM orders WHERE status NOT IN "
-        "('filled', 'cancelled', 'rejected', 'expired') OR rowid > "
-        "(SELECT coalesce(max(rowid), 0) FROM orders) - ? ORDER BY rowid",
-        (RECENT_FINAL_ORDERS,),
-    ):
-        coid, sid, intent_id, intent, status, broker_id, filled, avg, created = row
-        if sid in books:
-            books[sid].orders[coid] = OrderRecord(
-                client_order_id=coid,
-                intent_id=intent_id,
-                intent=_intent_decoder.decode(intent),
-                status=status,
-                broker_order_id=broker_id,
-                filled_qty=filled,
-                filled_avg_price=avg,
-                created_ts=created,
-            )
-    for sid, symbol, side, qty, price in journal.query(
-        "SELECT strategy_id, symbol, side, qty, price FROM fills ORDER BY id"
-    ):
-        if sid in books:
-            books[sid].positions.setdefault(symbol, Position()).apply(
-                1 if side == "buy" else -1, qty, price
-            )
-    return books

@@ -26,8 +26,13 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.base import Actor, TradingHalt
-from actors.channels import BrokerStatus, InboundKillCommand, Publish
-from actors.core.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
+from actors.channels import BrokerStatus, InboundKillCommand, JournalSink, Publish
+from actors.core.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerState,
+    SessionState,
+    Transition,
+)
 from actors.core.reconciliation import DriftWatch, marked_equity
 from actors.core.risk_limits import (
     DuplicateDetector,
@@ -41,10 +46,9 @@ from actors.core.risk_limits import (
     order_terms,
     usable_quote,
 )
+from actors.core.rows import CIRCUIT_KEY, SESSION_KEY, AuditRow, MetaRow
 from actors.core.settings import RiskConfig, StrategyConfig
-from actors.kill_switch import KillGate
-from daemon.audit import audit_row
-from daemon.journal import Journal, JournalWriter, set_meta
+from actors.core.trading_state import KillGate
 from protocol.codec import encode
 from protocol.messages import (
     ApprovalPending,
@@ -63,20 +67,9 @@ from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
 
-_CIRCUIT_KEY: Final = "risk.circuit"
-_SESSION_KEY: Final = "risk.session"
 MARK_INTERVAL_S: Final = 2.0
 """Between account polls, held symbols are re-quoted and the equity re-marked this often
 (one latest-quotes request to the data API, whose budget is apart from trading's)."""
-
-
-class SessionState(msgspec.Struct, kw_only=True):
-    """The trading session the daily limits count from (persisted)."""
-
-    session: str | None = None
-    realized_base: dict[str, float] = msgspec.field(default_factory=dict)
-
-
 _QTY_EPS = 1e-9
 
 
@@ -102,16 +95,6 @@ class StrategyBookView(Protocol):
     def open_symbols(self) -> set[str]:
         """Symbols with an order of this strategy not yet final."""
         ...
-
-
-def load_risk_state(journal: Journal) -> tuple[CircuitBreakerState | None, SessionState]:
-    """The persisted breaker and session (start-up)."""
-    circuit = journal.get_meta(_CIRCUIT_KEY)
-    session = journal.get_meta(_SESSION_KEY)
-    return (
-        msgspec.json.decode(circuit, type=CircuitBreakerState) if circuit else None,
-        msgspec.json.decode(session, type=SessionState) if session else SessionState(),
-    )
 
 
 class RiskGuardian(Actor):
@@ -143,7 +126,7 @@ class RiskGuardian(Actor):
         outbound: MemoryObjectSendStream[Publish],
         version: str,
         halt: TradingHalt,
-        journal: JournalWriter | None = None,
+        journal: JournalSink | None = None,
         kill_commands: MemoryObjectSendStream[InboundKillCommand] | None = None,
         circuit: CircuitBreakerState | None = None,
         session: SessionState | None = None,
@@ -480,9 +463,9 @@ class RiskGuardian(Actor):
         ]
         if self._journal is not None:
             await self._journal.write(
-                set_meta(_CIRCUIT_KEY, msgspec.json.encode(candidate.snapshot()).decode()),
-                set_meta(_SESSION_KEY, msgspec.json.encode(session).decode()),
-                *(audit_row(r) for r in records),
+                MetaRow(key=CIRCUIT_KEY, value=msgspec.json.encode(candidate.snapshot()).decode()),
+                MetaRow(key=SESSION_KEY, value=msgspec.json.encode(session).decode()),
+                *(AuditRow(record=r) for r in records),
             )
         self.breaker = candidate
         self.session = session

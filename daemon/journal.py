@@ -14,17 +14,44 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, assert_never
+from urllib.parse import quote
 
 import anyio
 import msgspec
 import structlog
 
 from actors.base import Actor, TradingHalt
+from actors.core.book import (
+    RECENT_DECISIONS,
+    RECENT_FINAL_ORDERS,
+    DecisionIndex,
+    OrderRecord,
+    Position,
+    StrategyBook,
+)
+from actors.core.circuit_breaker import CircuitBreakerState, SessionState
 from actors.core.errors import JournalError
+from actors.core.rows import (
+    CIRCUIT_KEY,
+    SESSION_KEY,
+    TOTP_KEY,
+    AuditRow,
+    DecisionRow,
+    FillRow,
+    MetaRow,
+    OrderChangeRow,
+    OrderRow,
+    Row,
+    SwitchRow,
+)
+from actors.core.trading_state import KillGate
+from protocol.messages import OrderIntent, SwitchState
 
 log = structlog.get_logger(__name__)
+_intent_decoder = msgspec.json.Decoder(OrderIntent)
 
 SCHEMA_VERSION: Final = 1
 
@@ -130,10 +157,7 @@ class Journal:
 
         WAL lets it read while the writer commits; it sees committed rows only.
         """
-        try:
-            return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
-        except sqlite3.Error as exc:
-            raise JournalError(f"cannot open journal {self.path} for reading: {exc}") from exc
+        return open_read_only(self.path)
 
     def get_meta(self, key: str) -> str | None:
         """A value from the key-value ``meta`` table."""
@@ -145,13 +169,90 @@ class Journal:
         self._db.close()
 
 
-def set_meta(key: str, value: str) -> Write:
-    """A write that stores ``value`` under ``key`` in ``meta``."""
-    return Write(
-        "INSERT INTO meta (key, value) VALUES (?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        (key, value),
-    )
+def statement(row: Row) -> Write:
+    """The SQL of one typed row."""
+    match row:
+        case DecisionRow():
+            return Write(
+                "INSERT INTO decisions (strategy_id, intent_id, accepted, event, ts) "
+                "VALUES (?,?,?,?,?)",
+                (row.strategy_id, row.intent_id, int(row.accepted), row.event, row.ts),
+            )
+        case OrderRow():
+            return Write(
+                "INSERT INTO orders (client_order_id, strategy_id, intent_id, intent, status, "
+                "created_ts, updated_ts) VALUES (?,?,?,?,?,?,?)",
+                (
+                    row.client_order_id,
+                    row.strategy_id,
+                    row.intent_id,
+                    row.intent,
+                    row.status,
+                    row.ts,
+                    row.ts,
+                ),
+            )
+        case OrderChangeRow():
+            return Write(
+                "UPDATE orders SET status=?, broker_order_id=?, filled_qty=?, filled_avg_price=?, "
+                "updated_ts=?, detail=COALESCE(?, detail) WHERE client_order_id=?",
+                (
+                    row.status,
+                    row.broker_order_id,
+                    row.filled_qty,
+                    row.filled_avg_price,
+                    row.ts,
+                    row.detail,
+                    row.client_order_id,
+                ),
+            )
+        case FillRow():
+            return Write(
+                "INSERT OR IGNORE INTO fills (client_order_id, strategy_id, symbol, side, qty, "
+                "price, ts, cum_qty) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    row.client_order_id,
+                    row.strategy_id,
+                    row.symbol,
+                    row.side,
+                    row.qty,
+                    row.price,
+                    row.ts,
+                    row.cum_qty,
+                ),
+            )
+        case SwitchRow():
+            return Write(
+                "INSERT INTO kill_switch (scope_key, engaged, since, reason, source) "
+                "VALUES (?,?,?,?,?) ON CONFLICT(scope_key) DO UPDATE SET "
+                "engaged=excluded.engaged, since=excluded.since, reason=excluded.reason, "
+                "source=excluded.source",
+                (row.scope_key, int(row.engaged), row.since, row.reason, row.source),
+            )
+        case MetaRow():
+            return Write(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (row.key, row.value),
+            )
+        case AuditRow():
+            record = row.record
+            return Write(
+                "INSERT INTO audit (ts, type, scope, strategy_id, source, operator, ok, detail) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    record.ts,
+                    record.type,
+                    record.scope,
+                    record.strategy_id,
+                    record.source,
+                    record.operator,
+                    int(record.ok),
+                    record.detail,
+                ),
+            )
+        case _:
+            assert_never(row)
 
 
 class JournalWriter(Actor):
@@ -190,15 +291,15 @@ class JournalWriter(Actor):
         self.commits = 0
         self.commit_seconds_total = 0.0
 
-    async def write(self, *writes: Write, urgent: bool = False) -> None:
-        """Queue ``writes`` and return once they are durable.
+    async def write(self, *rows: Row, urgent: bool = False) -> None:
+        """Queue ``rows`` and return once they are durable.
 
         Raises:
             JournalError: if the commit failed, or the writer has stopped.
         """
         if self._closed:
             raise JournalError("journal writer has stopped")
-        request = _Request(writes)
+        request = _Request([statement(row) for row in rows])
         if urgent:
             self._urgent.append(request)
         else:
@@ -249,3 +350,132 @@ class JournalWriter(Actor):
         self.commit_seconds_total += time.perf_counter() - started
         for request in batch:
             request.done.set()
+
+
+def _journaled_decision(reader: sqlite3.Connection, sid: str, intent_id: str) -> bytes | None:
+    row = reader.execute(
+        "SELECT event FROM decisions WHERE strategy_id = ? AND intent_id = ?", (sid, intent_id)
+    ).fetchone()
+    return bytes(row[0]) if row else None
+
+
+def _journaled_order(reader: sqlite3.Connection, sid: str, intent_id: str) -> OrderRecord | None:
+    row = reader.execute(
+        "SELECT client_order_id, intent_id, intent, status, broker_order_id, filled_qty, "
+        "filled_avg_price, created_ts FROM orders WHERE strategy_id = ? AND intent_id = ?",
+        (sid, intent_id),
+    ).fetchone()
+    if row is None:
+        return None
+    coid, iid, intent, status, broker_id, filled, avg, created = row
+    return OrderRecord(
+        client_order_id=coid,
+        intent_id=iid,
+        intent=_intent_decoder.decode(intent),
+        status=status,
+        broker_order_id=broker_id,
+        filled_qty=filled,
+        filled_avg_price=avg,
+        created_ts=created,
+    )
+
+
+def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, StrategyBook]:
+    """Load each strategy's book from the journal at start-up.
+
+    Positions, unfinished orders and recent decisions and finished orders come into
+    memory; older ones stay in the journal and are looked up when asked for.
+    """
+    reader = journal.reader()
+    books: dict[str, StrategyBook] = {}
+    for sid in strategies:
+        recent = journal.query(
+            "SELECT intent_id, event FROM decisions WHERE strategy_id = ? ORDER BY ts DESC LIMIT ?",
+            (sid, RECENT_DECISIONS),
+        )
+        books[sid] = StrategyBook(
+            decisions=DecisionIndex(
+                {intent_id: bytes(event) for intent_id, event in reversed(recent)},
+                lookup=partial(_journaled_decision, reader, sid),
+                capacity=RECENT_DECISIONS,
+            ),
+            lookup_order=partial(_journaled_order, reader, sid),
+        )
+    for row in journal.query(
+        "SELECT client_order_id, strategy_id, intent_id, intent, status, broker_order_id, "
+        "filled_qty, filled_avg_price, created_ts FROM orders WHERE status NOT IN "
+        "('filled', 'cancelled', 'rejected', 'expired') OR rowid > "
+        "(SELECT coalesce(max(rowid), 0) FROM orders) - ? ORDER BY rowid",
+        (RECENT_FINAL_ORDERS,),
+    ):
+        coid, sid, intent_id, intent, status, broker_id, filled, avg, created = row
+        if sid in books:
+            books[sid].orders[coid] = OrderRecord(
+                client_order_id=coid,
+                intent_id=intent_id,
+                intent=_intent_decoder.decode(intent),
+                status=status,
+                broker_order_id=broker_id,
+                filled_qty=filled,
+                filled_avg_price=avg,
+                created_ts=created,
+            )
+    for sid, positions in replay_positions(journal.reader()).items():
+        if sid in books:
+            books[sid].positions.update(positions)
+    return books
+
+
+def replay_positions(reader: sqlite3.Connection) -> dict[str, dict[str, Position]]:
+    """Every strategy's positions, rebuilt from its fills in order."""
+    positions: dict[str, dict[str, Position]] = {}
+    try:
+        rows = reader.execute(
+            "SELECT strategy_id, symbol, side, qty, price FROM fills ORDER BY id"
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise JournalError(f"journal read failed: {exc}") from exc
+    for sid, symbol, side, qty, price in rows:
+        held = positions.setdefault(sid, {})
+        held.setdefault(symbol, Position()).apply(1 if side == "buy" else -1, qty, price)
+    return positions
+
+
+def load_gate(journal: Journal) -> KillGate:
+    """Read the persisted switches; called at start-up before any intent is answered."""
+    rows = journal.query("SELECT scope_key, engaged, since, reason, source FROM kill_switch")
+    return KillGate(
+        {
+            key: SwitchState(engaged=bool(engaged), since=since, reason=reason, source=source)
+            for key, engaged, since, reason, source in rows
+        }
+    )
+
+
+def load_last_totp_step(journal: Journal) -> int | None:
+    """The last accepted TOTP step, so that a restart cannot accept it again."""
+    value = journal.get_meta(TOTP_KEY)
+    return int(value) if value is not None else None
+
+
+def load_risk_state(journal: Journal) -> tuple[CircuitBreakerState | None, SessionState]:
+    """The persisted breaker and session (start-up)."""
+    circuit = journal.get_meta(CIRCUIT_KEY)
+    session = journal.get_meta(SESSION_KEY)
+    return (
+        msgspec.json.decode(circuit, type=CircuitBreakerState) if circuit else None,
+        msgspec.json.decode(session, type=SessionState) if session else SessionState(),
+    )
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the journal at ``path`` (WAL: it reads while the daemon writes).
+
+    Raises:
+        JournalError: the file is missing or unreadable.
+    """
+    uri = f"file:{quote(str(path))}?mode=ro"
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot open journal {path} for reading: {exc}") from exc

@@ -25,6 +25,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.admin_code import AdminCodeVerifier, hash_code
+from actors.audit import AuditTrail
 from actors.base import Actor, TradingHalt
 from actors.broker_gateway import BrokerGateway, TrackedOrder
 from actors.channels import (
@@ -42,17 +43,24 @@ from actors.channels import (
     SubmitOrder,
     TriggerPress,
 )
+from actors.core.book import FINAL
 from actors.core.errors import ConfigError
 from actors.home_assistant import HomeAssistantDiscovery
-from actors.kill_switch import KillSwitchAuthority, load_gate, load_last_totp_step
-from actors.order_manager import FINAL, OrderManager, load_books
-from actors.risk_guardian import RiskGuardian, load_risk_state
-from daemon.audit import AuditTrail
+from actors.kill_switch import KillSwitchAuthority
+from actors.order_manager import OrderManager
+from actors.risk_guardian import RiskGuardian
 from daemon.broker_mode import check_mode
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import BrokerAccess, EmbeddedMosquitto, prepare_logins
 from daemon.endpoints import GENERATED_CODE_FILE, control_endpoint, mqtt_endpoint
-from daemon.journal import Journal, JournalWriter
+from daemon.journal import (
+    Journal,
+    JournalWriter,
+    load_books,
+    load_gate,
+    load_last_totp_step,
+    load_risk_state,
+)
 from daemon.metrics import Metrics
 from daemon.mqtt_session import MqttSession
 from daemon.notify import SystemdNotifier

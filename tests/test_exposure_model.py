@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -21,9 +21,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from test_order_state_machine import make_manager
 
 from actors.channels import OrderUpdate
+from actors.core.book import OrderRecord
 from actors.core.risk_limits import Quote
-from actors.order_manager import OrderRecord
-from daemon.journal import Write
+from actors.core.rows import Row
 from protocol.messages import FillEvent, OrderEvent, OrderIntent
 
 PRICE = 100.0
@@ -70,7 +70,7 @@ class ExposureMachine(RuleBasedStateMachine):
         super().__init__()
         self._tmp = tempfile.TemporaryDirectory()
         self.manager, _audits = make_manager(Path(self._tmp.name))
-        self.guardian: Any = self.manager._guardian
+        self.guardian: Any = cast("Any", self.manager._guardian)
         self.guardian.books = {"demo": self.manager}
         self.guardian.quotes = {s: Quote(bid=PRICE, ask=PRICE, ts=1e12) for s in SYMBOLS}
         self.broker: dict[str, BrokerOrder] = {}
@@ -129,7 +129,7 @@ class ExposureMachine(RuleBasedStateMachine):
         order = self._order(pick)
         if order is None or order.status == "submitted":
             return
-        writes: list[Write] = []
+        writes: list[Row] = []
         events: list[OrderEvent | FillEvent] = []
         self.manager._apply(order.update(), writes, events)
 

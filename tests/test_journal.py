@@ -8,10 +8,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors import order_manager
 from actors.base import TradingHalt
-from actors.order_manager import DecisionIndex, load_books
-from daemon.journal import Journal, JournalWriter, Write
+from actors.core.book import DecisionIndex
+from actors.core.rows import DecisionRow, MetaRow
+from daemon import journal as journal_module
+from daemon.journal import Journal, JournalWriter, Write, load_books
 from protocol.codec import encode
 from protocol.messages import OrderIntent
 
@@ -32,7 +33,7 @@ async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
         tg.start_soon(writer.run)
 
         async def write(n: int) -> None:
-            await writer.write(Write("INSERT INTO meta VALUES (?, ?)", (f"k{n}", str(n))))
+            await writer.write(MetaRow(key=f"k{n}", value=str(n)))
 
         async with anyio.create_task_group() as writers:
             for n in range(200):
@@ -59,8 +60,9 @@ async def test_failed_commit_fails_its_waiters_and_halts(tmp_path: Path) -> None
                 errors.append(exc)
 
         tg.start_soon(run)
+        decision = DecisionRow(strategy_id="s1", intent_id="i1", accepted=True, event=b"", ts=0.0)
         with pytest.raises(Exception, match="journal commit failed"):
-            await writer.write(Write("INSERT INTO no_such_table VALUES (1)"))
+            await writer.write(decision, decision)  # the same primary key twice
         tg.cancel_scope.cancel()
     assert halt.halted
 
@@ -86,8 +88,8 @@ def test_old_decisions_and_orders_come_back_from_the_journal(
             )
         )
     journal.commit(rows)
-    monkeypatch.setattr(order_manager, "RECENT_DECISIONS", 2)
-    monkeypatch.setattr(order_manager, "RECENT_FINAL_ORDERS", 2)
+    monkeypatch.setattr(journal_module, "RECENT_DECISIONS", 2)
+    monkeypatch.setattr(journal_module, "RECENT_FINAL_ORDERS", 2)
     book = load_books(journal, frozenset({"s1"}))["s1"]
     assert len(book.decisions) == 2
     assert len(book.orders) == 2

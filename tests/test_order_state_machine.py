@@ -14,18 +14,13 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from actors.base import TradingHalt
 from actors.channels import OrderUpdate
-from actors.kill_switch import KillGate
-from actors.order_manager import (
-    FINAL,
-    TRANSITIONS,
-    OrderManager,
-    OrderRecord,
-    StrategyBook,
-    legal,
-)
+from actors.core.book import FINAL, TRANSITIONS, OrderRecord, StrategyBook, legal
+from actors.core.rows import Row
+from actors.core.trading_state import KillGate
+from actors.order_manager import OrderManager
 from actors.risk_guardian import RiskGuardian
 from daemon.config import builtin_defaults
-from daemon.journal import Journal, JournalWriter, Write
+from daemon.journal import Journal, JournalWriter
 from protocol.messages import AuditRecord, FillEvent, OrderEvent, OrderIntent, OrderStatus
 from protocol.topics import Topics
 
@@ -122,7 +117,7 @@ class OrderMachine(RuleBasedStateMachine):
         cum = max(before_fill, round(self.qty[coid] * fill_fraction, 6))
         if status == "filled":
             cum = self.qty[coid]
-        writes: list[Write] = []
+        writes: list[Row] = []
         events: list[OrderEvent | FillEvent] = []
         update = OrderUpdate(
             client_order_id=coid,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from actors.core.book import Position
 from actors.core.reconciliation import DriftWatch, marked_equity
-from actors.order_manager import Position
 
 
 def test_the_first_poll_sets_the_baseline_including_positions_nobody_owns() -> None:

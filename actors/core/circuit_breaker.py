@@ -280,3 +280,10 @@ class CircuitBreaker:
                 )
             ]
         return []
+
+
+class SessionState(msgspec.Struct, kw_only=True):
+    """The trading session the daily limits count from (persisted)."""
+
+    session: str | None = None
+    realized_base: dict[str, float] = msgspec.field(default_factory=dict)

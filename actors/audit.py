@@ -12,31 +12,13 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.base import Actor, TradingHalt
-from actors.channels import Publish
-from daemon.journal import JournalWriter, Write
+from actors.channels import JournalSink, Publish
+from actors.core.rows import AuditRow
 from protocol.codec import encode
 from protocol.messages import AuditRecord
 from protocol.topics import Topics
 
 log = structlog.get_logger(__name__)
-
-
-def audit_row(record: AuditRecord) -> Write:
-    """The journal row of an audit record."""
-    return Write(
-        "INSERT INTO audit (ts, type, scope, strategy_id, source, operator, ok, detail) "
-        "VALUES (?,?,?,?,?,?,?,?)",
-        (
-            record.ts,
-            record.type,
-            record.scope,
-            record.strategy_id,
-            record.source,
-            record.operator,
-            int(record.ok),
-            record.detail,
-        ),
-    )
 
 
 class AuditTrail(Actor):
@@ -53,7 +35,7 @@ class AuditTrail(Actor):
         *,
         records: MemoryObjectReceiveStream[AuditRecord],
         submit: MemoryObjectSendStream[AuditRecord],
-        journal: JournalWriter,
+        journal: JournalSink,
         outbound: MemoryObjectSendStream[Publish],
         topics: Topics,
         halt: TradingHalt,
@@ -80,5 +62,5 @@ class AuditTrail(Actor):
 
     async def _run(self) -> None:
         async for record in self._records:
-            await self._journal.write(audit_row(record))
+            await self._journal.write(AuditRow(record=record))
             await self._outbound.send(Publish(topic=self._topic, payload=encode(record)))
