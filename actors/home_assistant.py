@@ -38,7 +38,7 @@ so the entity's state is empty. ``min`` is 0 so that the empty state is valid.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgspec
 
@@ -50,6 +50,9 @@ _json = msgspec.json.Encoder()
 
 CLEARED_CODE: Final = b""
 """The state the daemon publishes to a code box's state topic after each use."""
+
+_Entity: TypeAlias = tuple[str, str, dict[str, Any]]
+"""One discovery config: component, object id, body."""
 
 
 def _numeric(key: str, scale: str = "") -> str:
@@ -147,7 +150,21 @@ class HomeAssistantDiscovery:
 
     def discovery_messages(self) -> list[Publish]:
         """Every discovery config, retained."""
-        messages: list[tuple[str, str, dict[str, Any]]] = []
+        return [
+            Publish(
+                topic=self._config_topic(component, object_id),
+                payload=_json.encode(body),
+                retain=True,
+            )
+            for component, object_id, body in (
+                *self._kill_entities(),
+                *self._code_boxes(),
+                *self._state_sensors(),
+            )
+        ]
+
+    def _kill_entities(self) -> list[_Entity]:
+        """The engage button and the kill state, globally and per strategy."""
         button = self._base("button", "kill_engage", "Engage kill switch")
         button |= {
             "command_topic": self._topics.kill_command,
@@ -155,7 +172,7 @@ class HomeAssistantDiscovery:
             "icon": "mdi:alert-octagon",
             "qos": 1,
         }
-        messages.append(("button", "kill_engage", button))
+        entities: list[_Entity] = [("button", "kill_engage", button)]
         switches = [("kill_global", "Kill switch (global)", "value_json['global'].engaged")]
         switches += [
             (f"kill_{sid}", f"Kill switch ({sid})", f"value_json.strategies['{sid}'].engaged")
@@ -170,11 +187,15 @@ class HomeAssistantDiscovery:
                 "payload_off": "OFF",
                 "icon": "mdi:octagon",
             }
-            messages.append(("binary_sensor", object_id, sensor))
+            entities.append(("binary_sensor", object_id, sensor))
+        return entities
+
+    def _code_boxes(self) -> list[_Entity]:
+        """The release, approve and deny code boxes."""
         release = self._code_box(
             "kill_release", "Release code", self.release_topic, 64, "mdi:lock-open-variant"
         )
-        messages.append(("text", "kill_release", release))
+        entities: list[_Entity] = [("text", "kill_release", release)]
         for verb, topic in (("approve", self.approve_topic), ("deny", self.deny_topic)):
             entry = self._code_box(
                 f"approval_{verb}",
@@ -183,7 +204,11 @@ class HomeAssistantDiscovery:
                 160,
                 "mdi:check-decagram" if verb == "approve" else "mdi:close-octagon",
             )
-            messages.append(("text", f"approval_{verb}", entry))
+            entities.append(("text", f"approval_{verb}", entry))
+        return entities
+
+    def _state_sensors(self) -> list[_Entity]:
+        """Approvals pending, the circuit breaker, equity and the drawdowns."""
         pending = self._base("sensor", "approvals_pending", "Approvals pending")
         pending |= {
             "state_topic": self._topics.approval_pending,
@@ -191,14 +216,16 @@ class HomeAssistantDiscovery:
             "json_attributes_topic": self._topics.approval_pending,
             "icon": "mdi:account-clock",
         }
-        messages.append(("sensor", "approvals_pending", pending))
         circuit = self._base("sensor", "circuit", "Circuit breaker")
         circuit |= {
             "state_topic": self._topics.daemon_state,
             "value_template": "{{ value_json.circuit }}",
             "icon": "mdi:electric-switch",
         }
-        messages.append(("sensor", "circuit", circuit))
+        entities: list[_Entity] = [
+            ("sensor", "approvals_pending", pending),
+            ("sensor", "circuit", circuit),
+        ]
         for key, name, unit in (
             ("equity", "Equity", "USD"),
             ("daily_drawdown", "Daily drawdown", "%"),
@@ -211,12 +238,5 @@ class HomeAssistantDiscovery:
                 "unit_of_measurement": unit,
                 "state_class": "measurement",
             }
-            messages.append(("sensor", key, sensor_body))
-        return [
-            Publish(
-                topic=self._config_topic(component, object_id),
-                payload=_json.encode(body),
-                retain=True,
-            )
-            for component, object_id, body in messages
-        ]
+            entities.append(("sensor", key, sensor_body))
+        return entities

@@ -169,29 +169,10 @@ def prepare_logins(config: Config, state_dir: Path) -> tuple[Config, BrokerAcces
     """
     mqtt = config.mqtt
     folder = login_folder(state_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        generated = {
-            user: _login_password(folder, user)
-            for user in (DAEMON_LOGIN, OPERATOR_LOGIN, *sorted(config.strategies))
-        }
-    except OSError as exc:
-        raise SecretError(f"cannot write the MQTT logins in {folder}: {exc.strerror}") from exc
-    if mqtt.username is None:
-        daemon_config = msgspec.structs.replace(
-            config,
-            mqtt=msgspec.structs.replace(
-                mqtt, username=DAEMON_LOGIN, password_file=str(folder.absolute() / DAEMON_LOGIN)
-            ),
-        )
-        password = generated[DAEMON_LOGIN]
-    else:
-        daemon_config = config
-        password = (
-            read_secret(config, mqtt.password_file, key="mqtt.password_file")
-            if mqtt.password_file
-            else generated[DAEMON_LOGIN]
-        )
+    generated = _generated_passwords(
+        folder, (DAEMON_LOGIN, OPERATOR_LOGIN, *sorted(config.strategies))
+    )
+    daemon_config, password = _daemon_login(config, folder, generated[DAEMON_LOGIN])
     username = daemon_config.mqtt.username
     assert username is not None
     control = mqtt.control_username or f"{username}-control"
@@ -201,16 +182,7 @@ def prepare_logins(config: Config, state_dir: Path) -> tuple[Config, BrokerAcces
         else password
     )
     if mqtt.client_id == MqttConfig().client_id:
-        # This broker does not take client ids from logins, and a client that connects with
-        # the daemon's id takes over its session. Derived from the daemon's password: stable
-        # across restarts (the persistent session survives), unknown to the other logins.
-        suffix = hashlib.sha256(f"tradeguard client id\0{password}".encode()).hexdigest()[:16]
-        daemon_config = msgspec.structs.replace(
-            daemon_config,
-            mqtt=msgspec.structs.replace(
-                daemon_config.mqtt, client_id=f"{mqtt.client_id}-{suffix}"
-            ),
-        )
+        daemon_config = _with_private_client_id(daemon_config, password)
     passwords = {username: password, control: control_password}
     passwords[OPERATOR_LOGIN] = generated[OPERATOR_LOGIN]
     passwords.update({sid: generated[sid] for sid in sorted(config.strategies)})
@@ -224,6 +196,53 @@ def prepare_logins(config: Config, state_dir: Path) -> tuple[Config, BrokerAcces
         passwords=passwords,
     )
     return daemon_config, access
+
+
+def _generated_passwords(folder: Path, users: tuple[str, ...]) -> dict[str, str]:
+    """Each generated login's password, made on first use.
+
+    Raises:
+        SecretError: the login folder cannot be written, or a login file is empty.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return {user: _login_password(folder, user) for user in users}
+    except OSError as exc:
+        raise SecretError(f"cannot write the MQTT logins in {folder}: {exc.strerror}") from exc
+
+
+def _daemon_login(config: Config, folder: Path, generated: str) -> tuple[Config, str]:
+    """The config naming the daemon's login, and that login's password.
+
+    Args:
+        config: the daemon's config.
+        folder: the generated logins' folder.
+        generated: the generated ``tradeguard`` login's password.
+    """
+    mqtt = config.mqtt
+    if mqtt.username is None:
+        daemon_config = msgspec.structs.replace(
+            config,
+            mqtt=msgspec.structs.replace(
+                mqtt, username=DAEMON_LOGIN, password_file=str(folder.absolute() / DAEMON_LOGIN)
+            ),
+        )
+        return daemon_config, generated
+    if mqtt.password_file:
+        return config, read_secret(config, mqtt.password_file, key="mqtt.password_file")
+    return config, generated
+
+
+def _with_private_client_id(config: Config, password: str) -> Config:
+    """The daemon's default client id with a suffix only its own login can know.
+
+    This broker does not take client ids from logins, and a client that connects with
+    the daemon's id takes over its session. Derived from the daemon's password: stable
+    across restarts (the persistent session survives), unknown to the other logins.
+    """
+    suffix = hashlib.sha256(f"tradeguard client id\0{password}".encode()).hexdigest()[:16]
+    mqtt = msgspec.structs.replace(config.mqtt, client_id=f"{config.mqtt.client_id}-{suffix}")
+    return msgspec.structs.replace(config, mqtt=mqtt)
 
 
 def client_config(config: Config, login: str = OPERATOR_LOGIN) -> Config:

@@ -55,6 +55,8 @@ from actors.core.errors import ConfigError
 from daemon.version import tradeguard_version
 
 if TYPE_CHECKING:
+    from actors.risk_guardian import RiskGuardian
+    from daemon.mqtt_session import MqttSession
     from daemon.wiring import Daemon
 
 log = structlog.get_logger(__name__)
@@ -186,65 +188,21 @@ class _StateCollector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
-    def collect(self) -> Iterable[Metric]:  # one family per branch
+    def collect(self) -> Iterable[Metric]:
         daemon = self._metrics.daemon
         if daemon is None:
             return
-        kill = GaugeMetricFamily("tradeguard_kill_engaged", "Kill switch engaged", labels=["scope"])
-        kill.add_metric(["global"], float(daemon.gate.engaged(None)))
-        for sid in sorted(daemon.config.strategies):
-            kill.add_metric([sid], float(daemon.gate.engaged(sid)))
-        yield kill
-        guardian = daemon.guardian
-        if guardian is not None:
-            circuit = GaugeMetricFamily(
-                "tradeguard_circuit_state", "Circuit breaker state", labels=["state"]
-            )
-            for state in ("closed", "half_open", "open"):
-                circuit.add_metric([state], float(guardian.circuit == state))
-            yield circuit
-            for name, value, doc, unit in (
-                ("tradeguard_equity_dollars", guardian.equity, "Account equity", "dollars"),
-                (
-                    "tradeguard_daily_drawdown_ratio",
-                    guardian.breaker.daily_drawdown,
-                    "Drawdown from start-of-day equity",
-                    "ratio",
-                ),
-                (
-                    "tradeguard_total_drawdown_ratio",
-                    guardian.breaker.total_drawdown,
-                    "Drawdown from peak equity",
-                    "ratio",
-                ),
-            ):
-                gauge = GaugeMetricFamily(name, doc, unit=unit)
-                gauge.add_metric([], float(value) if value is not None else float("nan"))
-                yield gauge
-            connected = GaugeMetricFamily("tradeguard_broker_connected", "Broker reachable")
-            connected.add_metric([], float(guardian.broker_connected))
-            yield connected
+        yield _kill_engaged(daemon)
+        if daemon.guardian is not None:
+            yield from _guardian_families(daemon.guardian)
         open_orders = GaugeMetricFamily(
             "tradeguard_orders_open", "Unfinished orders", labels=["strategy"]
         )
         for sid, manager in sorted(daemon.managers.items()):
             open_orders.add_metric([sid], float(manager.open_orders))
         yield open_orders
-        session = daemon.session
-        if session is not None:
-            yield _counter(
-                "tradeguard_mqtt_reconnects", "MQTT session reconnects", session.reconnects
-            )
-            yield _counter(
-                "tradeguard_intents_received",
-                "Intent messages the MQTT session took in",
-                session.received_intents,
-            )
-            yield _counter(
-                "tradeguard_intents_overloaded",
-                "Intents answered OVERLOADED because the queue was full",
-                session.overloaded,
-            )
+        if daemon.session is not None:
+            yield from _session_families(daemon.session)
         gateway = daemon.gateway
         if gateway is not None:
             yield _counter(
@@ -265,6 +223,61 @@ class _StateCollector(Collector):
                 "Time spent committing",
                 writer.commit_seconds_total,
             )
+
+
+def _kill_engaged(daemon: Daemon) -> Metric:
+    """The kill switch, globally and per strategy."""
+    kill = GaugeMetricFamily("tradeguard_kill_engaged", "Kill switch engaged", labels=["scope"])
+    kill.add_metric(["global"], float(daemon.gate.engaged(None)))
+    for sid in sorted(daemon.config.strategies):
+        kill.add_metric([sid], float(daemon.gate.engaged(sid)))
+    return kill
+
+
+def _guardian_families(guardian: RiskGuardian) -> Iterable[Metric]:
+    """The circuit breaker, equity, drawdowns and broker reachability."""
+    circuit = GaugeMetricFamily(
+        "tradeguard_circuit_state", "Circuit breaker state", labels=["state"]
+    )
+    for state in ("closed", "half_open", "open"):
+        circuit.add_metric([state], float(guardian.circuit == state))
+    yield circuit
+    for name, value, doc, unit in (
+        ("tradeguard_equity_dollars", guardian.equity, "Account equity", "dollars"),
+        (
+            "tradeguard_daily_drawdown_ratio",
+            guardian.breaker.daily_drawdown,
+            "Drawdown from start-of-day equity",
+            "ratio",
+        ),
+        (
+            "tradeguard_total_drawdown_ratio",
+            guardian.breaker.total_drawdown,
+            "Drawdown from peak equity",
+            "ratio",
+        ),
+    ):
+        gauge = GaugeMetricFamily(name, doc, unit=unit)
+        gauge.add_metric([], float(value) if value is not None else float("nan"))
+        yield gauge
+    connected = GaugeMetricFamily("tradeguard_broker_connected", "Broker reachable")
+    connected.add_metric([], float(guardian.broker_connected))
+    yield connected
+
+
+def _session_families(session: MqttSession) -> Iterable[Metric]:
+    """The MQTT session's own counters."""
+    yield _counter("tradeguard_mqtt_reconnects", "MQTT session reconnects", session.reconnects)
+    yield _counter(
+        "tradeguard_intents_received",
+        "Intent messages the MQTT session took in",
+        session.received_intents,
+    )
+    yield _counter(
+        "tradeguard_intents_overloaded",
+        "Intents answered OVERLOADED because the queue was full",
+        session.overloaded,
+    )
 
 
 def _counter(name: str, documentation: str, value: Any) -> CounterMetricFamily:
