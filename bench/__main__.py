@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ import msgspec
 
 from actors.admin_code import hash_code
 from bench import ready
+from bench.rig import (
+    daemon_config,
+    local_url,
+    start,
+    start_daemon,
+    start_venue,
+    stop,
+    write_daemon_config,
+)
 from daemon.embedded_broker import EmbeddedMosquitto, find_mosquitto
 from daemon.mqtt_session import MqttEndpoint, MqttLink, Received
 
@@ -41,7 +51,6 @@ FLOOD_PER_CLIENT = 10_000
 CODE = "bench-admin-code"
 KILL_STATE = "bench/v1/kill/state"
 KILL_COMMAND = "bench/v1/kill/command"
-BIN = Path(sys.executable).parent
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -74,10 +83,6 @@ def row(name: str, samples: list[float], base: list[float] | None) -> str:
         return f"| {name:<40} | {p50:8.3f} | {p99:8.3f} | {'1.00':>8} | {'1.00':>8} |"
     b50, b99 = statistics.median(base), percentile(base, 0.99)
     return f"| {name:<40} | {p50:8.3f} | {p99:8.3f} | {p50 / b50:8.2f} | {p99 / b99:8.2f} |"
-
-
-def start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
 
 
 async def direct_submits(base_url: str, rounds: int) -> list[float]:
@@ -170,6 +175,149 @@ async def engages(link: MqttLink, port: int, workdir: Path) -> tuple[list[float]
     return idle, flooded
 
 
+def bench_tables() -> str:
+    """The daemon config's tables after ``[broker]``: limits, admin code, strategies."""
+    return (
+        # Every check stays on; the bench just sends faster than a strategy may by default.
+        "[risk]\nmax_intents_per_second = 100000.0\n"
+        f'[kill]\nadmin_code_hash = "{hash_code(CODE)}"\n'
+        "[strategies.b1]\nallocation = 0.7\n"
+        # Flooding strategies for the engage measurement.
+        "[strategies.f1]\nallocation = 0.1\n"
+        "[strategies.f2]\nallocation = 0.1\n"
+        "[strategies.f3]\nallocation = 0.1\n"
+    )
+
+
+class IntentPaths:
+    """What the latency rows send and wait for, over one link.
+
+    ``run`` (nanoseconds at the start) keeps intent ids unique across bench runs on
+    the same journal; the tag (``d``, ``r``, ``o``) tells the rows apart.
+    """
+
+    def __init__(self, link: MqttLink, run: int) -> None:
+        self.link = link
+        self.run = run
+
+    def intent(self, i: int, tag: str) -> bytes:
+        # A resting buy 2-4 % under the market: within every limit, never filled,
+        # and a different price each time so the duplicate check has nothing to say.
+        price = round(190.0 * (0.955 + (i % 400) * 0.0001), 2)
+        return msgspec.json.encode(
+            {
+                "type": "order",
+                "intent_id": f"{tag}-{self.run}-{i}",
+                "symbol": "AAPL",
+                "side": "buy",
+                "qty": 1 if tag == "d" else 2,
+                "order_type": "limit",
+                "limit_price": price,
+                "stop_loss": round(price * 0.98, 2),
+                "ts": time.time(),
+            }
+        )
+
+    async def wait_for_echo(self) -> None:
+        """Subscribe, and wait until the echo process answers."""
+        await self.link.subscribe("bench/echo/out", "bench/v1/strategy/b1/event")
+        await self.link.publish("bench/echo/in", b'{"ping":0}')
+        async for message in self.link.messages():
+            if message.topic == "bench/echo/out":
+                break
+
+    async def echo_send(self, i: int) -> None:
+        await self.link.publish("bench/echo/in", msgspec.json.encode({"i": i}))
+
+    async def decision_send(self, i: int) -> None:
+        await self.link.publish("bench/v1/strategy/b1/intent", self.intent(i, "d"))
+
+    async def stale_send(self, i: int) -> None:
+        body = msgspec.json.decode(self.intent(i, "r"))
+        body["ts"] = time.time() - 60  # every check runs; the answer is STALE_INTENT
+        await self.link.publish("bench/v1/strategy/b1/intent", msgspec.json.encode(body))
+
+    async def order_send(self, i: int) -> None:
+        await self.link.publish("bench/v1/strategy/b1/intent", self.intent(i, "o"))
+
+    @staticmethod
+    def echoed(_i: int, m: Received) -> bool:
+        return m.topic == "bench/echo/out"
+
+    def rejected(self, i: int, m: Received) -> bool:
+        return f'"r-{self.run}-{i}"'.encode() in m.payload and b'"rejected"' in m.payload
+
+    def refuse_rejections(self, i: int, m: Received, tag: str) -> None:
+        if f'"{tag}-{self.run}-{i}"'.encode() in m.payload and b'"rejected"' in m.payload:
+            raise SystemExit(f"bench intent rejected: {m.payload.decode()}")
+
+    def decided(self, i: int, m: Received) -> bool:
+        self.refuse_rejections(i, m, "d")
+        return f'"d-{self.run}-{i}"'.encode() in m.payload and b'"accepted"' in m.payload
+
+    def at_venue(self, i: int, m: Received) -> bool:
+        self.refuse_rejections(i, m, "o")
+        return (
+            f'"o-{self.run}-{i}"'.encode() in m.payload
+            and b'"type":"order"' in m.payload
+            and b'"status":"accepted"' in m.payload
+        )
+
+
+@dataclass
+class Results:
+    """Every row of the report: latencies in ms, READY times in s."""
+
+    floor: list[float]
+    refusal: list[float]
+    decision: list[float]
+    direct: list[float]
+    through: list[float]
+    idle: list[float]
+    flooded: list[float]
+    ready_empty: float
+    ready_full: float
+
+
+async def measure_all(endpoint: MqttEndpoint, workdir: Path, base_url: str, rounds: int) -> Results:
+    """Every measurement, in order, against the running echo, venue and daemon."""
+    run = time.time_ns()
+    async with MqttLink(endpoint) as link:
+        paths = IntentPaths(link, run)
+        await paths.wait_for_echo()
+        with anyio.fail_after(300):  # a bench that hangs says so instead
+            floor = await measure(link, paths.echo_send, paths.echoed, rounds)
+            refusal = await measure(link, paths.stale_send, paths.rejected, rounds)
+            decision = await measure(link, paths.decision_send, paths.decided, rounds)
+            direct = await direct_submits(base_url, rounds)
+            through = await measure(link, paths.order_send, paths.at_venue, rounds)
+    async with MqttLink(endpoint) as kill_link:
+        with anyio.fail_after(600):
+            idle, flooded = await engages(kill_link, endpoint.port, workdir)
+    ready_empty, ready_full = await ready.measure(endpoint.port, READY_ORDERS)
+    return Results(
+        floor, refusal, decision, direct, through, idle, flooded, ready_empty, ready_full
+    )
+
+
+def report(rounds: int, r: Results) -> None:
+    print(f"latency over loopback, {rounds} samples each (ms); ratios against the floor above\n")
+    print(f"| {'path':<40} | {'p50':>8} | {'p99':>8} | {'p50 x':>8} | {'p99 x':>8} |")
+    print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
+    print(row("MQTT echo floor (aiomqtt)", r.floor, None))
+    print(row("intent -> rejection, no order flow (tg)", r.refusal, r.floor))
+    print(row("intent -> acceptance + order flow (tg)", r.decision, r.floor))
+    print(row("alpaca-py submit_order -> venue (direct)", r.direct, None))
+    print(row("intent -> order accepted by venue (tg)", r.through, r.direct))
+    print(row(f"engage -> retained state, idle ({len(r.idle)})", r.idle, r.floor))
+    print(row(f"engage -> state, 30k-intent flood ({len(r.flooded)})", r.flooded, r.floor))
+    print(
+        f"\nREADY (process start -> READY line, Alpaca's limits): empty journal "
+        f"{r.ready_empty:.2f} s; {READY_ORDERS} open orders in the journal and at the venue "
+        f"{r.ready_full:.2f} s"
+    )
+
+
 async def main(rounds: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tg-bench-"))
     port = 18000 + os.getpid() % 2000
@@ -179,137 +327,23 @@ async def main(rounds: int) -> None:
         await tg.start(broker.run)
         endpoint = MqttEndpoint(host="127.0.0.1", port=port, client_id="bench")
         echo = start([sys.executable, "-m", "bench.echo", str(port)])
-        venue = start(
-            [
-                str(BIN / "tradeguard"),
-                "sim",
-                "--port",
-                str(venue_port),
-                "--rate-limit",
-                "1000000",
-                "--cash",
-                "10000000",
-            ]
+        venue = await start_venue(venue_port, rate_limit=1_000_000)
+        base_url = local_url(venue_port)
+        config = daemon_config(
+            workdir,
+            mqtt_port=port,
+            venue_url=base_url,
+            topic_prefix="bench",
+            tables=bench_tables(),
+            rate_limit_per_min=1000000.0,
         )
-        assert venue.stdout is not None
-        await anyio.to_thread.run_sync(venue.stdout.readline)
-        base_url = f"http://127.0.0.1:{venue_port}"
-        (workdir / "key").write_text("PKBENCHDAEMON\n")
-        config = workdir / "bench.toml"
-        config.write_text(
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntopic_prefix = "bench"\n'
-            f'[state]\npath = "{workdir}/state.db"\n[log]\nlevel = "warning"\n'
-            f'[broker]\nkind = "alpaca"\nurl = "{base_url}"\n'
-            f'stream_url = "ws://127.0.0.1:{venue_port}/stream"\n'
-            f'data_url = "{base_url}"\n'
-            f'key_id_file = "{workdir}/key"\nsecret_key_file = "{workdir}/key"\n'
-            "rate_limit_per_min = 1000000.0\n"
-            # Every check stays on; the bench just sends faster than a strategy may by default.
-            "[risk]\nmax_intents_per_second = 100000.0\n"
-            f'[kill]\nadmin_code_hash = "{hash_code(CODE)}"\n'
-            "[strategies.b1]\nallocation = 0.7\n"
-            # Flooding strategies for the engage measurement.
-            "[strategies.f1]\nallocation = 0.1\n"
-            "[strategies.f2]\nallocation = 0.1\n"
-            "[strategies.f3]\nallocation = 0.1\n"
-        )
-        daemon = start([str(BIN / "tradeguard"), "run", "--config", str(config)])
-        assert daemon.stdout is not None
-        await anyio.to_thread.run_sync(daemon.stdout.readline)
-        run = time.time_ns()
+        path = write_daemon_config(workdir, "bench", key_id="PKBENCHDAEMON", config=config)
+        daemon = await start_daemon(path)
         try:
-            async with MqttLink(endpoint) as link:
-                await link.subscribe("bench/echo/out", "bench/v1/strategy/b1/event")
-                await link.publish("bench/echo/in", b'{"ping":0}')  # wait for the echo to be up
-                async for message in link.messages():
-                    if message.topic == "bench/echo/out":
-                        break
-
-                async def echo_send(i: int) -> None:
-                    await link.publish("bench/echo/in", msgspec.json.encode({"i": i}))
-
-                def intent(i: int, tag: str) -> bytes:
-                    # A resting buy 2-4 % under the market: within every limit, never filled,
-                    # and a different price each time so the duplicate check has nothing to say.
-                    price = round(190.0 * (0.955 + (i % 400) * 0.0001), 2)
-                    return msgspec.json.encode(
-                        {
-                            "type": "order",
-                            "intent_id": f"{tag}-{run}-{i}",
-                            "symbol": "AAPL",
-                            "side": "buy",
-                            "qty": 1 if tag == "d" else 2,
-                            "order_type": "limit",
-                            "limit_price": price,
-                            "stop_loss": round(price * 0.98, 2),
-                            "ts": time.time(),
-                        }
-                    )
-
-                async def decision_send(i: int) -> None:
-                    await link.publish("bench/v1/strategy/b1/intent", intent(i, "d"))
-
-                async def stale_send(i: int) -> None:
-                    body = msgspec.json.decode(intent(i, "r"))
-                    body["ts"] = time.time() - 60  # every check runs; the answer is STALE_INTENT
-                    await link.publish("bench/v1/strategy/b1/intent", msgspec.json.encode(body))
-
-                def rejected(i: int, m: Received) -> bool:
-                    return f'"r-{run}-{i}"'.encode() in m.payload and b'"rejected"' in m.payload
-
-                async def order_send(i: int) -> None:
-                    await link.publish("bench/v1/strategy/b1/intent", intent(i, "o"))
-
-                def echoed(_i: int, m: Received) -> bool:
-                    return m.topic == "bench/echo/out"
-
-                def refuse_rejections(i: int, m: Received, tag: str) -> None:
-                    if f'"{tag}-{run}-{i}"'.encode() in m.payload and b'"rejected"' in m.payload:
-                        raise SystemExit(f"bench intent rejected: {m.payload.decode()}")
-
-                def decided(i: int, m: Received) -> bool:
-                    refuse_rejections(i, m, "d")
-                    return f'"d-{run}-{i}"'.encode() in m.payload and b'"accepted"' in m.payload
-
-                def at_venue(i: int, m: Received) -> bool:
-                    refuse_rejections(i, m, "o")
-                    return (
-                        f'"o-{run}-{i}"'.encode() in m.payload
-                        and b'"type":"order"' in m.payload
-                        and b'"status":"accepted"' in m.payload
-                    )
-
-                with anyio.fail_after(300):  # a bench that hangs says so instead
-                    floor = await measure(link, echo_send, echoed, rounds)
-                    refusal = await measure(link, stale_send, rejected, rounds)
-                    decision = await measure(link, decision_send, decided, rounds)
-                    direct = await direct_submits(base_url, rounds)
-                    through = await measure(link, order_send, at_venue, rounds)
-            async with MqttLink(endpoint) as kill_link:
-                with anyio.fail_after(600):
-                    idle, flooded = await engages(kill_link, port, workdir)
-            ready_empty, ready_full = await ready.measure(port, READY_ORDERS)
+            results = await measure_all(endpoint, workdir, base_url, rounds)
         finally:
-            for process in (daemon, echo, venue):
-                process.terminate()
-                process.wait(10)
-        print(
-            f"latency over loopback, {rounds} samples each (ms); ratios against the floor above\n"
-        )
-        print(f"| {'path':<40} | {'p50':>8} | {'p99':>8} | {'p50 x':>8} | {'p99 x':>8} |")
-        print(f"|{'-' * 42}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
-        print(row("MQTT echo floor (aiomqtt)", floor, None))
-        print(row("intent -> rejection, no order flow (tg)", refusal, floor))
-        print(row("intent -> acceptance + order flow (tg)", decision, floor))
-        print(row("alpaca-py submit_order -> venue (direct)", direct, None))
-        print(row("intent -> order accepted by venue (tg)", through, direct))
-        print(row(f"engage -> retained state, idle ({len(idle)})", idle, floor))
-        print(row(f"engage -> state, 30k-intent flood ({len(flooded)})", flooded, floor))
-        print(
-            f"\nREADY (process start -> READY line, Alpaca's limits): empty journal "
-            f"{ready_empty:.2f} s; {READY_ORDERS} open orders in the journal and at the venue "
-            f"{ready_full:.2f} s"
-        )
+            stop(daemon, echo, venue)
+        report(rounds, results)
         tg.cancel_scope.cancel()
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,27 +22,14 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from bench.rig import BIN, daemon_config, write_daemon_config
 from protocol.messages import Accepted, OrderIntent
 from sim.config import SimConfig
 from sim.rest import RateLimiter
 from sim.venue import PaperVenue
 
-BIN = Path(sys.executable).parent
 VENUE_LIMIT = 200
-
-
-def config_text(workdir: Path, mqtt_port: int, venue_url: str) -> str:
-    return (
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\ntopic_prefix = "ready"\n'
-        # Its own client id: beside `make bench`'s daemon on the same broker, a shared one
-        # would have the two take each other's session over and over.
-        'client_id = "tradeguard-ready"\n'
-        f'[state]\npath = "{workdir}/state.db"\n[log]\nlevel = "info"\n'
-        f'[broker]\nkind = "alpaca"\nurl = "{venue_url}"\n'
-        f'stream_url = "{venue_url.replace("http", "ws", 1)}/stream"\ndata_url = "{venue_url}"\n'
-        f'key_id_file = "{workdir}/key"\nsecret_key_file = "{workdir}/key"\n'
-        "[strategies.b1]\nallocation = 1.0\n"
-    )
+READY_TABLES = "[strategies.b1]\nallocation = 1.0\n"
 
 
 def time_to_ready(config: Path) -> float:
@@ -122,14 +108,23 @@ def journal(state: Path, placed: list[tuple[str, str, float]]) -> None:
 async def measure(mqtt_port: int, orders: int) -> tuple[float, float]:
     """(READY with an empty journal, READY with ``orders`` open orders), in seconds."""
     workdir = Path(tempfile.mkdtemp(prefix="tg-ready-"))
-    (workdir / "key").write_text("PKREADYDAEMON\n")
     venue = PaperVenue(
         SimConfig(port=0, clock="always-open", rate_limit_per_min=10**7, tick_interval_s=1.0)
     )
     async with anyio.create_task_group() as tg:
         url = await tg.start(venue.run)
-        config = workdir / "ready.toml"
-        config.write_text(config_text(workdir, mqtt_port, url))
+        text = daemon_config(
+            workdir,
+            mqtt_port=mqtt_port,
+            venue_url=url,
+            topic_prefix="ready",
+            tables=READY_TABLES,
+            # Its own client id: beside `make bench`'s daemon on the same broker, a shared one
+            # would have the two take each other's session over and over.
+            client_id="tradeguard-ready",
+            log_level="info",
+        )
+        config = write_daemon_config(workdir, "ready", key_id="PKREADYDAEMON", config=text)
         venue.api.limiter = RateLimiter(VENUE_LIMIT)
         empty = await anyio.to_thread.run_sync(time_to_ready, config)
         venue.api.limiter = RateLimiter(10**7)  # seeding only

@@ -17,8 +17,6 @@ import argparse
 import os
 import random
 import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +24,10 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from bench.rig import daemon_config, local_url, start_daemon, start_venue, stop, write_daemon_config
 from daemon.embedded_broker import EmbeddedMosquitto
 from daemon.mqtt_session import MqttEndpoint, MqttLink
 
-BIN = Path(sys.executable).parent
 SAMPLE_S = 10.0
 
 
@@ -53,6 +51,64 @@ def intent(n: int, rng: random.Random) -> bytes:
     return msgspec.json.encode(body)
 
 
+SOAK_TABLES = (
+    # Every check stays on; the soak sends faster than a strategy may by default.
+    "[risk]\nmax_intents_per_second = 100000.0\nduplicate_window_s = 0.0\n"
+    "min_price = 0.0\nmax_price_deviation = 1.0\n"
+    "[strategies.s1]\nallocation = 1.0\n"
+)
+
+
+class SoakRun:
+    """What a soak saw: RSS samples (seconds in, MB), intents sent, events received."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.sent = 0
+        self.answers = 0
+
+    def sample(self, seconds: float, pid: int) -> None:
+        self.samples.append((seconds, rss_mb(pid)))
+
+    def report(self, minutes: float) -> str:
+        samples, n = self.samples, self.sent
+        after_first_minute = [mb for t, mb in samples if t >= 60]
+        growth = after_first_minute[-1] - after_first_minute[0] if after_first_minute else 0.0
+        return (
+            f"\nsoak: {n} intents in {minutes:g} min ({n / (minutes * 60):.0f}/s), "
+            f"{self.answers} events; RSS {samples[0][1]:.1f} MB at start, "
+            f"{after_first_minute[0] if after_first_minute else float('nan'):.1f} MB at 1 min, "
+            f"{samples[-1][1]:.1f} MB at the end: growth after the first minute {growth:+.1f} MB"
+        )
+
+
+async def steady_load(link: MqttLink, pid: int, minutes: float, rate: float, soak: SoakRun) -> None:
+    """Send intents at ``rate`` for ``minutes``, counting answers and sampling RSS."""
+    async with anyio.create_task_group() as counting:
+        await link.subscribe("soak/v1/strategy/s1/event")
+
+        async def count() -> None:
+            async for _ in link.messages():
+                soak.answers += 1
+
+        counting.start_soon(count)
+        rng = random.Random(7)
+        started = time.monotonic()
+        next_sample = started
+        while (now := time.monotonic()) - started < minutes * 60:
+            if now >= next_sample:
+                soak.sample(now - started, pid)
+                print(
+                    f"{soak.samples[-1][0]:7.0f} s  RSS {soak.samples[-1][1]:7.1f} MB", flush=True
+                )
+                next_sample += SAMPLE_S
+            await link.publish("soak/v1/strategy/s1/intent", intent(soak.sent, rng))
+            soak.sent += 1
+            await anyio.sleep(max(0.0, started + soak.sent / rate - time.monotonic()))
+        soak.sample(time.monotonic() - started, pid)
+        counting.cancel_scope.cancel()
+
+
 async def main(minutes: float, rate: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tg-soak-"))
     port = 21000 + os.getpid() % 2000
@@ -60,75 +116,24 @@ async def main(minutes: float, rate: float) -> None:
     broker = EmbeddedMosquitto(state_dir=workdir, port=port)
     async with anyio.create_task_group() as tg:
         await tg.start(broker.run)
-        venue = subprocess.Popen(
-            [str(BIN / "tradeguard"), "sim", "--port", str(venue_port), "--cash", "10000000"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+        venue = await start_venue(venue_port, quiet=True)
+        config = daemon_config(
+            workdir,
+            mqtt_port=port,
+            venue_url=local_url(venue_port),
+            topic_prefix="soak",
+            tables=SOAK_TABLES,
         )
-        assert venue.stdout is not None
-        await anyio.to_thread.run_sync(venue.stdout.readline)
-        base_url = f"http://127.0.0.1:{venue_port}"
-        (workdir / "key").write_text("PKSOAK\n")
-        config = workdir / "soak.toml"
-        config.write_text(
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {port}\ntopic_prefix = "soak"\n'
-            f'[state]\npath = "{workdir}/state.db"\n[log]\nlevel = "warning"\n'
-            f'[broker]\nkind = "alpaca"\nurl = "{base_url}"\n'
-            f'stream_url = "ws://127.0.0.1:{venue_port}/stream"\ndata_url = "{base_url}"\n'
-            f'key_id_file = "{workdir}/key"\nsecret_key_file = "{workdir}/key"\n'
-            # Every check stays on; the soak sends faster than a strategy may by default.
-            "[risk]\nmax_intents_per_second = 100000.0\nduplicate_window_s = 0.0\n"
-            "min_price = 0.0\nmax_price_deviation = 1.0\n"
-            "[strategies.s1]\nallocation = 1.0\n"
-        )
-        daemon = subprocess.Popen(
-            [str(BIN / "tradeguard"), "run", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert daemon.stdout is not None
-        await anyio.to_thread.run_sync(daemon.stdout.readline)
-        samples: list[tuple[float, float]] = []
-        answers = 0
+        path = write_daemon_config(workdir, "soak", key_id="PKSOAK", config=config)
+        daemon = await start_daemon(path, quiet=True)
+        soak = SoakRun()
         try:
             endpoint = MqttEndpoint(host="127.0.0.1", port=port, client_id="soak")
-            async with MqttLink(endpoint) as link, anyio.create_task_group() as counting:
-                await link.subscribe("soak/v1/strategy/s1/event")
-
-                async def count() -> None:
-                    nonlocal answers
-                    async for _ in link.messages():
-                        answers += 1
-
-                counting.start_soon(count)
-                rng = random.Random(7)
-                started = time.monotonic()
-                next_sample = started
-                n = 0
-                while (now := time.monotonic()) - started < minutes * 60:
-                    if now >= next_sample:
-                        samples.append((now - started, rss_mb(daemon.pid)))
-                        print(f"{samples[-1][0]:7.0f} s  RSS {samples[-1][1]:7.1f} MB", flush=True)
-                        next_sample += SAMPLE_S
-                    await link.publish("soak/v1/strategy/s1/intent", intent(n, rng))
-                    n += 1
-                    await anyio.sleep(max(0.0, started + n / rate - time.monotonic()))
-                samples.append((time.monotonic() - started, rss_mb(daemon.pid)))
-                counting.cancel_scope.cancel()
+            async with MqttLink(endpoint) as link:
+                await steady_load(link, daemon.pid, minutes, rate, soak)
         finally:
-            for process in (daemon, venue):
-                process.terminate()
-                process.wait(10)
-        after_first_minute = [mb for t, mb in samples if t >= 60]
-        growth = after_first_minute[-1] - after_first_minute[0] if after_first_minute else 0.0
-        print(
-            f"\nsoak: {n} intents in {minutes:g} min ({n / (minutes * 60):.0f}/s), "
-            f"{answers} events; RSS {samples[0][1]:.1f} MB at start, "
-            f"{after_first_minute[0] if after_first_minute else float('nan'):.1f} MB at 1 min, "
-            f"{samples[-1][1]:.1f} MB at the end: growth after the first minute {growth:+.1f} MB"
-        )
+            stop(daemon, venue)
+        print(soak.report(minutes))
         tg.cancel_scope.cancel()
 
 
