@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from sim.engine import TradeEvent
     from sim.faults import FaultPlan
+    from sim.orders import TradeEvent
 
 log = structlog.get_logger(__name__)
 

@@ -36,9 +36,10 @@ from aiohttp import web
 
 from sim.clock import MarketClock
 from sim.control import ControlApi
-from sim.engine import QTY_STEP, MatchingEngine, SimOrder, TradeEvent
+from sim.engine import MatchingEngine
 from sim.errors import RequestRefusedError
 from sim.faults import FaultPlan
+from sim.orders import QTY_STEP, SimOrder, TradeEvent
 from sim.prices import PriceModel, Quote
 from sim.rest import TradingApi
 from sim.store import VenueStore
