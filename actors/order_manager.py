@@ -14,9 +14,7 @@ state twice without a fill being counted twice.
 
 from __future__ import annotations
 
-import re
 import time
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, assert_never
 
@@ -42,16 +40,18 @@ from actors.channels import (
 )
 from actors.core.book import (
     FINAL,
-    RECENT_FINAL_ORDERS,
     OrderRecord,
-    Position,
     StrategyBook,
-    client_order_id,
-    legal,
+    order_event,
 )
-from actors.core.open_orders import OpenOrders
-from actors.core.risk_limits import PositionView, Quote, StrategyView
-from actors.core.rows import DecisionRow, FillRow, OrderChangeRow, OrderRow, Row
+from actors.core.order_book import (
+    OrderBook,
+    approval_refusal,
+    approval_request,
+    broker_busy,
+)
+from actors.core.risk_limits import Quote, StrategyView
+from actors.core.rows import Row
 from actors.core.trading_state import KillGate
 from protocol.codec import encode
 from protocol.messages import (
@@ -62,11 +62,8 @@ from protocol.messages import (
     FillEvent,
     OrderEvent,
     OrderIntent,
-    OrderStatus,
-    PendingApproval,
     Reason,
     Rejected,
-    Side,
     StrategyState,
 )
 from protocol.reasons import ReasonCode
@@ -134,17 +131,9 @@ class OrderManager(Actor):
         self._submissions = submissions
         self._cancels = cancels
         self._journal = journal
-        self._decisions = book.decisions
-        self.orders = book.orders
-        self.positions = book.positions
-        self._by_intent = {o.intent_id: o for o in self.orders.values()}
-        self._lookup_order = book.lookup_order
-        # Unfinished orders, with their exposure totals: views cost per symbol, not per order.
-        self._open: OpenOrders[OrderRecord] = OpenOrders()
-        for order in self.orders.values():
-            if order.status not in FINAL:
-                self._open.add(order)
-        self._finals: deque[str] = deque(c for c, o in self.orders.items() if o.status in FINAL)
+        self.book = OrderBook(strategy_id, book)
+        self.orders = self.book.orders
+        self.positions = self.book.positions
         self._guardian = guardian
         self._gate = gate
         self._topics = topics
@@ -159,13 +148,11 @@ class OrderManager(Actor):
         self._parked: dict[str, tuple[OrderIntent, float]] = {}
         self._parked_changed = anyio.Event()
         self._state_dirty = anyio.Event()
-        self._legs: OrderedDict[str, tuple[OrderStatus, float, float | None]] = OrderedDict()
-        """Bracket legs seen (the broker's ``client_order_id``): status, cumulative fill."""
 
     @property
     def open_orders(self) -> int:
         """Orders not yet in a final state."""
-        return len(self._open)
+        return len(self.book.open)
 
     async def _run(self) -> None:
         await self._publish_state()
@@ -190,7 +177,7 @@ class OrderManager(Actor):
         symbols = {
             i.intent.symbol
             for i in batch
-            if isinstance(i.intent, OrderIntent) and i.intent.intent_id not in self._decisions
+            if isinstance(i.intent, OrderIntent) and i.intent.intent_id not in self.book.decisions
         }
         if symbols and self._refresh_quotes is not None:
             await self._refresh_quotes(symbols)
@@ -219,7 +206,7 @@ class OrderManager(Actor):
         if isinstance(intent, CancelIntent):
             await self._cancel_intent(intent.intent_id)
             return
-        orders = self._open.values()
+        orders = self.book.open.values()
         for order in orders:
             await self._request_cancel(order)
         # One decision, even with nothing open: the strategy knows it was heard.
@@ -258,7 +245,7 @@ class OrderManager(Actor):
     ) -> None:
         """Decide one order intent; the caller journals before anything leaves."""
         now = time.time()
-        known = self._decisions.get(intent.intent_id)
+        known = self.book.decisions.get(intent.intent_id)
         if known is not None:
             decision = _decision_decoder.decode(known)
             answers.append(encode(msgspec.structs.replace(decision, duplicate=True, ts=now)))
@@ -284,21 +271,10 @@ class OrderManager(Actor):
         self._accept(intent, now, writes, answers, submissions)
 
     def _broker_busy(self, *, pending: int) -> Reason | None:
-        """``BROKER_BUSY`` when the queue ahead would push the POST past the deadline.
-
-        Better a clear no now than an order sent late, or one that expires unsent.
-        """
+        """``BROKER_BUSY`` when the queue ahead would push the POST past the deadline."""
         if self._admission is None:
             return None
-        wait = self._admission(pending)
-        if wait <= self._submit_deadline_s * ADMISSION_MARGIN:
-            return None
-        return Reason(
-            code=ReasonCode.BROKER_BUSY,
-            message=f"the broker queue would hold this order about {wait:.0f} s "
-            f"(broker.submit_deadline_s {self._submit_deadline_s:g} s, at the broker's rate "
-            "limit): re-send later",
-        )
+        return broker_busy(self._admission(pending), self._submit_deadline_s, ADMISSION_MARGIN)
 
     def _reject(
         self,
@@ -308,13 +284,8 @@ class OrderManager(Actor):
         writes: list[Row],
         answers: list[bytes],
     ) -> None:
-        payload = encode(Rejected(intent_id=intent.intent_id, reasons=reasons, ts=now))
-        writes.append(
-            _decision_row(
-                self.strategy_id, intent.intent_id, accepted=False, payload=payload, ts=now
-            )
-        )
-        self._decisions.put(intent.intent_id, payload)
+        payload, row = self.book.reject(intent, reasons, now)
+        writes.append(row)
         answers.append(payload)
         if self._metrics is not None:
             self._metrics.intent(self.strategy_id, "rejected", [r.code.value for r in reasons])
@@ -333,25 +304,9 @@ class OrderManager(Actor):
         answers: list[bytes],
         submissions: list[SubmitOrder],
     ) -> None:
-        coid = client_order_id(self.strategy_id, intent.intent_id)
-        payload = encode(Accepted(intent_id=intent.intent_id, client_order_id=coid, ts=now))
-        record = OrderRecord(
-            client_order_id=coid,
-            intent_id=intent.intent_id,
-            intent=intent,
-            status="pending",
-            created_ts=now,
-        )
-        writes.append(
-            _decision_row(
-                self.strategy_id, intent.intent_id, accepted=True, payload=payload, ts=now
-            )
-        )
-        writes.append(_order_insert(self.strategy_id, record, now))
-        self._decisions.put(intent.intent_id, payload)
-        self.orders[coid] = record
-        self._open.add(record)
-        self._by_intent[intent.intent_id] = record
+        payload, rows, record = self.book.accept(intent, now)
+        coid = record.client_order_id
+        writes += rows
         answers.append(payload)
         submissions.append(
             SubmitOrder(
@@ -371,23 +326,11 @@ class OrderManager(Actor):
 
     def _park(self, intent: OrderIntent, notional: float, now: float) -> None:
         """Hold an intent above ``approval_above_notional`` until a person decides."""
-        expires = now + self._approval_timeout_s
-        self._parked[intent.intent_id] = (intent, expires)
-        self._guardian.set_pending(
-            PendingApproval(
-                strategy_id=self.strategy_id,
-                intent_id=intent.intent_id,
-                symbol=intent.symbol,
-                side=intent.side,
-                qty=intent.qty,
-                notional=round(notional, 2),
-                order_type=intent.order_type,
-                limit_price=intent.limit_price,
-                requested_at=now,
-                expires_at=expires,
-            ),
-            (self.strategy_id, intent.intent_id),
+        request = approval_request(
+            self.strategy_id, intent, notional, now, self._approval_timeout_s
         )
+        self._parked[intent.intent_id] = (intent, request.expires_at)
+        self._guardian.set_pending(request, (self.strategy_id, intent.intent_id))
         self._parked_changed.set()
         self._state_dirty.set()
         if self._metrics is not None:
@@ -411,16 +354,8 @@ class OrderManager(Actor):
         writes: list[Row] = []
         answers: list[bytes] = []
         submissions: list[SubmitOrder] = []
-        if approved is None:
-            reasons = [
-                Reason(
-                    code=ReasonCode.APPROVAL_TIMEOUT,
-                    message=f"no approval within {self._approval_timeout_s:g} s",
-                )
-            ]
-        elif not approved:
-            reasons = [Reason(code=ReasonCode.APPROVAL_DENIED, message="denied by an operator")]
-        else:
+        reasons = approval_refusal(approved=approved, timeout_s=self._approval_timeout_s)
+        if approved:
             if self._refresh_quotes is not None:
                 await self._refresh_quotes({intent.symbol})
             reasons = self._guardian.recheck_after_approval(
@@ -449,90 +384,42 @@ class OrderManager(Actor):
 
     # ------------------------------------------------------------------ exposure views
 
-    def _mark(self, symbol: str, fallback: float) -> float:
+    def _mark(self, symbol: str) -> float | None:
         quote = self._guardian.quotes.get(symbol)
-        return quote.mid if quote is not None else fallback
+        return quote.mid if quote is not None else None
 
     def realized_pnl(self) -> float:
         """Realized P&L of every position ever held."""
-        return sum(p.realized_pnl for p in self.positions.values())
-
-    def _open_qty(self) -> dict[tuple[str, str], float]:
-        """Unfilled quantity of open orders, by (symbol, side)."""
-        return self._open.open_qty()
+        return self.book.realized_pnl()
 
     def open_symbols(self) -> set[str]:
         """Symbols with an order of this strategy not yet final."""
-        return self._open.symbols()
+        return self.book.open.symbols()
 
     def position_costs(self) -> dict[str, tuple[float, float]]:
-        """Symbol to (signed qty, net cash invested), as the fills so far made them.
-
-        The cash a symbol's fills cost, net of what its sales brought: for an
-        average-cost book, the shares at their average price less the realized P&L.
-        """
-        return {s: (p.qty, p.qty * p.avg_price - p.realized_pnl) for s, p in self.positions.items()}
+        """Symbol to (signed qty, net cash invested), as the fills so far made them."""
+        return self.book.position_costs()
 
     def held_positions(self) -> dict[str, tuple[float, float]]:
         """Symbol to (signed qty, average price), as the fills so far made them."""
-        return {s: (p.qty, p.avg_price) for s, p in self.positions.items() if p.qty != 0}
+        return self.book.held_positions()
 
     def pending_opening(self, quotes: Mapping[str, Quote]) -> dict[str, float]:
         """Notional of open orders that would open or grow a position, by symbol."""
         del quotes  # marks come from the same cache through the guardian
-
-        def held(symbol: str) -> float:
-            position = self.positions.get(symbol)
-            return position.qty if position else 0.0
-
-        return self._open.pending_opening(held, lambda symbol: self._mark(symbol, 0.0))
+        return self.book.pending_opening(self._mark)
 
     def strategy_view(self, now: float) -> StrategyView:
         """This strategy as the limits see it."""
         del now
-        open_qty = self._open_qty()
-        positions: dict[str, PositionView] = {}
-        gross = 0.0
-        unrealized = 0.0
-        for symbol, position in self.positions.items():
-            if abs(position.qty) < _EPS and not (
-                open_qty.get((symbol, "buy")) or open_qty.get((symbol, "sell"))
-            ):
-                continue
-            mark = self._mark(symbol, position.avg_price)
-            gross += abs(position.qty) * mark
-            unrealized += (mark - position.avg_price) * position.qty
-            positions[symbol] = PositionView(
-                qty=position.qty,
-                avg_price=position.avg_price,
-                market_price=mark,
-                pending_buy_qty=open_qty.get((symbol, "buy"), 0.0),
-                pending_sell_qty=open_qty.get((symbol, "sell"), 0.0),
-            )
-        for (symbol, side), qty in open_qty.items():
-            if symbol not in positions:
-                positions[symbol] = PositionView(
-                    qty=0.0,
-                    avg_price=0.0,
-                    market_price=self._mark(symbol, 0.0),
-                    pending_buy_qty=qty if side == "buy" else 0.0,
-                    pending_sell_qty=qty if side == "sell" else 0.0,
-                )
-        gross += sum(self.pending_opening(self._guardian.quotes).values())
-        session_pnl = (
-            self.realized_pnl() - self._guardian.session_pnl_base(self.strategy_id) + unrealized
-        )
-        return StrategyView(
-            gross_exposure=gross,
-            session_pnl=session_pnl,
+        return self.book.view(
+            self._mark,
+            session_base=self._guardian.session_pnl_base(self.strategy_id),
             paused=self._gate.paused(self.strategy_id),
-            positions=positions,
         )
 
     async def _cancel_intent(self, intent_id: str) -> None:
-        order = self._by_intent.get(intent_id)
-        if order is None and self._lookup_order is not None:
-            order = self._lookup_order(intent_id)  # finished long ago: only in the journal
+        order = self.book.order_of(intent_id)
         if order is None:
             await self._send_event(
                 Rejected(
@@ -568,8 +455,6 @@ class OrderManager(Actor):
                 match item:
                     case FlattenNow():
                         flatten = True
-                    case OrderUpdate(parent_client_order_id=str()):
-                        self._apply_leg(item, writes, events)
                     case OrderUpdate():
                         self._apply(item, writes, events)
                     case _:
@@ -586,225 +471,69 @@ class OrderManager(Actor):
     def _apply(
         self, update: OrderUpdate, writes: list[Row], events: list[OrderEvent | FillEvent]
     ) -> None:
-        """Apply one update to the book: state machine, fills, positions."""
-        order = self.orders.get(update.client_order_id)
-        if order is None:
-            log.warning("order.unknown_update", client_order_id=update.client_order_id)
-            return
+        """Apply one broker report to the book (:func:`actors.core.book.apply_report`)."""
         now = time.time()
-        status = update.status
-        if status != order.status and not legal(order.status, status):
-            detail = f"illegal transition {order.status} -> {status} ({update.source})"
-            log.error(
-                "order.illegal_transition",
+        leg = update.parent_client_order_id is not None
+        applied = self.book.apply_leg(update, now) if leg else self.book.apply(update, now)
+        if applied is None:
+            log.warning("order.unknown_update", client_order_id=update.client_order_id, leg=leg)
+            return
+        if applied.illegal is not None:
+            self._illegal(update, applied.illegal, now)
+            return
+        writes += applied.rows
+        events += applied.events
+        order = self.orders.get(update.client_order_id)
+        if leg or order is None or not applied.changed:
+            return
+        if self._metrics is not None:
+            self._metrics.order_status(self.strategy_id, order.status)
+        if order.status != "submitted":
+            log.info(
+                "order.status",
                 client_order_id=order.client_order_id,
-                current=order.status,
-                reported=status,
+                status=order.status,
+                filled_qty=order.filled_qty,
                 source=update.source,
             )
-            self._audit(
-                AuditRecord(
-                    type="order.illegal_transition",
-                    ok=False,
-                    detail=detail,
-                    ts=now,
-                    strategy_id=self.strategy_id,
-                    source="broker",
-                )
-            )
-            return
-        if status == order.status and status in FINAL:
-            return
-        changed = status != order.status
-        if update.broker_order_id and update.broker_order_id != order.broker_order_id:
-            order.broker_order_id = update.broker_order_id
-            changed = True
-        new_cum = update.filled_qty
-        if new_cum > order.filled_qty + _EPS:
-            delta = new_cum - order.filled_qty
-            new_avg = update.filled_avg_price or 0.0
-            old_value = (order.filled_avg_price or 0.0) * order.filled_qty
-            price = (new_avg * new_cum - old_value) / delta if delta > _EPS else new_avg
-            position = self.positions.setdefault(order.intent.symbol, Position())
-            position.apply(1 if order.intent.side == "buy" else -1, delta, price)
-            order.filled_qty = new_cum
-            self._open.refill(order)
-            order.filled_avg_price = update.filled_avg_price
-            writes.append(
-                FillRow(
-                    client_order_id=order.client_order_id,
-                    strategy_id=self.strategy_id,
-                    symbol=order.intent.symbol,
-                    side=order.intent.side,
-                    qty=delta,
-                    price=price,
-                    ts=now,
-                    cum_qty=new_cum,
-                )
-            )
-            events.append(
-                FillEvent(
-                    intent_id=order.intent_id,
-                    client_order_id=order.client_order_id,
-                    qty=delta,
-                    price=price,
-                    position_qty=position.qty,
-                    ts=now,
-                    symbol=order.intent.symbol,
-                    side=order.intent.side,
-                )
-            )
-            changed = True
-        if not changed:
-            return
-        order.status = status
-        if status in FINAL:
-            self._open.remove(order.client_order_id)
-            self._forget_old_finals(order)
-        events.append(self._order_event(order, update.detail))
-        if self._metrics is not None:
-            self._metrics.order_status(self.strategy_id, status)
-        if status == "submitted":
-            # Transient: recovery looks up every unfinished order anyway, so this state
-            # is published but not worth an fsync of its own.
-            return
-        writes.append(
-            OrderChangeRow(
-                status=status,
-                broker_order_id=order.broker_order_id,
-                filled_qty=order.filled_qty,
-                filled_avg_price=order.filled_avg_price,
-                ts=now,
-                detail=update.detail,
-                client_order_id=order.client_order_id,
-            )
-        )
-        log.info(
-            "order.status",
-            client_order_id=order.client_order_id,
-            status=status,
-            filled_qty=order.filled_qty,
+
+    def _illegal(self, update: OrderUpdate, detail: str, now: float) -> None:
+        log.error(
+            "order.illegal_transition",
+            client_order_id=update.client_order_id,
+            reported=update.status,
             source=update.source,
         )
-
-    def _apply_leg(
-        self, update: OrderUpdate, writes: list[Row], events: list[OrderEvent | FillEvent]
-    ) -> None:
-        """Apply an update of a bracket leg: its fills move the position, on the exit side.
-
-        A leg is the broker's order, not an intent's: its events carry the parent's
-        ``intent_id``, the leg's own ``client_order_id`` and ``leg_of``. Its fills are
-        journaled under that id, so positions rebuilt from the journal include them.
-        """
-        parent_coid = update.parent_client_order_id
-        assert parent_coid is not None
-        parent = self.orders.get(parent_coid)
-        if parent is None and self._lookup_order is not None:
-            parent = self._lookup_order(parent_coid.removeprefix(f"{self.strategy_id}-"))
-        if parent is None:
-            log.warning("order.unknown_leg", client_order_id=update.client_order_id)
-            return
-        status, cum, avg = self._legs.get(update.client_order_id, ("accepted", 0.0, None))
-        if status in FINAL:
-            return
-        intent = parent.intent
-        side: Side = "sell" if intent.side == "buy" else "buy"
-        now = time.time()
-        changed = update.status != status
-        if update.filled_qty > cum + _EPS:
-            delta = update.filled_qty - cum
-            new_avg = update.filled_avg_price or 0.0
-            price = (new_avg * update.filled_qty - (avg or 0.0) * cum) / delta
-            position = self.positions.setdefault(intent.symbol, Position())
-            position.apply(1 if side == "buy" else -1, delta, price)
-            cum, avg = update.filled_qty, update.filled_avg_price
-            writes.append(
-                FillRow(
-                    client_order_id=update.client_order_id,
-                    strategy_id=self.strategy_id,
-                    symbol=intent.symbol,
-                    side=side,
-                    qty=delta,
-                    price=price,
-                    ts=now,
-                    cum_qty=cum,
-                )
+        self._audit(
+            AuditRecord(
+                type="order.illegal_transition",
+                ok=False,
+                detail=detail,
+                ts=now,
+                strategy_id=self.strategy_id,
+                source="broker",
             )
-            events.append(
-                FillEvent(
-                    intent_id=parent.intent_id,
-                    client_order_id=update.client_order_id,
-                    qty=delta,
-                    price=price,
-                    position_qty=position.qty,
-                    ts=now,
-                    symbol=intent.symbol,
-                    side=side,
-                    leg_of=parent_coid,
-                )
-            )
-            changed = True
-        self._legs[update.client_order_id] = (update.status, cum, avg)
-        self._legs.move_to_end(update.client_order_id)
-        while len(self._legs) > RECENT_FINAL_ORDERS:
-            self._legs.popitem(last=False)
-        if changed:
-            events.append(
-                OrderEvent(
-                    intent_id=parent.intent_id,
-                    client_order_id=update.client_order_id,
-                    broker_order_id=update.broker_order_id,
-                    status=update.status,
-                    filled_qty=cum,
-                    filled_avg_price=avg,
-                    ts=now,
-                    detail=update.detail,
-                    leg_of=parent_coid,
-                )
-            )
-
-    def _forget_old_finals(self, order: OrderRecord) -> None:
-        """Keep the most recent finished orders in memory; the journal keeps them all."""
-        self._finals.append(order.client_order_id)
-        while len(self._finals) > RECENT_FINAL_ORDERS:
-            old = self.orders.pop(self._finals.popleft(), None)
-            if old is not None and self._by_intent.get(old.intent_id) is old:
-                del self._by_intent[old.intent_id]
+        )
 
     async def _flatten(self) -> None:
         """Close this strategy's positions with market orders (after its cancels)."""
-        stamp = int(time.time() * 1000)
-        for symbol, position in self.positions.items():
-            if abs(position.qty) < _EPS:
-                continue
-            intent_id = f"flatten-{stamp}-{re.sub(r'[^A-Za-z0-9]', '_', symbol)}"
-            intent = OrderIntent(
-                intent_id=intent_id,
-                symbol=symbol,
-                side="sell" if position.qty > 0 else "buy",
-                qty=abs(position.qty),
-            )
-            coid = client_order_id(self.strategy_id, intent_id)
-            now = time.time()
-            record = OrderRecord(
-                client_order_id=coid,
-                intent_id=intent_id,
-                intent=intent,
-                status="pending",
-                created_ts=now,
-            )
-            await self._journal.write(_order_insert(self.strategy_id, record, now))
-            self.orders[coid] = record
-            self._open.add(record)
-            self._by_intent[intent_id] = record
+        now = time.time()
+        orders = self.book.flatten(now)
+        if not orders:
+            return
+        await self._journal.write(*(row for _record, row in orders))
+        for record, _row in orders:
             log.warning(
-                "kill.flatten", strategy_id=self.strategy_id, symbol=symbol, qty=position.qty
+                "kill.flatten",
+                strategy_id=self.strategy_id,
+                symbol=record.intent.symbol,
+                qty=record.intent.qty,
             )
             await self._submissions.send(
                 SubmitOrder(
                     strategy_id=self.strategy_id,
-                    client_order_id=coid,
-                    intent=intent,
+                    client_order_id=record.client_order_id,
+                    intent=record.intent,
                     accepted_at=now,
                     bypass_gate=True,
                 )
@@ -832,16 +561,7 @@ class OrderManager(Actor):
             await anyio.sleep(0.05)
 
     def _order_event(self, order: OrderRecord, detail: str | None = None) -> OrderEvent:
-        return OrderEvent(
-            intent_id=order.intent_id,
-            client_order_id=order.client_order_id,
-            broker_order_id=order.broker_order_id,
-            status=order.status,
-            filled_qty=order.filled_qty,
-            filled_avg_price=order.filled_avg_price,
-            ts=time.time(),
-            detail=detail,
-        )
+        return order_event(order, time.time(), detail)
 
     async def _send_event(self, event: Accepted | Rejected | OrderEvent | FillEvent) -> None:
         await self._outbound.send(Publish(topic=self._event_topic, payload=encode(event)))
@@ -869,22 +589,3 @@ class OrderManager(Actor):
                 retain=True,
             )
         )
-
-
-def _decision_row(
-    sid: str, intent_id: str, *, accepted: bool, payload: bytes, ts: float
-) -> DecisionRow:
-    return DecisionRow(
-        strategy_id=sid, intent_id=intent_id, accepted=accepted, event=payload, ts=ts
-    )
-
-
-def _order_insert(sid: str, record: OrderRecord, ts: float) -> OrderRow:
-    return OrderRow(
-        client_order_id=record.client_order_id,
-        strategy_id=sid,
-        intent_id=record.intent_id,
-        intent=encode(record.intent),
-        status=record.status,
-        ts=ts,
-    )

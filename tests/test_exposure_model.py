@@ -101,8 +101,8 @@ class ExposureMachine(RuleBasedStateMachine):
             client_order_id=coid, intent_id=f"o{n}", intent=intent, status="pending"
         )
         self.manager.orders[coid] = record
-        self.manager._open.add(record)
-        self.manager._by_intent[record.intent_id] = record
+        self.manager.book.open.add(record)
+        self.manager.book.by_intent[record.intent_id] = record
         self.broker[coid] = BrokerOrder(coid, symbol, float(qty))
 
     @rule(pick=st.integers(0, 20))

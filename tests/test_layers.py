@@ -19,13 +19,13 @@ ACTORS = frozenset(
     {
         "actors.audit",
         "actors.broker_gateway",
-        "actors.home_assistant",
         "actors.kill_switch",
         "actors.order_manager",
         "actors.risk_guardian",
     }
 )
-"""The actor modules (the rest of ``actors`` is their base, channels and cores)."""
+"""The actor modules (the rest of ``actors`` is their base, channels, cores and the Home
+Assistant message builder, which the kill-switch authority uses)."""
 ALPACA_ADAPTER = frozenset({"actors.broker_gateway", "actors.alpaca_adapter"})
 MQTT_SESSION_PREFIX = "daemon.mqtt_"
 STRATEGY_CLIENT = "protocol.client"

@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from protocol.messages import OrderIntent, OrderStatus
+from actors.core.messages import OrderUpdate
+from actors.core.rows import FillRow, OrderChangeRow, Row
+from protocol.messages import FillEvent, OrderEvent, OrderIntent, OrderStatus, Side
 
 FINAL: Final[frozenset[OrderStatus]] = frozenset({"filled", "cancelled", "rejected", "expired"})
 _LIVE: Final[tuple[OrderStatus, ...]] = (
@@ -152,3 +154,202 @@ RECENT_DECISIONS: Final = 2_000
 answered from the journal's primary key (one indexed read), so memory stays flat."""
 RECENT_FINAL_ORDERS: Final = 1_000
 """Finished orders kept in memory per strategy; the journal keeps them all."""
+
+
+# ---------------------------------------------------------------- applying broker reports
+
+
+@dataclass
+class Applied:
+    """What one broker report did to an order: rows to journal, events to publish."""
+
+    rows: list[Row] = field(default_factory=list)
+    events: list[OrderEvent | FillEvent] = field(default_factory=list)
+    illegal: str | None = None
+    """Set (and nothing applied) when the report breaks the state machine."""
+    filled: bool = False
+    """The order's filled quantity grew (its open share must move)."""
+    changed: bool = False
+    """The order's status, broker id or fill changed (an ``order`` event was made)."""
+
+
+def order_event(order: OrderRecord, now: float, detail: str | None = None) -> OrderEvent:
+    """The ``order`` event of ``order`` as it stands."""
+    return OrderEvent(
+        intent_id=order.intent_id,
+        client_order_id=order.client_order_id,
+        broker_order_id=order.broker_order_id,
+        status=order.status,
+        filled_qty=order.filled_qty,
+        filled_avg_price=order.filled_avg_price,
+        ts=now,
+        detail=detail,
+    )
+
+
+def _fill_price(cum: float, avg: float | None, new_cum: float, new_avg: float | None) -> float:
+    """The price of the shares between two cumulative fills (``avg``: their average)."""
+    delta = new_cum - cum
+    if delta <= _EPS:
+        return new_avg or 0.0
+    return ((new_avg or 0.0) * new_cum - (avg or 0.0) * cum) / delta
+
+
+def apply_report(
+    order: OrderRecord,
+    report: OrderUpdate,
+    positions: dict[str, Position],
+    *,
+    strategy_id: str,
+    now: float,
+) -> Applied:
+    """Apply one broker report to ``order`` (and its position), in place.
+
+    Cumulative fill figures make a report idempotent: a stream event and a look-up of
+    the same state apply once. ``submitted`` is published but not journaled (recovery
+    lists every unfinished order anyway).
+    """
+    status = report.status
+    if status != order.status and not legal(order.status, status):
+        return Applied(illegal=f"illegal transition {order.status} -> {status} ({report.source})")
+    applied = Applied()
+    if status == order.status and status in FINAL:
+        return applied
+    changed = status != order.status
+    if report.broker_order_id and report.broker_order_id != order.broker_order_id:
+        order.broker_order_id = report.broker_order_id
+        changed = True
+    if report.filled_qty > order.filled_qty + _EPS:
+        intent = order.intent
+        delta = report.filled_qty - order.filled_qty
+        price = _fill_price(
+            order.filled_qty, order.filled_avg_price, report.filled_qty, report.filled_avg_price
+        )
+        position = positions.setdefault(intent.symbol, Position())
+        position.apply(1 if intent.side == "buy" else -1, delta, price)
+        order.filled_qty = report.filled_qty
+        order.filled_avg_price = report.filled_avg_price
+        applied.rows.append(
+            FillRow(
+                client_order_id=order.client_order_id,
+                strategy_id=strategy_id,
+                symbol=intent.symbol,
+                side=intent.side,
+                qty=delta,
+                price=price,
+                ts=now,
+                cum_qty=order.filled_qty,
+            )
+        )
+        applied.events.append(
+            FillEvent(
+                intent_id=order.intent_id,
+                client_order_id=order.client_order_id,
+                qty=delta,
+                price=price,
+                position_qty=position.qty,
+                ts=now,
+                symbol=intent.symbol,
+                side=intent.side,
+            )
+        )
+        applied.filled = changed = True
+    if not changed:
+        return applied
+    order.status = status
+    applied.changed = True
+    applied.events.append(order_event(order, now, report.detail))
+    if status != "submitted":
+        applied.rows.append(
+            OrderChangeRow(
+                client_order_id=order.client_order_id,
+                status=status,
+                broker_order_id=order.broker_order_id,
+                filled_qty=order.filled_qty,
+                filled_avg_price=order.filled_avg_price,
+                ts=now,
+                detail=report.detail,
+            )
+        )
+    return applied
+
+
+@dataclass(frozen=True)
+class LegState:
+    """A bracket leg as last reported: status and cumulative fill."""
+
+    status: OrderStatus = "accepted"
+    filled_qty: float = 0.0
+    filled_avg_price: float | None = None
+
+
+def apply_leg_report(
+    parent: OrderRecord,
+    leg: LegState,
+    report: OrderUpdate,
+    positions: dict[str, Position],
+    *,
+    strategy_id: str,
+    now: float,
+) -> tuple[LegState, Applied]:
+    """Apply a report of one of ``parent``'s bracket legs: its fills move the position.
+
+    A leg is the broker's order, on the exit side: its events carry the parent's
+    ``intent_id``, the leg's own ``client_order_id`` and ``leg_of``; its fills are
+    journaled under that id, so positions rebuilt from the journal include them.
+    """
+    applied = Applied()
+    if leg.status in FINAL:
+        return leg, applied
+    intent = parent.intent
+    side: Side = "sell" if intent.side == "buy" else "buy"
+    cum, avg = leg.filled_qty, leg.filled_avg_price
+    applied.changed = report.status != leg.status
+    if report.filled_qty > cum + _EPS:
+        delta = report.filled_qty - cum
+        price = _fill_price(cum, avg, report.filled_qty, report.filled_avg_price)
+        position = positions.setdefault(intent.symbol, Position())
+        position.apply(1 if side == "buy" else -1, delta, price)
+        cum, avg = report.filled_qty, report.filled_avg_price
+        fill = FillRow(
+            client_order_id=report.client_order_id,
+            strategy_id=strategy_id,
+            symbol=intent.symbol,
+            side=side,
+            qty=delta,
+            price=price,
+            ts=now,
+            cum_qty=cum,
+        )
+        applied.rows.append(fill)
+        applied.events.append(_leg_fill(parent, fill, position.qty))
+        applied.filled = applied.changed = True
+    if applied.changed:
+        applied.events.append(
+            OrderEvent(
+                intent_id=parent.intent_id,
+                client_order_id=report.client_order_id,
+                broker_order_id=report.broker_order_id,
+                status=report.status,
+                filled_qty=cum,
+                filled_avg_price=avg,
+                ts=now,
+                detail=report.detail,
+                leg_of=parent.client_order_id,
+            )
+        )
+    return LegState(report.status, cum, avg), applied
+
+
+def _leg_fill(parent: OrderRecord, fill: FillRow, position_qty: float) -> FillEvent:
+    return FillEvent(
+        intent_id=parent.intent_id,
+        client_order_id=fill.client_order_id,
+        qty=fill.qty,
+        price=fill.price,
+        position_qty=position_qty,
+        ts=fill.ts,
+        symbol=fill.symbol,
+        side=fill.side,
+        leg_of=parent.client_order_id,
+    )
