@@ -99,8 +99,9 @@ async def test_thousand_intents_each_sent_one_to_three_times(
         async with running_daemon(config), probe(mosquitto, t.event("s1")) as p:
             for iid in sends:
                 await p.publish(t.intent("s1"), resting_buy(iid))
+            # Liveness bounds, not speed: 1,000 POSTs at 20-80 ms each, beside a loaded CPU.
             await p.wait_until(
-                lambda: len(decisions(p.bodies(t.event("s1")))) >= len(sends), timeout=60
+                lambda: len(decisions(p.bodies(t.event("s1")))) >= len(sends), timeout=180
             )
             answers = decisions(p.bodies(t.event("s1")))
             assert len(answers) == len(sends)
@@ -119,7 +120,7 @@ async def test_thousand_intents_each_sent_one_to_three_times(
                     )
                     >= len(copies)
                 ),
-                timeout=60,
+                timeout=180,
             )
             at_venue = venue_orders(venue)
             assert len(at_venue) == len(copies)
