@@ -16,8 +16,9 @@ import pytest
 from harness import VENV_BIN, Mosquitto, base_tables, running_daemon, write_config
 
 from actors.admin_code import AdminCodeVerifier
-from daemon import cli
+from daemon.cli_parser import build_parser
 from daemon.journal import Journal
+from sim.cli import add_options as add_sim_options
 
 TG = str(VENV_BIN / "tradeguard")
 
@@ -233,7 +234,7 @@ def _every_command() -> list[list[str]]:
 
 
 def test_every_command_takes_config_before_or_after_its_name() -> None:
-    parser = cli._build_parser()
+    parser = build_parser(sim_options=add_sim_options)
     subcommands = next(
         action._name_parser_map
         for action in parser._actions

@@ -31,13 +31,14 @@ from harness import (
 )
 
 from actors.admin_code import hash_code
-from daemon import cli
 from daemon import client_commands as cc
+from daemon.cli_parser import build_parser
 from daemon.client_commands import human_time
 from daemon.config import load_config
 from daemon.journal import Journal, Write
 from protocol.messages import Approve, Deny
 from protocol.topics import Topics
+from sim.cli import add_options as add_sim_options
 
 pytestmark = pytest.mark.anyio
 
@@ -122,7 +123,7 @@ def test_help_shows_the_ways_to_give_a_code_and_no_markup() -> None:
 
 
 def test_every_option_has_help() -> None:
-    parser = cli._build_parser()
+    parser = build_parser(sim_options=add_sim_options)
     subcommands = next(
         action.choices
         for action in parser._actions
