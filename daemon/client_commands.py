@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
+from actors.core.book import Position
 from actors.core.errors import BrokerConnectionError, JournalError
 from daemon.config import Config, resolve_path
 from daemon.embedded_broker import client_config
-from daemon.endpoints import mqtt_endpoint
-from daemon.mqtt_session import MqttLink
-from daemon.preflight import check_mqtt_login
+from daemon.endpoints import check_mqtt_login, mqtt_endpoint
+from daemon.mqtt_endpoint import MqttLink
 from protocol.codec import decode_json, encode
 from protocol.messages import Approve, AuditRecord, Deny, Disengage, Engage, KillState
 from protocol.topics import Topics
@@ -388,9 +388,7 @@ def orders(
 
 
 def positions(config: Config, *, as_json: bool) -> int:
-    """Print every strategy's positions, rebuilt from the journaled fills."""
-    from actors.order_manager import Position  # noqa: PLC0415
-
+    """Print every strategy's positions, rebuilt from the journaled fills (the daemon's book)."""
     book: dict[tuple[str, str], Position] = {}
     for sid, symbol, side, qty, price in _read_journal(
         config, "SELECT strategy_id, symbol, side, qty, price FROM fills ORDER BY id"

@@ -6,8 +6,12 @@ without importing the actors and alpaca-py: they answer in a fraction of a secon
 
 from __future__ import annotations
 
+import ssl
+
+from actors.core.errors import ConfigError
 from daemon.config import Config, read_secret, resolve_path
-from daemon.mqtt_session import MqttEndpoint, make_tls_context
+from daemon.error_reasons import reason_of
+from daemon.mqtt_endpoint import MqttEndpoint, make_tls_context
 
 GENERATED_CODE_FILE = "admin-code"
 """The admin code made when the config names no release method, in the state folder."""
@@ -61,3 +65,40 @@ def mqtt_endpoint(
         password=password,
         tls_context=tls,
     )
+
+
+def check_mqtt_login(config: Config) -> None:
+    """Check what any MQTT client of this config needs: the password and TLS files.
+
+    The CLI's client commands call this before connecting, so that an unreadable
+    certificate is one line naming the key.
+
+    Raises:
+        ConfigError: naming the key whose file is unusable.
+    """
+    mqtt = config.mqtt
+    if mqtt.password_file:
+        read_secret(config, mqtt.password_file, key="mqtt.password_file")
+    if mqtt.tls:
+        _check_tls(config)
+
+
+def _check_tls(config: Config) -> None:
+    mqtt = config.mqtt
+    ca = str(resolve_path(config, mqtt.ca_file)) if mqtt.ca_file else None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"mqtt.ca_file: cannot load {ca}: {reason_of(exc)}") from exc
+    if mqtt.key_file and not mqtt.cert_file:
+        raise ConfigError("mqtt.key_file: needs mqtt.cert_file (the client certificate)")
+    if mqtt.cert_file:
+        cert = str(resolve_path(config, mqtt.cert_file))
+        key = str(resolve_path(config, mqtt.key_file)) if mqtt.key_file else None
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            keys = "mqtt.cert_file / mqtt.key_file" if key else "mqtt.cert_file"
+            raise ConfigError(
+                f"{keys}: cannot load the client certificate: {reason_of(exc)}"
+            ) from exc

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 from urllib.parse import urlsplit
 
 from actors.admin_code import AdminCodeVerifier, check_hash_format
@@ -21,6 +20,8 @@ from actors.core.errors import ConfigError, EmbeddedBrokerError
 from daemon.broker_mode import check_mode
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import DAEMON_LOGIN, OPERATOR_LOGIN, find_mosquitto
+from daemon.endpoints import check_mqtt_login
+from daemon.error_reasons import reason_of
 
 SIM_URL = "http://127.0.0.1"
 """What the mode check sees for the built-in venue: a loopback paper endpoint."""
@@ -48,22 +49,6 @@ def check_setup(config: Config) -> None:
     _check_state(config)
     if config.metrics.enabled:
         _check_bind_host(config.metrics.host, key="metrics.host")
-
-
-def check_mqtt_login(config: Config) -> None:
-    """Check what any MQTT client of this config needs: the password and TLS files.
-
-    The CLI's client commands call this before connecting, so that an unreadable
-    certificate is one line naming the key.
-
-    Raises:
-        ConfigError: naming the key whose file is unusable.
-    """
-    mqtt = config.mqtt
-    if mqtt.password_file:
-        read_secret(config, mqtt.password_file, key="mqtt.password_file")
-    if mqtt.tls:
-        _check_tls(config)
 
 
 def _check_mqtt(config: Config) -> None:
@@ -104,25 +89,6 @@ def _check_embedded_logins(config: Config) -> None:
                 f"strategies.{sid}: {sid!r} is a login of the embedded mosquitto already "
                 "(the daemon's or the CLI's); give the strategy another id"
             )
-
-
-def _check_tls(config: Config) -> None:
-    mqtt = config.mqtt
-    ca = str(resolve_path(config, mqtt.ca_file)) if mqtt.ca_file else None
-    try:
-        context = ssl.create_default_context(cafile=ca)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"mqtt.ca_file: cannot load {ca}: {_why(exc)}") from exc
-    if mqtt.key_file and not mqtt.cert_file:
-        raise ConfigError("mqtt.key_file: needs mqtt.cert_file (the client certificate)")
-    if mqtt.cert_file:
-        cert = str(resolve_path(config, mqtt.cert_file))
-        key = str(resolve_path(config, mqtt.key_file)) if mqtt.key_file else None
-        try:
-            context.load_cert_chain(cert, key)
-        except (OSError, ssl.SSLError) as exc:
-            keys = "mqtt.cert_file / mqtt.key_file" if key else "mqtt.cert_file"
-            raise ConfigError(f"{keys}: cannot load the client certificate: {_why(exc)}") from exc
 
 
 def _check_broker(config: Config) -> None:
@@ -186,14 +152,4 @@ def _check_bind_host(host: str, *, key: str) -> None:
     try:
         socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, UnicodeError) as exc:
-        raise ConfigError(f"{key}: cannot listen on {host!r}: {_why(exc)}") from exc
-
-
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):  # an OSError whose errno is OpenSSL's, not the OS's
-        return f"{exc.library}: {exc.reason}" if exc.reason else str(exc)
-    if isinstance(exc, OSError) and exc.errno and not isinstance(exc, socket.gaierror):
-        return os.strerror(exc.errno)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
+        raise ConfigError(f"{key}: cannot listen on {host!r}: {reason_of(exc)}") from exc
