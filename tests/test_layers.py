@@ -33,6 +33,7 @@ STRATEGY_CLIENT = "protocol.client"
 NOT_PURE = frozenset(
     {"anyio", "asyncio", "sqlite3", "socket", "requests", "aiohttp", "structlog", "threading"}
 )
+CLI = frozenset({"daemon.cli", "daemon.cli_parser"})
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 60
 
@@ -66,7 +67,7 @@ def under(name: str, package: str) -> bool:
     return name == package or name.startswith(package + ".")
 
 
-def violations(name: str, path: Path) -> list[str]:  # noqa: C901, PLR0912 - one rule a branch
+def violations(name: str, path: Path) -> list[str]:
     found = []
     for target in sorted(imports(path)):
         top = target.split(".")[0]
@@ -87,7 +88,14 @@ def violations(name: str, path: Path) -> list[str]:  # noqa: C901, PLR0912 - one
                 found.append(f"{name} imports {target}")
             if name in ACTORS and target in ACTORS and target != name:
                 found.append(f"actor {name} imports actor {target}")
-        elif under(name, "daemon") and top == "sim" and name != "daemon.wiring":
+        elif (
+            under(name, "daemon")
+            and top == "sim"
+            and name != "daemon.wiring"
+            # The command line is the top layer: `tradeguard sim` runs the venue's own
+            # command line (sim.cli), lazily, and nothing else of sim.
+            and not (name in CLI and under(target, "sim.cli"))
+        ):
             found.append(f"{name} imports {target} (only the wiring may)")
         if top == "alpaca" and name not in ALPACA_ADAPTER:
             found.append(f"{name} imports alpaca-py")
@@ -99,10 +107,8 @@ def violations(name: str, path: Path) -> list[str]:  # noqa: C901, PLR0912 - one
 
 
 def test_the_tree_has_the_layers() -> None:
-    assert {"protocol.messages", "actors.core.book", "actors.base", "daemon.wiring"} <= set(
-        MODULES
-    )
-    assert ACTORS <= set(MODULES)
+    assert {"protocol.messages", "actors.core.book", "actors.base", "daemon.wiring"} <= set(MODULES)
+    assert set(MODULES) >= ACTORS
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
