@@ -3,16 +3,23 @@
 Pure functions over plain values: the matching engine owns the state and calls
 these to value it (:func:`account_view`), to book a fill into the positions
 (:func:`apply_fill`) and to check a configuration change (:func:`configured`).
+:class:`BuyHolds` keeps the money held for open buy orders up to date order by
+order, so that valuing the account does not walk every open order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim.orders import ZERO
 from sim.wire import invalid
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sim.orders import SimOrder
 
 PDT_EQUITY = Decimal(25_000)
 MIN_SHORT_EQUITY = Decimal(2_000)
@@ -64,6 +71,75 @@ class AccountView:
     maintenance_margin: Decimal = ZERO
     multiplier: int = 1
     marks: dict[str, Decimal] = field(default_factory=dict)
+
+
+class BuyHolds:
+    """Money held for open buy orders, kept up to date as each order changes.
+
+    A limit or stop-limit buy holds its remaining shares at its limit, a notional
+    buy its remaining notional: those are dollar amounts, summed as they change.
+    Other buys (market, stop, trailing stop) hold their remaining shares at the
+    current ask, so their shares are summed per symbol and priced when asked.
+    Orders that are final, sells and the legs of bracket, OTO and OCO orders hold
+    nothing. The sums are exact decimals: the total equals a walk over the open
+    orders, at any count of them.
+    """
+
+    def __init__(self) -> None:
+        """Start with no holds."""
+        self._dollars = ZERO
+        self._shares: dict[str, Decimal] = {}
+        self._by_order: dict[str, tuple[str | None, Decimal]] = {}
+        """Each holding order's part: (None, dollars) or (symbol, shares at the ask)."""
+
+    def update(self, order: SimOrder) -> None:
+        """Count ``order`` as it is now (call after every change to it)."""
+        previous = self._by_order.pop(order.id, None)
+        if previous is not None:
+            self._add(*previous, sign=-1)
+        held = _hold_of(order)
+        if held is not None:
+            self._by_order[order.id] = held
+            self._add(*held, sign=1)
+
+    def total(self, ask: Callable[[str], Decimal], exclude: SimOrder | None = None) -> Decimal:
+        """Money held now, ``ask`` pricing the shares held at the ask.
+
+        Args:
+            ask: The current ask of a symbol.
+            exclude: An order whose hold does not count (the order being replaced).
+        """
+        dollars, shares = self._dollars, self._shares
+        excluded = self._by_order.get(exclude.id) if exclude is not None else None
+        if excluded is not None:
+            symbol, amount = excluded
+            if symbol is None:
+                dollars -= amount
+            else:
+                shares = {**shares, symbol: shares[symbol] - amount}
+        return dollars + sum((qty * ask(s) for s, qty in shares.items() if qty != 0), ZERO)
+
+    def _add(self, symbol: str | None, amount: Decimal, *, sign: int) -> None:
+        if symbol is None:
+            self._dollars += sign * amount
+            return
+        shares = self._shares.get(symbol, ZERO) + sign * amount
+        if shares == 0:
+            self._shares.pop(symbol, None)
+        else:
+            self._shares[symbol] = shares
+
+
+def _hold_of(order: SimOrder) -> tuple[str | None, Decimal] | None:
+    """What ``order`` holds: (None, dollars), (symbol, shares at the ask), or None."""
+    if order.is_final or order.side != "buy" or order.parent_id is not None:
+        return None
+    if order.notional is not None:
+        return None, order.remaining_notional
+    price = order.limit_price if order.type in {"limit", "stop_limit"} else None
+    if price is None:
+        return order.symbol, order.remaining_qty()
+    return None, order.remaining_qty() * price
 
 
 def margin_multiplier(

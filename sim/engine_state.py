@@ -19,6 +19,7 @@ import structlog
 from sim.account import (
     DEFAULT_CONFIGURATIONS,
     AccountView,
+    BuyHolds,
     SimPosition,
     account_view,
     configured,
@@ -84,6 +85,7 @@ class EngineState:
         self.positions: dict[str, SimPosition] = {}
         self.orders: dict[str, SimOrder] = {}
         self._by_client_id: dict[str, SimOrder] = {}
+        self._holds = BuyHolds()
         self._seq = 0
         self.rejects_armed = 0
         self.last_equity = self.cash
@@ -124,10 +126,12 @@ class EngineState:
         }
         self.orders = {}
         self._by_client_id = {}
+        self._holds = BuyHolds()
         for record in stored.orders:
             order = SimOrder.from_record(record, self._config.seed)
             self.orders[order.id] = order
             self._by_client_id[order.client_order_id] = order
+            self._holds.update(order)
         self._seq = max((order.seq for order in self.orders.values()), default=0)
         self.activities = list(stored.activities)
         self.rejects_armed = 0
@@ -158,6 +162,8 @@ class EngineState:
             self._store.save_account(self.account_record())
 
     def _changed(self, order: SimOrder) -> None:
+        """Every change to an order ends here: count its hold anew, persist it."""
+        self._holds.update(order)
         if self._store is not None:
             self._store.save_order(order.to_record())
 
@@ -215,18 +221,7 @@ class EngineState:
         return [order]
 
     def _buy_holds(self, exclude: SimOrder | None = None) -> Decimal:
-        holds = ZERO
-        for order in self.open_orders():
-            if order is exclude or order.side != "buy" or order.parent_id is not None:
-                continue
-            if order.notional is not None:
-                holds += order.remaining_notional
-                continue
-            price = order.limit_price if order.type in {"limit", "stop_limit"} else None
-            if price is None:
-                price = self._prices.quote(order.symbol).ask
-            holds += order.remaining_qty() * price
-        return holds
+        return self._holds.total(lambda symbol: self._prices.quote(symbol).ask, exclude)
 
     def sell_holds(self, symbol: str, exclude: SimOrder | None = None) -> Decimal:
         """Shares of ``symbol`` already promised to open sell orders."""
