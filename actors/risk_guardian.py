@@ -4,8 +4,10 @@ Order managers call :meth:`RiskGuardian.evaluate` synchronously right before
 journaling a decision. It runs on the event loop without awaiting, so a check
 and what it records (rate buckets, duplicate memory) are atomic with respect to
 every other strategy. The limits themselves are pure functions
-(:mod:`actors.core.risk_limits`); the breaker is a pure state machine
-(:mod:`actors.core.circuit_breaker`).
+(:mod:`actors.core.risk_limits`, :mod:`actors.core.intent_gates`); the breaker is a
+pure state machine (:mod:`actors.core.circuit_breaker`); the account view and what
+is published are pure too (:mod:`actors.core.risk_account`,
+:mod:`actors.core.risk_reports`).
 
 The guardian's own task takes broker status (equity, positions, clock) from the
 gateway, runs the breaker, journals every circuit change before it takes effect,
@@ -32,26 +34,35 @@ from actors.core.circuit_breaker import (
     CircuitBreakerState,
     SessionState,
     Transition,
+    apply_account_poll,
 )
+from actors.core.intent_gates import gate_reasons
 from actors.core.reconciliation import DriftWatch, marked_equity
+from actors.core.risk_account import (
+    MarkBasis,
+    net_quantities,
+    portfolio_view,
+    sum_costs,
+    symbols_to_mark,
+)
 from actors.core.risk_limits import (
     DuplicateDetector,
     EffectiveLimits,
+    IntentRateLimit,
     PortfolioView,
     Quote,
-    RateLimiter,
     StrategyView,
     check_order,
     effective_limits,
     order_terms,
     usable_quote,
 )
+from actors.core.risk_reports import approval_list, daemon_state
 from actors.core.rows import CIRCUIT_KEY, SESSION_KEY, AuditRow, MetaRow
 from actors.core.settings import RiskConfig, StrategyConfig
 from actors.core.trading_state import KillGate
 from protocol.codec import encode
 from protocol.messages import (
-    ApprovalPending,
     AuditRecord,
     BrokerKind,
     CircuitState,
@@ -70,7 +81,6 @@ log = structlog.get_logger(__name__)
 MARK_INTERVAL_S: Final = 2.0
 """Between account polls, held symbols are re-quoted and the equity re-marked this often
 (one latest-quotes request to the data API, whose budget is apart from trading's)."""
-_QTY_EPS = 1e-9
 
 
 class StrategyBookView(Protocol):
@@ -152,7 +162,7 @@ class RiskGuardian(Actor):
         self.limits: dict[str, EffectiveLimits] = {
             sid: effective_limits(risk, strategy) for sid, strategy in strategies.items()
         }
-        self._rates = RateLimiter(
+        self._rates = IntentRateLimit(
             {sid: lim.max_intents_per_second for sid, lim in self.limits.items()}
         )
         self._duplicates = DuplicateDetector()
@@ -160,7 +170,7 @@ class RiskGuardian(Actor):
         self.equity: float | None = None
         """The broker's equity at the last poll."""
         self.positions: dict[str, tuple[float, float]] = {}
-        self._basis: _MarkBasis | None = None
+        self._basis: MarkBasis | None = None
         self.refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None
         """Fetch fresh quotes for the held symbols (set by the wiring), for the marks."""
         self.quotes: Mapping[str, Quote] = {}
@@ -186,44 +196,24 @@ class RiskGuardian(Actor):
         return usable_quote(self.quotes.get(symbol), now, self._risk.quote_max_age_s)
 
     def portfolio_view(self) -> PortfolioView:
-        """The account as the limits see it.
+        """The account as the limits see it (:func:`~actors.core.risk_account.portfolio_view`).
 
-        Positions come from two places: the strategies' own books, moved by every fill
-        the moment it is reported, and the broker's last account poll (every
-        ``broker.account_poll_s``), which also holds what no strategy owns. Each symbol
-        counts with the larger of the two, so a fill the poll has not seen yet, and a
-        position the books do not know, both count: the limits never see less exposure
-        than there is.
+        Each symbol counts with the larger of the strategies' books (moved by every fill)
+        and the broker's last account poll (every ``broker.account_poll_s``, with what no
+        strategy owns): the limits never see less exposure than there is.
         """
-        pending: dict[str, float] = {}
-        fills: dict[str, tuple[float, float]] = {}
-        for book in self.books.values():
-            for symbol, notional in book.pending_opening(self.quotes).items():
-                pending[symbol] = pending.get(symbol, 0.0) + notional
-            for symbol, (qty, avg_price) in book.held_positions().items():
-                held, _price = fills.get(symbol, (0.0, avg_price))
-                fills[symbol] = (held + qty, avg_price)
-        exposure: dict[str, float] = {}
-        for symbol, (qty, avg_price) in fills.items():
-            if abs(qty) > _QTY_EPS:
-                exposure[symbol] = abs(qty) * self._mark(symbol, avg_price)
-        for symbol, (qty, value) in self.positions.items():
-            if abs(qty) > _QTY_EPS:
-                exposure[symbol] = max(exposure.get(symbol, 0.0), abs(value))
-        equity = self.current_equity() or 0.0
-        return PortfolioView(
-            equity=equity,
-            start_of_day_equity=self.breaker.start_of_day_equity or equity,
-            peak_equity=self.breaker.peak_equity or equity,
-            gross_exposure=sum(exposure.values()),
-            held_symbols=frozenset(exposure),
-            pending_opening=pending,
+        books = list(self.books.values())
+        pending = [book.pending_opening(self.quotes) for book in books]
+        held = [book.held_positions() for book in books]
+        return portfolio_view(
+            pending=pending,
+            held=held,
+            broker_positions=self.positions,
+            quotes=self.quotes,
+            equity=self.current_equity() or 0.0,
+            start_of_day_equity=self.breaker.start_of_day_equity,
+            peak_equity=self.breaker.peak_equity,
         )
-
-    def _mark(self, symbol: str, fallback: float) -> float:
-        """The mid of the cached quote for ``symbol``, else ``fallback``."""
-        quote = self.quotes.get(symbol)
-        return (quote.bid + quote.ask) / 2 if quote is not None else fallback
 
     def session_pnl_base(self, strategy_id: str) -> float:
         """Realized P&L of the strategy when the session began."""
@@ -238,44 +228,18 @@ class RiskGuardian(Actor):
     ) -> list[Reason]:
         """The checks that never depend on prices: halt, kill switches, staleness.
 
-        Staleness counts twice: the intent's own ``ts`` against now, and for every
-        intent, how long it waited here (say, while the broker was unreachable at
-        start-up) -- so nothing queued is traded late, with or without a ``ts``.
+        Staleness counts twice: the intent's own ``ts`` against now, and how long it
+        waited here (:func:`~actors.core.intent_gates.gate_reasons`).
         """
-        reasons: list[Reason] = []
-        if self._halt_latch.reason is not None:
-            reasons.append(
-                Reason(
-                    code=ReasonCode.TRADING_HALTED,
-                    message=f"trading halted: {self._halt_latch.reason}",
-                )
-            )
-        blocked = self._gate.blocked(strategy_id)
-        if blocked is ReasonCode.KILL_SWITCH_GLOBAL:
-            reasons.append(Reason(code=blocked, message="global kill switch is engaged"))
-        elif blocked is ReasonCode.KILL_SWITCH_STRATEGY:
-            reasons.append(
-                Reason(code=blocked, message=f"kill switch of strategy {strategy_id} is engaged")
-            )
-        max_age = self.limits[strategy_id].max_intent_age_s
-        if received_at is not None and now - received_at > max_age:
-            reasons.append(
-                Reason(
-                    code=ReasonCode.STALE_INTENT,
-                    message=f"intent waited {now - received_at:.1f} s in the daemon "
-                    f"(limit {max_age:g} s): the broker was not reachable",
-                )
-            )
-        elif intent.ts is not None and abs(now - intent.ts) > max_age:
-            direction = "old" if intent.ts < now else "in the future"
-            reasons.append(
-                Reason(
-                    code=ReasonCode.STALE_INTENT,
-                    message=f"intent ts is {abs(now - intent.ts):.1f} s {direction} "
-                    f"(limit {max_age:g} s)",
-                )
-            )
-        return reasons
+        return gate_reasons(
+            strategy_id,
+            intent,
+            now=now,
+            received_at=received_at,
+            halt_reason=self._halt_latch.reason,
+            blocked=self._gate.blocked(strategy_id),
+            max_intent_age_s=self.limits[strategy_id].max_intent_age_s,
+        )
 
     def evaluate(
         self,
@@ -366,7 +330,7 @@ class RiskGuardian(Actor):
         if status.equity is not None:
             self.equity = status.equity
             self._basis = (
-                _MarkBasis(status.equity, dict(status.positions), self._book_costs())
+                MarkBasis(status.equity, dict(status.positions), self._book_costs())
                 if status.positions is not None
                 else None
             )
@@ -376,12 +340,7 @@ class RiskGuardian(Actor):
 
     def _book_costs(self) -> dict[str, tuple[float, float]]:
         """Every book's (shares, net cash invested), summed by symbol."""
-        total: dict[str, tuple[float, float]] = {}
-        for book in self.books.values():
-            for symbol, (qty, cost) in book.position_costs().items():
-                held, paid = total.get(symbol, (0.0, 0.0))
-                total[symbol] = (held + qty, paid + cost)
-        return total
+        return sum_costs(book.position_costs() for book in self.books.values())
 
     def current_equity(self, now: float | None = None) -> float | None:
         """Equity now: the last poll's, marked to the latest quotes and fills since.
@@ -402,11 +361,9 @@ class RiskGuardian(Actor):
 
     def _watch_drift(self, positions: Mapping[str, tuple[float, float]]) -> None:
         """The poll reconciles, it does not feed the limits: audit unexplained changes."""
-        books: dict[str, float] = {}
+        books = net_quantities(book.held_positions() for book in self.books.values())
         busy: set[str] = set()
         for book in self.books.values():
-            for symbol, (qty, _price) in book.held_positions().items():
-                books[symbol] = books.get(symbol, 0.0) + qty
             busy |= book.open_symbols()
         broker = {symbol: qty for symbol, (qty, _value) in positions.items()}
         log.debug("ledger.poll", broker=broker, books=books, busy=sorted(busy))
@@ -430,18 +387,18 @@ class RiskGuardian(Actor):
 
     async def _apply_status_locked(self, status: BrokerStatus) -> None:
         assert status.equity is not None
-        now = time.time()
-        candidate = CircuitBreaker(self._risk, self.breaker.snapshot())
-        transitions: list[Transition] = []
-        session = self.session
-        if status.market_open and status.session and status.session != session.session:
-            transitions += candidate.new_session(status.equity, now)
-            session = SessionState(
-                session=status.session,
-                realized_base={sid: book.realized_pnl() for sid, book in self.books.items()},
-            )
+        candidate, session, transitions = apply_account_poll(
+            self._risk,
+            self.breaker,
+            self.session,
+            equity=status.equity,
+            market_open=status.market_open,
+            broker_session=status.session,
+            realized_pnl=lambda: {sid: book.realized_pnl() for sid, book in self.books.items()},
+            now=time.time(),
+        )
+        if session is not self.session:
             log.info("risk.new_session", session=status.session, start_equity=status.equity)
-        transitions += candidate.update(status.equity, now)
         if candidate.snapshot() == self.breaker.snapshot() and session is self.session:
             return
         await self._commit(candidate, session, transitions)
@@ -450,17 +407,7 @@ class RiskGuardian(Actor):
         self, candidate: CircuitBreaker, session: SessionState, transitions: list[Transition]
     ) -> None:
         """Journal the breaker (and audit its transitions) before they take effect."""
-        records = [
-            AuditRecord(
-                type="circuit." + t.after,
-                ok=True,
-                detail=f"{t.before} -> {t.after}: {t.reason}",
-                ts=t.ts,
-                scope="global",
-                source="circuit_breaker",
-            )
-            for t in transitions
-        ]
+        records = [t.audit_record() for t in transitions]
         if self._journal is not None:
             await self._journal.write(
                 MetaRow(key=CIRCUIT_KEY, value=msgspec.json.encode(candidate.snapshot()).decode()),
@@ -498,24 +445,18 @@ class RiskGuardian(Actor):
 
     def daemon_state(self) -> DaemonState:
         """The retained daemon state message."""
-        return DaemonState(
+        return daemon_state(
             version=self._version,
             mode=self._broker_mode,
             broker=self._broker_kind,
             broker_connected=self.broker_connected,
-            circuit=self.breaker.state,
+            breaker=self.breaker,
             equity=self.equity,
-            daily_drawdown=_round(self.breaker.daily_drawdown),
-            total_drawdown=_round(self.breaker.total_drawdown),
-            ts=time.time(),
-            trading_halted=self._halt_latch.halted,
             halt_reason=self._halt_latch.reason,
-            strategies=sorted(self._strategies),
-            start_of_day_equity=self.breaker.start_of_day_equity,
-            peak_equity=self.breaker.peak_equity,
-            circuit_reason=self.breaker.reason,
-            session=self.session.session,
-            external_orders=self.external_orders[-50:],
+            strategies=self._strategies,
+            session=self.session,
+            external_orders=self.external_orders,
+            ts=time.time(),
         )
 
     @property
@@ -536,22 +477,10 @@ class RiskGuardian(Actor):
                         retain=True,
                     )
                 )
-                pending = encode(
-                    ApprovalPending(
-                        pending=sorted(
-                            self.pending_approvals.values(), key=lambda a: a.requested_at
-                        ),
-                        ts=0.0,
-                    )
-                )
+                pending = encode(approval_list(self.pending_approvals.values(), 0.0))
                 if pending != last_pending:
                     last_pending = pending
-                    body = ApprovalPending(
-                        pending=sorted(
-                            self.pending_approvals.values(), key=lambda a: a.requested_at
-                        ),
-                        ts=time.time(),
-                    )
+                    body = approval_list(self.pending_approvals.values(), time.time())
                     await self._outbound.send(
                         Publish(
                             topic=self._topics.approval_pending, payload=encode(body), retain=True
@@ -569,8 +498,7 @@ class RiskGuardian(Actor):
             basis = self._basis
             if basis is None:
                 continue
-            held = {s for s, (qty, _) in basis.positions.items() if abs(qty) > _QTY_EPS}
-            held |= {s for s, (qty, _) in self._book_costs().items() if abs(qty) > _QTY_EPS}
+            held = symbols_to_mark(basis, self._book_costs())
             if held and self.refresh_quotes is not None:
                 await self.refresh_quotes(held)
             async with self._breaker_lock:
@@ -592,15 +520,3 @@ class RiskGuardian(Actor):
             status = self._status
             if status is not None and status.equity is not None:
                 await self._apply_status(status)
-
-
-class _MarkBasis(msgspec.Struct, frozen=True):
-    """The last full poll, and the books as they stood when it arrived."""
-
-    equity: float
-    positions: Mapping[str, tuple[float, float]]
-    books: Mapping[str, tuple[float, float]]
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)

@@ -9,9 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.core.circuit_breaker import CircuitBreaker, CircuitBreakerState, Transition
+from actors.core.circuit_breaker import (
+    CircuitBreaker,
+    CircuitBreakerState,
+    SessionState,
+    Transition,
+    apply_account_poll,
+)
 from daemon.config import RiskConfig
-from protocol.messages import CircuitState
+from protocol.messages import AuditRecord, CircuitState
 
 T0 = 1_700_000_000.0
 # Seed defaults: warn 2 %, open at 3 % daily or 10 % from the peak.
@@ -204,6 +210,105 @@ def test_persistence_round_trip() -> None:
 def test_default_state_decodes_from_an_empty_object() -> None:
     state = msgspec.json.decode(b"{}", type=CircuitBreakerState)
     assert CircuitBreaker(RISK, state).state == "closed"
+
+
+def test_a_transition_is_audited_as_circuit_state() -> None:
+    breaker = _breaker()
+    (opened,) = breaker.update(96_000.0, T0 + 1)
+    assert opened.audit_record() == AuditRecord(
+        type="circuit.open",
+        ok=True,
+        detail=f"closed -> open: {opened.reason}",
+        ts=T0 + 1,
+        scope="global",
+        source="circuit_breaker",
+    )
+
+
+# --------------------------------------------------------------------------- account polls
+
+SESSION = SessionState(session="2024-05-01", realized_base={"s1": 10.0})
+
+
+def _never() -> dict[str, float]:
+    raise AssertionError("realized P&L is read only when a session starts")
+
+
+def test_a_poll_in_the_same_session_updates_a_copy() -> None:
+    breaker = _breaker()
+    before = breaker.snapshot()
+    candidate, session, transitions = apply_account_poll(
+        RISK,
+        breaker,
+        SESSION,
+        equity=97_500.0,
+        market_open=True,
+        broker_session="2024-05-01",
+        realized_pnl=_never,
+        now=T0 + 1,
+    )
+    assert breaker.snapshot() == before  # the breaker given is not changed
+    assert session is SESSION
+    assert _moves(transitions) == [("closed", "half_open")]
+    assert candidate.state == "half_open"
+    assert candidate.snapshot().equity == 97_500.0
+
+
+@pytest.mark.parametrize(
+    ("market_open", "broker_session"),
+    [(False, "2024-05-02"), (None, "2024-05-02"), (True, None), (True, "")],
+)
+def test_no_session_starts_while_the_market_is_closed_or_unnamed(
+    market_open: bool | None, broker_session: str | None
+) -> None:
+    _, session, transitions = apply_account_poll(
+        RISK,
+        _breaker(),
+        SESSION,
+        equity=100_000.0,
+        market_open=market_open,
+        broker_session=broker_session,
+        realized_pnl=_never,
+        now=T0 + 1,
+    )
+    assert session is SESSION
+    assert transitions == []
+
+
+def test_a_new_session_moves_the_baseline_and_the_pnl_base() -> None:
+    breaker = _breaker()
+    breaker.update(97_500.0, T0 + 1)  # half_open in the old session
+    candidate, session, transitions = apply_account_poll(
+        RISK,
+        breaker,
+        SESSION,
+        equity=97_500.0,
+        market_open=True,
+        broker_session="2024-05-02",
+        realized_pnl=lambda: {"s1": 42.0, "s2": -3.0},
+        now=T0 + 2,
+    )
+    assert session == SessionState(session="2024-05-02", realized_base={"s1": 42.0, "s2": -3.0})
+    assert SESSION.session == "2024-05-01"  # the old session is not changed
+    assert _moves(transitions) == [("half_open", "closed")]
+    assert candidate.start_of_day_equity == 97_500.0
+    assert candidate.peak_equity == 100_000.0
+    assert breaker.state == "half_open"
+
+
+def test_a_new_session_below_the_total_limit_opens_in_the_same_poll() -> None:
+    candidate, _, transitions = apply_account_poll(
+        RISK,
+        _breaker(),
+        SESSION,
+        equity=89_000.0,
+        market_open=True,
+        broker_session="2024-05-02",
+        realized_pnl=dict,
+        now=T0 + 2,
+    )
+    assert _moves(transitions) == [("closed", "open")]
+    assert candidate.state == "open"
 
 
 # --------------------------------------------------------------------------- model check

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from actors.core.risk_limits import (
     DuplicateDetector,
     EffectiveLimits,
+    IntentBucket,
+    IntentRateLimit,
     PortfolioView,
     PositionView,
     Quote,
-    RateLimiter,
     StrategyView,
-    TokenBucket,
     check_order,
     effective_limits,
     order_terms,
@@ -747,8 +747,8 @@ def test_checker_matches_an_independent_reference(scenario: tuple[Any, ...]) -> 
 # --------------------------------------------------------------------------- rate limiting
 
 
-def test_token_bucket_burst_is_one_second_and_refills() -> None:
-    limiter = RateLimiter({"s1": 2.0})
+def test_intent_rate_limit_burst_is_one_second_and_refills() -> None:
+    limiter = IntentRateLimit({"s1": 2.0})
     assert limiter.check("s1", NOW) is None
     assert limiter.check("s1", NOW) is None
     refused = limiter.check("s1", NOW)
@@ -759,8 +759,8 @@ def test_token_bucket_burst_is_one_second_and_refills() -> None:
     assert limiter.check("s1", NOW + 0.5) is None
 
 
-def test_token_bucket_exact_refill() -> None:
-    bucket = TokenBucket(rate=2.0, burst=2.0)
+def test_intent_bucket_exact_refill() -> None:
+    bucket = IntentBucket(rate=2.0, burst=2.0)
     assert bucket.take(NOW)
     assert bucket.take(NOW)
     assert not bucket.take(NOW)
@@ -773,14 +773,14 @@ def test_token_bucket_exact_refill() -> None:
 
 
 def test_slow_rates_still_allow_one_intent() -> None:
-    limiter = RateLimiter({"s1": 0.5})
+    limiter = IntentRateLimit({"s1": 0.5})
     assert limiter.check("s1", NOW) is None
     assert limiter.check("s1", NOW + 1) is not None
     assert limiter.check("s1", NOW + 2) is None
 
 
 def test_clock_going_backwards_refills_nothing() -> None:
-    bucket = TokenBucket(rate=1.0, burst=1.0)
+    bucket = IntentBucket(rate=1.0, burst=1.0)
     assert bucket.take(NOW)
     assert not bucket.take(NOW - 100)
     assert not bucket.take(NOW + 0.5)
@@ -788,7 +788,7 @@ def test_clock_going_backwards_refills_nothing() -> None:
 
 
 def test_global_bucket_refusal_keeps_the_strategy_token() -> None:
-    limiter = RateLimiter({"s1": 1.0, "s2": 1.0}, global_rate=1.0)
+    limiter = IntentRateLimit({"s1": 1.0, "s2": 1.0}, global_rate=1.0)
     assert limiter.check("s1", NOW) is None
     refused = limiter.check("s2", NOW)
     assert refused is not None
@@ -796,9 +796,9 @@ def test_global_bucket_refusal_keeps_the_strategy_token() -> None:
     assert limiter.check("s2", NOW + 1) is None  # s2's own token was not spent
 
 
-def test_rate_limiter_refuses_unknown_strategies_loudly() -> None:
+def test_intent_rate_limit_refuses_unknown_strategies_loudly() -> None:
     with pytest.raises(KeyError):
-        RateLimiter({"s1": 1.0}).check("nope", NOW)
+        IntentRateLimit({"s1": 1.0}).check("nope", NOW)
 
 
 # --------------------------------------------------------------------------- duplicates

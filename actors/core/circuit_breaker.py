@@ -29,26 +29,21 @@ peak, the baseline and an ``open`` state survive restarts.
 from __future__ import annotations
 
 import math
-from typing import Final
+from collections.abc import Callable
 
 import msgspec
 
+from actors.core.limit_bounds import drawdown, reaches
 from actors.core.settings import RiskConfig
-from protocol.messages import CircuitState
+from protocol.messages import AuditRecord, CircuitState
 
-__all__ = ["CircuitBreaker", "CircuitBreakerState", "Transition"]
-
-_REL_TOL: Final = 1e-9
-
-
-def _reaches(value: float, threshold: float) -> bool:
-    return value >= threshold - _REL_TOL * max(abs(threshold), 1.0)
-
-
-def _drawdown(base: float | None, equity: float | None) -> float:
-    if base is None or equity is None or base <= 0:
-        return 0.0
-    return max(0.0, (base - equity) / base)
+__all__ = [
+    "CircuitBreaker",
+    "CircuitBreakerState",
+    "SessionState",
+    "Transition",
+    "apply_account_poll",
+]
 
 
 def _check_equity(name: str, value: float) -> None:
@@ -83,6 +78,17 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     after: CircuitState
     reason: str
     ts: float
+
+    def audit_record(self) -> AuditRecord:
+        """The record journaled and published for this change (type ``circuit.<after>``)."""
+        return AuditRecord(
+            type="circuit." + self.after,
+            ok=True,
+            detail=f"{self.before} -> {self.after}: {self.reason}",
+            ts=self.ts,
+            scope="global",
+            source="circuit_breaker",
+        )
 
 
 class CircuitBreaker:
@@ -149,14 +155,14 @@ class CircuitBreaker:
         """Drawdown from the start-of-day equity; None before any equity."""
         if self._equity is None:
             return None
-        return _drawdown(self._start_of_day, self._equity)
+        return drawdown(self._start_of_day, self._equity)
 
     @property
     def total_drawdown(self) -> float | None:
         """Drawdown from the peak equity; None before any equity."""
         if self._equity is None:
             return None
-        return _drawdown(self._peak, self._equity)
+        return drawdown(self._peak, self._equity)
 
     @property
     def start_of_day_equity(self) -> float | None:
@@ -230,12 +236,12 @@ class CircuitBreaker:
         rebased: list[str] = []
         equity = self._equity
         if equity is not None:
-            daily = _drawdown(self._start_of_day, equity)
-            if _reaches(daily, self._warn_daily) and daily > 0:
+            daily = drawdown(self._start_of_day, equity)
+            if reaches(daily, self._warn_daily) and daily > 0:
                 self._start_of_day = equity
                 rebased.append(f"start-of-day equity rebased to {equity:.2f}")
-            total = _drawdown(self._peak, equity)
-            if _reaches(total, self._max_total) and total > 0:
+            total = drawdown(self._peak, equity)
+            if reaches(total, self._max_total) and total > 0:
                 self._peak = equity
                 rebased.append(f"peak equity rebased to {equity:.2f}")
         who = f"reset by {operator}" if operator else "reset by operator"
@@ -254,23 +260,23 @@ class CircuitBreaker:
         if self._state == "open" or self._equity is None:
             return []
         equity = self._equity
-        daily = _drawdown(self._start_of_day, equity)
-        total = _drawdown(self._peak, equity)
+        daily = drawdown(self._start_of_day, equity)
+        total = drawdown(self._peak, equity)
         # A zero threshold means "no loss tolerated", not "always tripped".
         breaches: list[str] = []
-        if daily > 0 and _reaches(daily, self._max_daily):
+        if daily > 0 and reaches(daily, self._max_daily):
             breaches.append(
                 f"daily drawdown {daily:.2%} >= limit {self._max_daily:.2%} "
                 f"(equity {equity:.2f}, start of day {self._start_of_day:.2f})"
             )
-        if total > 0 and _reaches(total, self._max_total):
+        if total > 0 and reaches(total, self._max_total):
             breaches.append(
                 f"total drawdown {total:.2%} >= limit {self._max_total:.2%} "
                 f"(equity {equity:.2f}, peak {self._peak:.2f})"
             )
         if breaches:
             return [self._move("open", "; ".join(breaches), now)]
-        if self._state == "closed" and daily > 0 and _reaches(daily, self._warn_daily):
+        if self._state == "closed" and daily > 0 and reaches(daily, self._warn_daily):
             return [
                 self._move(
                     "half_open",
@@ -287,3 +293,35 @@ class SessionState(msgspec.Struct, kw_only=True):
 
     session: str | None = None
     realized_base: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+def apply_account_poll(
+    risk: RiskConfig,
+    breaker: CircuitBreaker,
+    session: SessionState,
+    *,
+    equity: float,
+    market_open: bool | None,
+    broker_session: str | None,
+    realized_pnl: Callable[[], dict[str, float]],
+    now: float,
+) -> tuple[CircuitBreaker, SessionState, list[Transition]]:
+    """An account poll applied to a copy of ``breaker``; neither argument is changed.
+
+    A new session starts when the market is open and the broker names a session other
+    than ``session.session``: the daily baseline moves to ``equity``
+    (:meth:`CircuitBreaker.new_session`) and each strategy's realized P&L at that
+    moment (``realized_pnl()``, called only then) becomes its session base. Then the
+    equity is taken as an update.
+
+    Returns:
+        The updated copy of the breaker, the session (``session`` itself unless a new
+        one started) and the transitions, in order.
+    """
+    candidate = CircuitBreaker(risk, breaker.snapshot())
+    transitions: list[Transition] = []
+    if market_open and broker_session and broker_session != session.session:
+        transitions += candidate.new_session(equity, now)
+        session = SessionState(session=broker_session, realized_base=realized_pnl())
+    transitions += candidate.update(equity, now)
+    return candidate, session, transitions
