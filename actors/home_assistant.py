@@ -41,10 +41,14 @@ from __future__ import annotations
 from typing import Any, Final, TypeAlias
 
 import msgspec
+import structlog
 
-from actors.channels import Publish
+from actors.channels import Publish, TriggerPress
 from actors.core.settings import HomeAssistantConfig
+from protocol.messages import Approve, Deny, Disengage
 from protocol.topics import Topics
+
+log = structlog.get_logger(__name__)
 
 _json = msgspec.json.Encoder()
 
@@ -240,3 +244,60 @@ class HomeAssistantDiscovery:
             }
             entities.append(("sensor", key, sensor_body))
         return entities
+
+
+class HomeAssistantAction(msgspec.Struct, frozen=True, kw_only=True):
+    """What a message on one of Home Assistant's topics asks of the kill-switch authority.
+
+    Attributes:
+        publish: messages to publish (discovery after HA's birth, an emptied code box).
+        command: a release, approval or denial to route like any other command.
+        refusal: the detail of an approval or denial refused before any code check.
+        refused_kind: the audit type of that refusal (``approval.approve``/``.deny``).
+    """
+
+    publish: list[Publish] = msgspec.field(default_factory=list)
+    command: Disengage | Approve | Deny | None = None
+    refusal: str | None = None
+    refused_kind: str = ""
+
+
+def interpret(ha: HomeAssistantDiscovery, press: TriggerPress) -> HomeAssistantAction:
+    """Translate a message on a watched Home Assistant topic (retained ones do nothing)."""
+    if press.topic == ha.birth_topic:
+        online = press.payload.strip() == b"online"
+        return HomeAssistantAction(publish=ha.discovery_messages() if online else [])
+    # The code box's state is empty again: Home Assistant stores no code.
+    cleared = [ha.cleared_code(press.topic)]
+    if press.retained:
+        kind_of = "release" if press.topic == ha.release_topic else "approval"
+        log.warning(f"homeassistant.retained_{kind_of}_ignored")  # noqa: G004 - two fixed names
+        return HomeAssistantAction(publish=cleared)
+    if press.topic == ha.release_topic:
+        try:
+            code: str | None = press.payload.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            code = None
+        release = Disengage(
+            scope="global", code=code, operator="homeassistant", source="homeassistant"
+        )
+        return HomeAssistantAction(publish=cleared, command=release)
+    kind = Approve if press.topic == ha.approve_topic else Deny
+    refused_kind = f"approval.{kind.__name__.lower()}"
+    parts = press.payload.decode("utf-8", "replace").split()
+    if len(parts) != 3:
+        detail = "denied: expected 'STRATEGY INTENT_ID CODE'"
+        return HomeAssistantAction(publish=cleared, refusal=detail, refused_kind=refused_kind)
+    try:
+        command = kind(
+            strategy_id=parts[0],
+            intent_id=parts[1],
+            code=parts[2],
+            operator="homeassistant",
+            source="homeassistant",
+        )
+    except (TypeError, ValueError) as exc:
+        return HomeAssistantAction(
+            publish=cleared, refusal=f"denied: {exc}", refused_kind=refused_kind
+        )
+    return HomeAssistantAction(publish=cleared, command=command)

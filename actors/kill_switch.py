@@ -22,19 +22,16 @@ from actors.admin_code import AdminCodeVerifier, Verdict
 from actors.base import Actor, TradingHalt
 from actors.channels import (
     ApprovalDecision,
-    Heartbeat,
     InboundKillCommand,
     JournalSink,
     KillChanged,
     KillSettled,
     Publish,
-    TriggerPress,
 )
+from actors.core.kill_rules import authorised_detail, describe
 from actors.core.rows import TOTP_KEY, AuditRow, MetaRow, Row, SwitchRow
-from actors.core.settings import TriggerConfig
 from actors.core.trading_state import GLOBAL, PAUSE_PREFIX, KillGate
-from actors.home_assistant import HomeAssistantDiscovery
-from protocol.codec import DecodeFailure, decode_json, encode
+from protocol.codec import DecodeFailure, encode
 from protocol.messages import (
     Approve,
     AuditRecord,
@@ -82,13 +79,8 @@ class KillSwitchAuthority(Actor):
         topics: Topics,
         strategies: frozenset[str],
         commands: MemoryObjectReceiveStream[InboundKillCommand],
-        heartbeats: MemoryObjectReceiveStream[Heartbeat],
-        triggers: MemoryObjectReceiveStream[TriggerPress],
         outbound: MemoryObjectSendStream[Publish],
         listeners: Sequence[Callable[[KillChanged], Awaitable[None]]],
-        trigger_configs: Sequence[TriggerConfig] = (),
-        heartbeat_timeouts: Mapping[str, float] | None = None,
-        home_assistant: HomeAssistantDiscovery | None = None,
         settlements: MemoryObjectReceiveStream[KillSettled] | None = None,
         per_user_lockout: bool = False,
         reset_circuit: Callable[[str | None], Awaitable[str]] | None = None,
@@ -104,13 +96,8 @@ class KillSwitchAuthority(Actor):
         self._topics = topics
         self._strategies = strategies
         self._commands = commands
-        self._heartbeats = heartbeats
-        self._triggers = triggers
         self._outbound = outbound
         self._listeners = listeners
-        self._trigger_configs = trigger_configs
-        self._timeouts = dict(heartbeat_timeouts or {})
-        self._ha = home_assistant
         self._settlements = settlements
         self._per_user_lockout = per_user_lockout
         # Privileged commands (code checks: scrypt, ~0.1 s) run one at a time on their
@@ -124,22 +111,13 @@ class KillSwitchAuthority(Actor):
         # Whether (strategy, intent) waits for a person: approving anything else is refused.
         self._is_pending = is_pending
         self._lock = anyio.Lock()
-        now = time.monotonic()
-        self._last_heartbeat = dict.fromkeys(self._timeouts, now)
 
     async def _run(self) -> None:
         await self._publish_state()
-        if self._ha is not None:
-            for message in self._ha.discovery_messages():
-                await self._outbound.send(message)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._consume_heartbeats)
-            tg.start_soon(self._consume_triggers)
             tg.start_soon(self._consume_privileged)
             if self._settlements is not None:
                 tg.start_soon(self._consume_settlements)
-            if self._timeouts:
-                tg.start_soon(self._dead_man)
             async for inbound in self._commands:
                 await self._route_command(inbound)
             tg.cancel_scope.cancel()
@@ -154,7 +132,7 @@ class KillSwitchAuthority(Actor):
                     kind, strategy_id = (
                         ("kill.disengage", command.strategy_id)
                         if isinstance(command, Disengage)
-                        else _describe(command)
+                        else describe(command)
                     )
                     await self._audit(
                         AuditRecord(
@@ -193,7 +171,7 @@ class KillSwitchAuthority(Actor):
                     ts=time.time(),
                 )
                 await self._journal.write(AuditRow(record=record), urgent=True)
-                self.gate._set(key, msgspec.structs.replace(current, settled=True))  # noqa: SLF001  # the only writer
+                self.gate.set_switch(key, msgspec.structs.replace(current, settled=True))
                 log.warning("kill.settled", scope=record.scope, strategy_id=settled.strategy_id)
                 await self._publish_state()
                 await self._publish_audit(record)
@@ -258,7 +236,7 @@ class KillSwitchAuthority(Actor):
             # no order of the scope passes a gate check (the gateway checks right before
             # every POST). Journaling and publishing follow; a crash before the journal
             # commit loses an engage that was never confirmed, nothing more.
-            self.gate._set(  # noqa: SLF001  # the authority is the gate's only writer
+            self.gate.set_switch(
                 key,
                 SwitchState(engaged=True, since=now, reason=reason, source=source, settled=False),
             )
@@ -266,17 +244,13 @@ class KillSwitchAuthority(Actor):
         if known:
             self._engages[key] = self._engages.get(key, 0) + 1
         async with self._lock:
-            if strategy_id is not None and strategy_id not in self._strategies:
-                await self._audit(
-                    AuditRecord(
-                        type="kill.engage",
-                        ok=False,
-                        scope=scope,
-                        strategy_id=strategy_id,
-                        source=source,
-                        detail=f"unknown strategy {strategy_id!r}",
-                        ts=now,
-                    )
+            if not known:
+                await self._refuse(
+                    "kill.engage",
+                    strategy_id,
+                    source=source,
+                    detail=f"unknown strategy {strategy_id!r}",
+                    now=now,
                 )
                 return False
             current = self.gate.switch(key)
@@ -301,7 +275,7 @@ class KillSwitchAuthority(Actor):
                 ts=now,
             )
             await self._journal.write(_switch_row(key, state), AuditRow(record=record), urgent=True)
-            self.gate._set(key, state)  # noqa: SLF001  # the authority is the gate's only writer
+            self.gate.set_switch(key, state)
             log.warning(
                 "kill.engaged",
                 scope=scope,
@@ -310,13 +284,10 @@ class KillSwitchAuthority(Actor):
                 source=source,
                 flatten=flatten,
             )
-            await self._publish_state()
-            await self._publish_audit(record)
             change = KillChanged(
                 strategy_id=strategy_id, engaged=True, flatten=flatten, reason=reason
             )
-            for listener in self._listeners:
-                await listener(change)
+            await self._announce(record, change)
             return True
 
     def _caller(self, inbound: InboundKillCommand) -> str:
@@ -355,17 +326,13 @@ class KillSwitchAuthority(Actor):
         async with self._lock:
             if self._engages.get(key, 0) + self._engages.get(GLOBAL, 0) != engages_before:
                 # An engage arrived while the code was being checked: the later command wins.
-                await self._audit(
-                    AuditRecord(
-                        type="kill.disengage",
-                        ok=False,
-                        scope=scope,
-                        strategy_id=strategy_id,
-                        source=source,
-                        operator=operator,
-                        detail="not released: an engage arrived while the code was checked",
-                        ts=now,
-                    )
+                await self._refuse(
+                    "kill.disengage",
+                    strategy_id,
+                    source=source,
+                    detail="not released: an engage arrived while the code was checked",
+                    now=now,
+                    operator=operator,
                 )
                 return False
             verdict, writes = authorised
@@ -384,9 +351,7 @@ class KillSwitchAuthority(Actor):
             )
             writes += [_switch_row(key, SwitchState()), AuditRow(record=record)]
             await self._journal.write(*writes, urgent=True)
-            self.gate._set(key, SwitchState())  # noqa: SLF001  # the authority is the only writer
-            if strategy_id in self._last_heartbeat:
-                self._last_heartbeat[strategy_id] = time.monotonic()
+            self.gate.set_switch(key, SwitchState())
             log.warning(
                 "kill.disengaged",
                 scope=scope,
@@ -394,11 +359,7 @@ class KillSwitchAuthority(Actor):
                 operator=operator,
                 source=source,
             )
-            await self._publish_audit(record)
-            await self._publish_state()
-            change = KillChanged(strategy_id=strategy_id, engaged=False)
-            for listener in self._listeners:
-                await listener(change)
+            await self._announce(record, KillChanged(strategy_id=strategy_id, engaged=False))
             return True
 
     async def pause(self, strategy_id: str, *, reason: str, source: str) -> bool:
@@ -422,12 +383,9 @@ class KillSwitchAuthority(Actor):
                 writes.append(_switch_row(PAUSE_PREFIX + strategy_id, state))
             await self._journal.write(*writes)
             if ok:
-                self.gate._set(PAUSE_PREFIX + strategy_id, state)  # noqa: SLF001  # only writer
-            await self._publish_audit(record)
-            await self._publish_state()
-            if ok:
-                for listener in self._listeners:
-                    await listener(KillChanged(strategy_id=strategy_id, engaged=False))
+                self.gate.set_pause(strategy_id, state)
+            change = KillChanged(strategy_id=strategy_id, engaged=False) if ok else None
+            await self._announce(record, change)
             return ok
 
     async def _authorise(
@@ -488,7 +446,7 @@ class KillSwitchAuthority(Actor):
         """Commands that need an admin code: resume, circuit reset, approve and deny."""
         now = time.time()
         source = command.source or origin
-        kind, strategy_id = _describe(command)
+        kind, strategy_id = describe(command)
         scope = "strategy" if strategy_id else GLOBAL
         if isinstance(command, ResetCircuit) and self._reset_circuit is None:
             code: str | None = None  # nothing to reset: refused like a wrong code
@@ -500,18 +458,12 @@ class KillSwitchAuthority(Actor):
             and not self._is_pending(command.strategy_id, command.intent_id)
         ):
             # Before the code check: nothing to authorise, and no code step is used up.
-            await self._audit(
-                AuditRecord(
-                    type=kind,
-                    ok=False,
-                    scope=scope,
-                    strategy_id=strategy_id,
-                    source=source,
-                    operator=command.operator,
-                    detail=f"no intent {command.intent_id} of strategy {command.strategy_id} "
-                    "is waiting for approval",
-                    ts=now,
-                )
+            detail = (
+                f"no intent {command.intent_id} of strategy {command.strategy_id} "
+                "is waiting for approval"
+            )
+            await self._refuse(
+                kind, strategy_id, source=source, detail=detail, now=now, operator=command.operator
             )
             return False
         authorised = await self._authorise(
@@ -534,7 +486,7 @@ class KillSwitchAuthority(Actor):
                 strategy_id=strategy_id,
                 source=source,
                 operator=command.operator,
-                detail=_authorised_detail(command, verdict.detail),
+                detail=authorised_detail(command, verdict.detail),
                 ts=now,
             )
             if isinstance(command, Resume):
@@ -548,10 +500,11 @@ class KillSwitchAuthority(Actor):
         """The effect of an authorised, journaled privileged command."""
         match command:
             case Resume():
-                self.gate._set(PAUSE_PREFIX + command.strategy_id, SwitchState())  # noqa: SLF001
+                self.gate.set_pause(command.strategy_id, SwitchState())
                 await self._publish_state()
+                change = KillChanged(strategy_id=command.strategy_id, engaged=False)
                 for listener in self._listeners:
-                    await listener(KillChanged(strategy_id=command.strategy_id, engaged=False))
+                    await listener(change)
             case ResetCircuit():
                 assert self._reset_circuit is not None
                 outcome = await self._reset_circuit(command.operator)
@@ -569,125 +522,6 @@ class KillSwitchAuthority(Actor):
                     )
 
     # ------------------------------------------------------------------ triggers and HA
-
-    async def _consume_triggers(self) -> None:
-        async for press in self._triggers:
-            if self._ha is not None and press.topic in self._ha.watched_topics():
-                await self._handle_home_assistant(press)
-                continue
-            if press.retained:
-                log.info("trigger.retained_ignored", topic=press.topic)
-                continue
-            # Every matching trigger engages its own scope: one button may map its
-            # actions (single, double, hold) to different scopes.
-            for trigger in self._trigger_configs:
-                if trigger.topic == press.topic and _matches(trigger, press.payload):
-                    await self.engage(
-                        strategy_id=trigger.strategy_id if trigger.scope == "strategy" else None,
-                        reason=f"trigger {trigger.name or trigger.topic}",
-                        source=trigger.name or press.topic,
-                        flatten=trigger.flatten,
-                    )
-
-    async def _handle_home_assistant(self, press: TriggerPress) -> None:
-        assert self._ha is not None
-        if press.topic == self._ha.birth_topic:
-            if press.payload.strip() == b"online":
-                for message in self._ha.discovery_messages():
-                    await self._outbound.send(message)
-            return
-        if press.topic in (self._ha.release_topic, self._ha.approve_topic, self._ha.deny_topic):
-            # The code box's state is empty again: Home Assistant stores no code.
-            await self._outbound.send(self._ha.cleared_code(press.topic))
-        if press.topic in (self._ha.approve_topic, self._ha.deny_topic):
-            if press.retained:
-                log.warning("homeassistant.retained_approval_ignored")
-                return
-            await self._ha_approval(press)
-            return
-        if press.topic == self._ha.release_topic:
-            if press.retained:
-                log.warning("homeassistant.retained_release_ignored")
-                return
-            try:
-                code = press.payload.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                code = None
-            await self._route_command(
-                InboundKillCommand(
-                    command=Disengage(
-                        scope="global", code=code, operator="homeassistant", source="homeassistant"
-                    ),
-                    origin="homeassistant",
-                    received_at=press.received_at,
-                )
-            )
-
-    async def _ha_approval(self, press: TriggerPress) -> None:
-        """``STRATEGY INTENT_ID CODE`` typed into Home Assistant's approve or deny box."""
-        assert self._ha is not None
-        parts = press.payload.decode("utf-8", "replace").split()
-        kind = Approve if press.topic == self._ha.approve_topic else Deny
-        if len(parts) != 3:
-            await self._audit(
-                AuditRecord(
-                    type=f"approval.{kind.__name__.lower()}",
-                    ok=False,
-                    ts=time.time(),
-                    source="homeassistant",
-                    detail="denied: expected 'STRATEGY INTENT_ID CODE'",
-                )
-            )
-            return
-        try:
-            command = kind(
-                strategy_id=parts[0],
-                intent_id=parts[1],
-                code=parts[2],
-                operator="homeassistant",
-                source="homeassistant",
-            )
-        except (TypeError, ValueError) as exc:
-            await self._audit(
-                AuditRecord(
-                    type=f"approval.{kind.__name__.lower()}",
-                    ok=False,
-                    ts=time.time(),
-                    source="homeassistant",
-                    detail=f"denied: {exc}",
-                )
-            )
-            return
-        await self._route_command(
-            InboundKillCommand(
-                command=command, origin="homeassistant", received_at=press.received_at
-            )
-        )
-
-    # ------------------------------------------------------------------ dead-man
-
-    async def _consume_heartbeats(self) -> None:
-        async for beat in self._heartbeats:
-            if beat.strategy_id in self._last_heartbeat:
-                self._last_heartbeat[beat.strategy_id] = time.monotonic()
-
-    async def _dead_man(self) -> None:
-        """Engage a strategy whose heartbeats stopped for longer than its timeout."""
-        while True:
-            now = time.monotonic()
-            wait = 1.0
-            for sid, timeout in self._timeouts.items():
-                overdue = now - self._last_heartbeat[sid] - timeout
-                if overdue >= 0:
-                    if not self.gate.engaged(sid):
-                        await self.engage(
-                            strategy_id=sid, reason="heartbeat_lost", source="dead-man"
-                        )
-                    self._last_heartbeat[sid] = now
-                    wait = min(wait, timeout)
-                else:
-                    wait = min(wait, -overdue)
-            await anyio.sleep(max(wait, 0.05))
 
     # ------------------------------------------------------------------ publishing
 
@@ -709,52 +543,40 @@ class KillSwitchAuthority(Actor):
         await self._journal.write(AuditRow(record=record), urgent=True)
         await self._publish_audit(record)
 
+    async def _refuse(
+        self,
+        kind: str,
+        strategy_id: str | None,
+        *,
+        source: str,
+        detail: str,
+        now: float,
+        operator: str | None = None,
+    ) -> None:
+        """Audit a refused command (journaled, then published)."""
+        await self._audit(
+            AuditRecord(
+                type=kind,
+                ok=False,
+                scope="strategy" if strategy_id else GLOBAL,
+                strategy_id=strategy_id,
+                source=source,
+                operator=operator,
+                detail=detail,
+                ts=now,
+            )
+        )
+
+    async def _announce(self, record: AuditRecord, change: KillChanged | None) -> None:
+        """Publish the new state and the audit record, then tell every listener."""
+        await self._publish_state()
+        await self._publish_audit(record)
+        if change is not None:
+            for listener in self._listeners:
+                await listener(change)
+
     async def _publish_audit(self, record: AuditRecord) -> None:
         await self._outbound.send(Publish(topic=self._topics.audit, payload=encode(record)))
-
-
-def _authorised_detail(command: Resume | ResetCircuit | Approve | Deny, how: str) -> str:
-    if isinstance(command, Approve | Deny):
-        return f"intent {command.intent_id}: authorised ({how})"
-    return f"authorised ({how})"
-
-
-def _describe(command: Resume | ResetCircuit | Approve | Deny) -> tuple[str, str | None]:
-    """The audit type and the strategy of a privileged command."""
-    match command:
-        case Resume():
-            return "strategy.resume", command.strategy_id
-        case ResetCircuit():
-            return "circuit.reset", None
-        case Approve():
-            return "approval.approve", command.strategy_id
-        case Deny():
-            return "approval.deny", command.strategy_id
-
-
-def _matches(trigger: TriggerConfig, payload: bytes) -> bool:
-    """Whether a message on the trigger's topic is the configured press.
-
-    ``payload``: the whole plain-text payload (surrounding white space ignored) equals
-    it, as on zigbee2mqtt's ``.../action`` topic. ``match``: a JSON object in which
-    every listed field is equal. A trigger with neither matches nothing (the config
-    check refuses it): an empty payload, a battery report or a ``double`` must never
-    engage a switch meant for ``single``.
-    """
-    if trigger.payload is not None:
-        return payload.strip() == trigger.payload.encode("utf-8")
-    if not trigger.match:
-        return False
-    try:
-        body = decode_json(payload)
-    except msgspec.DecodeError:
-        return False
-    if not isinstance(body, dict):
-        return False
-    return all(
-        field in body and body[field] == value and type(body[field]) is type(value)
-        for field, value in trigger.match.items()
-    )
 
 
 def _switch_row(key: str, state: SwitchState) -> SwitchRow:

@@ -6,7 +6,10 @@ without importing the actors and alpaca-py: they answer in a fraction of a secon
 
 from __future__ import annotations
 
+import os
+import secrets
 import ssl
+from pathlib import Path
 
 from actors.core.errors import ConfigError
 from daemon.config import Config, read_secret, resolve_path
@@ -102,3 +105,12 @@ def _check_tls(config: Config) -> None:
             raise ConfigError(
                 f"{keys}: cannot load the client certificate: {reason_of(exc)}"
             ) from exc
+
+
+def demo_code(path: Path) -> str:
+    """The admin code of the built-in paper set-up: made once, kept in the state folder (0600)."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(secrets.token_hex(4) + "\n")
+    return path.read_text(encoding="utf-8").strip()

@@ -47,7 +47,7 @@ from actors.core.rows import (
     Row,
     SwitchRow,
 )
-from actors.core.trading_state import KillGate
+from actors.core.trading_state import PAUSE_PREFIX, KillGate
 from protocol.messages import OrderIntent, SwitchState
 
 log = structlog.get_logger(__name__)
@@ -443,13 +443,17 @@ def replay_positions(reader: sqlite3.Connection) -> dict[str, dict[str, Position
 
 def load_gate(journal: Journal) -> KillGate:
     """Read the persisted switches; called at start-up before any intent is answered."""
-    rows = journal.query("SELECT scope_key, engaged, since, reason, source FROM kill_switch")
-    return KillGate(
-        {
-            key: SwitchState(engaged=bool(engaged), since=since, reason=reason, source=source)
-            for key, engaged, since, reason, source in rows
-        }
-    )
+    switches: dict[str, SwitchState] = {}
+    pauses: dict[str, SwitchState] = {}
+    for key, engaged, since, reason, source in journal.query(
+        "SELECT scope_key, engaged, since, reason, source FROM kill_switch"
+    ):
+        state = SwitchState(engaged=bool(engaged), since=since, reason=reason, source=source)
+        if key.startswith(PAUSE_PREFIX):
+            pauses[key.removeprefix(PAUSE_PREFIX)] = state
+        else:
+            switches[key] = state
+    return KillGate(switches, pauses)
 
 
 def load_last_totp_step(journal: Journal) -> int | None:

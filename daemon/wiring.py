@@ -10,8 +10,7 @@ timeout, stop the other actors, publish ``offline``, disconnect, stop mosquitto.
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
+import functools
 import signal
 import sys
 import time
@@ -26,7 +25,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.admin_code import AdminCodeVerifier, hash_code
 from actors.audit import AuditTrail
-from actors.base import Actor, TradingHalt
+from actors.base import TradingHalt
 from actors.broker_gateway import BrokerGateway, TrackedOrder
 from actors.channels import (
     ApprovalDecision,
@@ -46,13 +45,14 @@ from actors.channels import (
 from actors.core.book import FINAL
 from actors.core.errors import ConfigError
 from actors.home_assistant import HomeAssistantDiscovery
+from actors.kill_sources import KillSources
 from actors.kill_switch import KillSwitchAuthority
 from actors.order_manager import OrderManager
 from actors.risk_guardian import RiskGuardian
 from daemon.broker_mode import check_mode
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import BrokerAccess, EmbeddedMosquitto, prepare_logins
-from daemon.endpoints import GENERATED_CODE_FILE, control_endpoint, mqtt_endpoint
+from daemon.endpoints import GENERATED_CODE_FILE, control_endpoint, demo_code, mqtt_endpoint
 from daemon.journal import (
     Journal,
     JournalWriter,
@@ -65,6 +65,7 @@ from daemon.metrics import Metrics
 from daemon.mqtt_session import MqttSession
 from daemon.notify import SystemdNotifier
 from daemon.state_lock import StateFolderLock
+from daemon.supervisor import Plan, Supervised, log_loop_exception, supervise
 from daemon.version import tradeguard_version
 from protocol.messages import AuditRecord
 from protocol.topics import Topics
@@ -140,7 +141,7 @@ class Daemon:
             # No release method configured (the built-in defaults among others): a switch
             # that nobody can release would stop trading for good, so make an admin code.
             self.demo_code_file = self.state_path.parent / GENERATED_CODE_FILE
-            code_hash = hash_code(_demo_code(self.demo_code_file))
+            code_hash = hash_code(demo_code(self.demo_code_file))
         self.verifier = AdminCodeVerifier(
             totp_secret=read_secret(config, kill.totp_secret_file, key="kill.totp_secret_file")
             if kill.totp_secret_file
@@ -158,7 +159,7 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stopped; returns after a clean shutdown."""
-        asyncio.get_running_loop().set_exception_handler(_log_loop_exception)
+        asyncio.get_running_loop().set_exception_handler(log_loop_exception)
         # The journal and the HTTP calls run in threads, and SQLite and sockets hand the GIL
         # back at every step. With the event loop busy, each hand-back waits up to the switch
         # interval (5 ms by default): a commit of 500 rows could take seconds under a flood.
@@ -250,86 +251,152 @@ class Daemon:
                 self._stop.set()
                 return
 
-    async def _run_actors(self, mqtt_port: int) -> None:  # noqa: PLR0915  # the one wiring place
-        config = self.config
-        size = config.daemon.inbox_size
-        strategies = frozenset(config.strategies)
-        outbound = Channel[Publish](size * 4)
-        control_outbound = Channel[Publish](1024)
-        settlements = Channel[KillSettled](64)
-        kill_commands = Channel[InboundKillCommand](64)
-        heartbeats = Channel[Heartbeat](256)
-        triggers = Channel[TriggerPress](64)
-        intents = {sid: Channel[InboundIntent](size) for sid in strategies}
-        kill_changes = {sid: Channel[KillChanged | ApprovalDecision](64) for sid in strategies}
-
-        submissions = Channel[SubmitOrder](size)
-        cancels = Channel[CancelOrder](size)
-        updates = {sid: Channel[OrderUpdate | FlattenNow](size * 4) for sid in strategies}
-        gateway_kill = Channel[KillChanged](64)
-        audit_records = Channel[AuditRecord](1024)
-
+    async def _run_actors(self, mqtt_port: int) -> None:
+        """Build every actor over its channels, then hand them to the supervisor."""
+        links = _Links(self.config)
         writer = JournalWriter(self.journal, halt=self.halt)
         self.journal_writer = writer
+        trail_out = links.control_outbound.sender.clone()
         trail = AuditTrail(
-            records=audit_records.receiver,
-            submit=audit_records.sender,
+            records=links.audit_records.receiver,
+            submit=links.audit_records.sender,
             journal=writer,
-            outbound=control_outbound.sender.clone(),
+            outbound=trail_out,
             topics=self.topics,
             halt=self.halt,
         )
+        guardian_out = links.outbound.sender.clone()
+        guardian = self._guardian(links, writer, trail, guardian_out)
         ha = (
-            HomeAssistantDiscovery(config.homeassistant, self.topics, strategies, self.version)
-            if config.homeassistant.enabled
+            HomeAssistantDiscovery(
+                self.config.homeassistant, self.topics, links.strategies, self.version
+            )
+            if self.config.homeassistant.enabled
             else None
         )
+        sources_out = links.control_outbound.sender.clone()
+        sources = self._kill_sources(links, trail, ha, sources_out)
+        authority_out = links.control_outbound.sender.clone()
+        authority = self._authority(links, writer, guardian, sources, authority_out)
+        gateway = self._gateway(links, guardian, trail)
+        managers, desks = self._managers(links, writer, guardian, gateway, trail)
+        guardian.quotes = gateway.quotes
+        guardian.books = dict(managers)
+        guardian.refresh_quotes = self._quote_refresher(gateway)
+        loopback = links.outbound.sender.clone()
+        session = self._session(links, mqtt_port, ha, loopback)
+        self.session, self.authority, self.guardian = session, authority, guardian
+        self.managers, self.gateway = managers, gateway
+        await supervise(
+            Plan(
+                writer=writer,
+                session=session,
+                services=[
+                    Supervised(authority, [authority_out]),
+                    Supervised(sources, [sources_out]),
+                    Supervised(guardian, [guardian_out]),
+                    Supervised(trail, [trail_out]),
+                    Supervised(gateway),
+                ],
+                desks=desks,
+                tasks=[functools.partial(self._announce_ready, session)],
+                stop_intake=functools.partial(self._stop_intake, session, links.intents),
+                shared=[
+                    links.outbound.sender,
+                    links.control_outbound.sender,
+                    loopback,
+                    links.kill_commands.sender,
+                ],
+                close_writer=writer.close_input,
+                shutdown_timeout_s=self.config.daemon.shutdown_timeout_s,
+            )
+        )
+        log.info("daemon.stopped")
+
+    def _guardian(
+        self,
+        links: _Links,
+        writer: JournalWriter,
+        trail: AuditTrail,
+        outbound: MemoryObjectSendStream[Publish],
+    ) -> RiskGuardian:
+        config = self.config
         circuit_state, session_state = load_risk_state(self.journal)
-        guardian = RiskGuardian(
+        return RiskGuardian(
             risk=config.risk,
             strategies=config.strategies,
             broker_mode=config.broker.mode,
             broker_kind=config.broker.kind,
             gate=self.gate,
             topics=self.topics,
-            outbound=outbound.sender.clone(),
+            outbound=outbound,
             version=self.version,
             halt=self.halt,
             journal=writer,
-            kill_commands=kill_commands.sender.clone(),
+            kill_commands=links.kill_commands.sender.clone(),
             circuit=circuit_state,
             session=session_state,
             audit=trail.record,
         )
-        authority = KillSwitchAuthority(
+
+    def _kill_sources(
+        self,
+        links: _Links,
+        trail: AuditTrail,
+        ha: HomeAssistantDiscovery | None,
+        outbound: MemoryObjectSendStream[Publish],
+    ) -> KillSources:
+        return KillSources(
+            gate=self.gate,
+            heartbeats=links.heartbeats.receiver,
+            triggers=links.triggers.receiver,
+            commands=links.kill_commands.sender.clone(),
+            outbound=outbound,
+            audit=trail.record,
+            trigger_configs=self.config.kill.triggers,
+            heartbeat_timeouts={
+                sid: s.heartbeat_timeout_s
+                for sid, s in self.config.strategies.items()
+                if s.heartbeat_timeout_s is not None
+            },
+            home_assistant=ha,
+            halt=self.halt,
+        )
+
+    def _authority(
+        self,
+        links: _Links,
+        writer: JournalWriter,
+        guardian: RiskGuardian,
+        sources: KillSources,
+        outbound: MemoryObjectSendStream[Publish],
+    ) -> KillSwitchAuthority:
+        listeners = [
+            links.gateway_kill.sender.send,
+            *(c.sender.send for c in links.kill_changes.values()),
+            sources.on_kill_change,
+        ]
+        return KillSwitchAuthority(
             gate=self.gate,
             journal=writer,
             verifier=self.verifier,
             topics=self.topics,
-            strategies=strategies,
-            commands=kill_commands.receiver,
-            heartbeats=heartbeats.receiver,
-            triggers=triggers.receiver,
-            outbound=control_outbound.sender.clone(),
-            listeners=[gateway_kill.sender.send, *(c.sender.send for c in kill_changes.values())],
-            approvals={sid: c.sender.send for sid, c in kill_changes.items()},
+            strategies=links.strategies,
+            commands=links.kill_commands.receiver,
+            outbound=outbound,
+            listeners=listeners,
+            approvals={sid: c.sender.send for sid, c in links.kill_changes.items()},
             is_pending=lambda sid, intent_id: (sid, intent_id) in guardian.pending_approvals,
             reset_circuit=guardian.reset_circuit,
-            trigger_configs=config.kill.triggers,
-            heartbeat_timeouts={
-                sid: s.heartbeat_timeout_s
-                for sid, s in config.strategies.items()
-                if s.heartbeat_timeout_s is not None
-            },
-            home_assistant=ha,
-            settlements=settlements.receiver,
+            settlements=links.settlements.receiver,
             # With a login the broker is a secured one (ACL: each login writes only its own
             # admin/USER topic), so lockouts can count per login. On an open broker anyone
             # could name any USER: one shared count then, or a USER per attempt would do.
-            per_user_lockout=config.mqtt.username is not None,
+            per_user_lockout=self.config.mqtt.username is not None,
             halt=self.halt,
         )
 
+    def _gateway(self, links: _Links, guardian: RiskGuardian, trail: AuditTrail) -> BrokerGateway:
         def external_order(strategy_id: str, client_order_id: str) -> None:
             log.warning("order.external", strategy_id=strategy_id, client_order_id=client_order_id)
             guardian.external_orders.append(client_order_id)
@@ -346,19 +413,19 @@ class Daemon:
             )
 
         assert self.broker_url is not None
-        broker = config.broker
-        gateway = BrokerGateway(
+        broker = self.config.broker
+        return BrokerGateway(
             url=self.broker_url,
             stream_url=self._stream_url,
             data_url=self._data_url,
             key_id=self._keys[0],
             secret_key=self._keys[1],
             gate=self.gate,
-            strategies=strategies,
-            submissions=submissions.receiver,
-            cancels=cancels.receiver,
-            kill_changes=gateway_kill.receiver,
-            updates={sid: c.sender for sid, c in updates.items()},
+            strategies=links.strategies,
+            submissions=links.submissions.receiver,
+            cancels=links.cancels.receiver,
+            kill_changes=links.gateway_kill.receiver,
+            updates={sid: c.sender for sid, c in links.updates.items()},
             tracked={
                 coid: TrackedOrder(
                     sid, order.broker_order_id, order.status, order.intent, order.created_ts
@@ -370,22 +437,35 @@ class Daemon:
             on_status=guardian.on_broker_status,
             on_external=external_order,
             halt=self.halt,
-            settlements=settlements.sender,
+            settlements=links.settlements.sender,
             request_timeout_s=broker.request_timeout_s,
             rate_limit_per_min=broker.rate_limit_per_min,
             reconcile_interval_s=broker.reconcile_interval_s,
             submit_deadline_s=broker.submit_deadline_s,
             account_poll_s=broker.account_poll_s,
         )
-        managers = {
-            sid: OrderManager(
+
+    def _managers(
+        self,
+        links: _Links,
+        writer: JournalWriter,
+        guardian: RiskGuardian,
+        gateway: BrokerGateway,
+        trail: AuditTrail,
+    ) -> tuple[dict[str, OrderManager], list[Supervised]]:
+        """One order manager per strategy; each desk closes the outbound it was handed."""
+        managers: dict[str, OrderManager] = {}
+        desks: list[Supervised] = []
+        for sid in links.strategies:
+            outbound = links.outbound.sender.clone()
+            manager = OrderManager(
                 strategy_id=sid,
-                intents=intents[sid].receiver,
-                kill_changes=kill_changes[sid].receiver,
-                updates=updates[sid].receiver,
-                outbound=outbound.sender.clone(),
-                submissions=submissions.sender.clone(),
-                cancels=cancels.sender.clone(),
+                intents=links.intents[sid].receiver,
+                kill_changes=links.kill_changes[sid].receiver,
+                updates=links.updates[sid].receiver,
+                outbound=outbound,
+                submissions=links.submissions.sender.clone(),
+                cancels=links.cancels.sender.clone(),
                 journal=writer,
                 book=self._books[sid],
                 guardian=guardian,
@@ -396,28 +476,35 @@ class Daemon:
                 halt=self.halt,
                 refresh_quotes=self._quote_refresher(gateway),
                 metrics=self.metrics,
-                approval_timeout_s=config.strategies[sid].approval_timeout_s,
+                approval_timeout_s=self.config.strategies[sid].approval_timeout_s,
                 admission=gateway.expected_submit_wait_s,
-                submit_deadline_s=broker.submit_deadline_s,
+                submit_deadline_s=self.config.broker.submit_deadline_s,
             )
-            for sid in strategies
-        }
-        guardian.quotes = gateway.quotes
-        guardian.books = dict(managers)
-        guardian.refresh_quotes = self._quote_refresher(gateway)
+            managers[sid] = manager
+            desks.append(Supervised(manager, [outbound]))
+        return managers, desks
+
+    def _session(
+        self,
+        links: _Links,
+        mqtt_port: int,
+        ha: HomeAssistantDiscovery | None,
+        loopback: MemoryObjectSendStream[Publish],
+    ) -> MqttSession:
+        config = self.config
         data_endpoint = mqtt_endpoint(config, port=mqtt_port)
-        session = MqttSession(
+        return MqttSession(
             endpoint=data_endpoint,
             control_endpoint=control_endpoint(config, data_endpoint),
             topics=self.topics,
-            strategies=strategies,
-            outbound=outbound.receiver,
-            control_outbound=control_outbound.receiver,
-            loopback=outbound.sender.clone(),
-            intents={sid: c.sender for sid, c in intents.items()},
-            kill_commands=kill_commands.sender,
-            heartbeats=heartbeats.sender,
-            triggers=triggers.sender,
+            strategies=links.strategies,
+            outbound=links.outbound.receiver,
+            control_outbound=links.control_outbound.receiver,
+            loopback=loopback,
+            intents={sid: c.sender for sid, c in links.intents.items()},
+            kill_commands=links.kill_commands.sender,
+            heartbeats=links.heartbeats.sender,
+            triggers=links.triggers.sender,
             trigger_topics=frozenset(t.topic for t in config.kill.triggers),
             extra_subscriptions=ha.watched_topics() if ha else frozenset(),
             halt=self.halt,
@@ -425,45 +512,6 @@ class Daemon:
             reconnect_max_s=config.mqtt.reconnect_max_s,
             metrics=self.metrics,
         )
-        self.session, self.authority, self.guardian, self.managers = (
-            session,
-            authority,
-            guardian,
-            managers,
-        )
-        self.gateway = gateway
-
-        async with anyio.create_task_group() as core:
-            writer_done, session_done = anyio.Event(), anyio.Event()
-            core.start_soon(_run_then_close, writer, [], writer_done)
-            core.start_soon(_run_then_close, session, [], session_done)
-            async with anyio.create_task_group() as services:
-                services.start_soon(_run_then_close, authority, [authority._outbound])  # noqa: SLF001
-                services.start_soon(_run_then_close, guardian, [guardian._outbound])  # noqa: SLF001
-                services.start_soon(_run_then_close, trail, [trail._outbound])  # noqa: SLF001
-                services.start_soon(gateway.run)
-                services.start_soon(self._announce_ready, session)
-                with anyio.CancelScope() as desks_scope:
-                    services.start_soon(self._stop_intake, session, intents, desks_scope)
-                    async with anyio.create_task_group() as desks:
-                        for manager in managers.values():
-                            desks.start_soon(_run_then_close, manager, [manager._outbound])  # noqa: SLF001
-                # Every order manager has finished (or the shutdown timeout cut them off).
-                services.cancel_scope.cancel()
-            # Every actor's outbound clone is closed now; the session drains, says offline, leaves.
-            outbound.sender.close()
-            control_outbound.sender.close()
-            session._loopback.close()  # noqa: SLF001
-            kill_commands.sender.close()
-            writer.close_input()
-            with anyio.move_on_after(config.daemon.shutdown_timeout_s, shield=True) as scope:
-                await session_done.wait()
-                await writer_done.wait()
-            if scope.cancelled_caught:
-                # Last resort: a session that cannot say goodbye (broker gone) is cut off.
-                log.warning("daemon.forced_stop", after_s=config.daemon.shutdown_timeout_s)
-            core.cancel_scope.cancel()
-        log.info("daemon.stopped")
 
     async def _stop_intake(
         self,
@@ -516,37 +564,24 @@ class Daemon:
             self._announce(line)
 
 
-def _demo_code(path: Path) -> str:
-    """The admin code of the built-in paper set-up: made once, kept in the state folder (0600)."""
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(secrets.token_hex(4) + "\n")
-    return path.read_text(encoding="utf-8").strip()
+class _Links:
+    """Every channel between the actors, each bounded, created here and nowhere else."""
 
-
-def _log_loop_exception(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Log errors raised in bare loop callbacks instead of failing the loop.
-
-    paho's socket callbacks racing a dropped connection raise EBADF there; the
-    session's reconnect loop deals with the connection itself.
-    """
-    error = context.get("exception")
-    log.warning(
-        "loop.callback_error", message=context.get("message"), error=repr(error) if error else None
-    )
-
-
-async def _run_then_close(
-    actor: Actor,
-    closables: list[MemoryObjectSendStream[Publish]],
-    done: anyio.Event | None = None,
-) -> None:
-    """Run an actor; when it stops for any reason, close its outbound sender."""
-    try:
-        await actor.run()
-    finally:
-        for closable in closables:
-            closable.close()
-        if done is not None:
-            done.set()
+    def __init__(self, config: Config) -> None:
+        size = config.daemon.inbox_size
+        self.strategies = frozenset(config.strategies)
+        self.outbound = Channel[Publish](size * 4)
+        self.control_outbound = Channel[Publish](1024)
+        self.settlements = Channel[KillSettled](64)
+        self.kill_commands = Channel[InboundKillCommand](64)
+        self.heartbeats = Channel[Heartbeat](256)
+        self.triggers = Channel[TriggerPress](64)
+        self.intents = {sid: Channel[InboundIntent](size) for sid in self.strategies}
+        self.kill_changes = {
+            sid: Channel[KillChanged | ApprovalDecision](64) for sid in self.strategies
+        }
+        self.submissions = Channel[SubmitOrder](size)
+        self.cancels = Channel[CancelOrder](size)
+        self.updates = {sid: Channel[OrderUpdate | FlattenNow](size * 4) for sid in self.strategies}
+        self.gateway_kill = Channel[KillChanged](64)
+        self.audit_records = Channel[AuditRecord](1024)

@@ -15,7 +15,7 @@ from harness import VENV_BIN, Mosquitto, base_tables, probe, running_daemon, wri
 
 from actors.admin_code import hash_code
 from actors.core.errors import ConfigError
-from actors.kill_switch import _matches  # the pure matching rule itself
+from actors.core.kill_rules import matches as _matches  # the pure matching rule itself
 from daemon.config import TriggerConfig, parse_config
 from protocol.topics import Topics
 
