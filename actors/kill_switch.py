@@ -227,22 +227,11 @@ class KillSwitchAuthority(Actor):
         Returns:
             False when refused (unknown strategy), else True.
         """
-        scope = "strategy" if strategy_id else GLOBAL
         key = strategy_id or GLOBAL
         now = time.time()
         known = strategy_id is None or strategy_id in self._strategies
-        if known and not self.gate.switch(key).engaged:
-            # The gate closes before anything else, with no await in between: from here on
-            # no order of the scope passes a gate check (the gateway checks right before
-            # every POST). Journaling and publishing follow; a crash before the journal
-            # commit loses an engage that was never confirmed, nothing more.
-            self.gate.set_switch(
-                key,
-                SwitchState(engaged=True, since=now, reason=reason, source=source, settled=False),
-            )
-            log.warning("kill.gate_closed", scope=scope, strategy_id=strategy_id, source=source)
         if known:
-            self._engages[key] = self._engages.get(key, 0) + 1
+            self._close_gate(key, strategy_id, reason=reason, source=source, now=now)
         async with self._lock:
             if not known:
                 await self._refuse(
@@ -255,30 +244,21 @@ class KillSwitchAuthority(Actor):
                 return False
             current = self.gate.switch(key)
             fresh = current.since == now and current.source == source
-            state = (
-                current
-                if current.engaged
-                else SwitchState(
-                    engaged=True, since=now, reason=reason, source=source, settled=False
-                )
-            )
+            state = current if current.engaged else self._engaged(reason, source, now)
             detail = "already engaged" if current.engaged and not fresh else f"engaged: {reason}"
-            if flatten:
-                detail += " (flatten)"
             record = AuditRecord(
                 type="kill.engage",
                 ok=True,
-                scope=scope,
+                scope="strategy" if strategy_id else GLOBAL,
                 strategy_id=strategy_id,
                 source=source,
-                detail=detail,
+                detail=detail + (" (flatten)" if flatten else ""),
                 ts=now,
             )
             await self._journal.write(_switch_row(key, state), AuditRow(record=record), urgent=True)
             self.gate.set_switch(key, state)
             log.warning(
                 "kill.engaged",
-                scope=scope,
                 strategy_id=strategy_id,
                 reason=reason,
                 source=source,
@@ -289,6 +269,25 @@ class KillSwitchAuthority(Actor):
             )
             await self._announce(record, change)
             return True
+
+    @staticmethod
+    def _engaged(reason: str, source: str, now: float) -> SwitchState:
+        return SwitchState(engaged=True, since=now, reason=reason, source=source, settled=False)
+
+    def _close_gate(
+        self, key: str, strategy_id: str | None, *, reason: str, source: str, now: float
+    ) -> None:
+        """Close the gate at once, before any await, and count the engage.
+
+        From here on no order of the scope passes a gate check (the gateway checks right
+        before every POST). Journaling and publishing follow; a crash before the journal
+        commit loses an engage that was never confirmed, nothing more. A release whose
+        code check is still running sees the count move and loses to this engage.
+        """
+        if not self.gate.switch(key).engaged:
+            self.gate.set_switch(key, self._engaged(reason, source, now))
+            log.warning("kill.gate_closed", strategy_id=strategy_id, source=source)
+        self._engages[key] = self._engages.get(key, 0) + 1
 
     def _caller(self, inbound: InboundKillCommand) -> str:
         """Whose failures a code check counts against (see ``per_user_lockout``)."""
@@ -336,7 +335,7 @@ class KillSwitchAuthority(Actor):
                 )
                 return False
             verdict, writes = authorised
-            was = self.gate.switch(key)
+            released = "released" if self.gate.switch(key).engaged else "was not engaged"
             record = AuditRecord(
                 type="kill.disengage",
                 ok=True,
@@ -344,20 +343,14 @@ class KillSwitchAuthority(Actor):
                 strategy_id=strategy_id,
                 source=source,
                 operator=operator,
-                detail=f"released ({verdict.detail})"
-                if was.engaged
-                else f"was not engaged ({verdict.detail})",
+                detail=f"{released} ({verdict.detail})",
                 ts=now,
             )
             writes += [_switch_row(key, SwitchState()), AuditRow(record=record)]
             await self._journal.write(*writes, urgent=True)
             self.gate.set_switch(key, SwitchState())
             log.warning(
-                "kill.disengaged",
-                scope=scope,
-                strategy_id=strategy_id,
-                operator=operator,
-                source=source,
+                "kill.disengaged", strategy_id=strategy_id, operator=operator, source=source
             )
             await self._announce(record, KillChanged(strategy_id=strategy_id, engaged=False))
             return True

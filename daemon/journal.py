@@ -173,86 +173,113 @@ def statement(row: Row) -> Write:
     """The SQL of one typed row."""
     match row:
         case DecisionRow():
-            return Write(
-                "INSERT INTO decisions (strategy_id, intent_id, accepted, event, ts) "
-                "VALUES (?,?,?,?,?)",
-                (row.strategy_id, row.intent_id, int(row.accepted), row.event, row.ts),
-            )
+            return _decision_sql(row)
         case OrderRow():
-            return Write(
-                "INSERT INTO orders (client_order_id, strategy_id, intent_id, intent, status, "
-                "created_ts, updated_ts) VALUES (?,?,?,?,?,?,?)",
-                (
-                    row.client_order_id,
-                    row.strategy_id,
-                    row.intent_id,
-                    row.intent,
-                    row.status,
-                    row.ts,
-                    row.ts,
-                ),
-            )
+            return _order_sql(row)
         case OrderChangeRow():
-            return Write(
-                "UPDATE orders SET status=?, broker_order_id=?, filled_qty=?, filled_avg_price=?, "
-                "updated_ts=?, detail=COALESCE(?, detail) WHERE client_order_id=?",
-                (
-                    row.status,
-                    row.broker_order_id,
-                    row.filled_qty,
-                    row.filled_avg_price,
-                    row.ts,
-                    row.detail,
-                    row.client_order_id,
-                ),
-            )
+            return _order_change_sql(row)
         case FillRow():
-            return Write(
-                "INSERT OR IGNORE INTO fills (client_order_id, strategy_id, symbol, side, qty, "
-                "price, ts, cum_qty) VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    row.client_order_id,
-                    row.strategy_id,
-                    row.symbol,
-                    row.side,
-                    row.qty,
-                    row.price,
-                    row.ts,
-                    row.cum_qty,
-                ),
-            )
+            return _fill_sql(row)
         case SwitchRow():
-            return Write(
-                "INSERT INTO kill_switch (scope_key, engaged, since, reason, source) "
-                "VALUES (?,?,?,?,?) ON CONFLICT(scope_key) DO UPDATE SET "
-                "engaged=excluded.engaged, since=excluded.since, reason=excluded.reason, "
-                "source=excluded.source",
-                (row.scope_key, int(row.engaged), row.since, row.reason, row.source),
-            )
+            return _switch_sql(row)
         case MetaRow():
-            return Write(
-                "INSERT INTO meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (row.key, row.value),
-            )
+            return _meta_sql(row)
         case AuditRow():
-            record = row.record
-            return Write(
-                "INSERT INTO audit (ts, type, scope, strategy_id, source, operator, ok, detail) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    record.ts,
-                    record.type,
-                    record.scope,
-                    record.strategy_id,
-                    record.source,
-                    record.operator,
-                    int(record.ok),
-                    record.detail,
-                ),
-            )
+            return _audit_sql(row)
         case _:
             assert_never(row)
+
+
+def _decision_sql(row: DecisionRow) -> Write:
+    return Write(
+        "INSERT INTO decisions (strategy_id, intent_id, accepted, event, ts) VALUES (?,?,?,?,?)",
+        (row.strategy_id, row.intent_id, int(row.accepted), row.event, row.ts),
+    )
+
+
+def _order_sql(row: OrderRow) -> Write:
+    return Write(
+        "INSERT INTO orders (client_order_id, strategy_id, intent_id, intent, status, "
+        "created_ts, updated_ts) VALUES (?,?,?,?,?,?,?)",
+        (
+            row.client_order_id,
+            row.strategy_id,
+            row.intent_id,
+            row.intent,
+            row.status,
+            row.ts,
+            row.ts,
+        ),
+    )
+
+
+def _order_change_sql(row: OrderChangeRow) -> Write:
+    return Write(
+        "UPDATE orders SET status=?, broker_order_id=?, filled_qty=?, filled_avg_price=?, "
+        "updated_ts=?, detail=COALESCE(?, detail) WHERE client_order_id=?",
+        (
+            row.status,
+            row.broker_order_id,
+            row.filled_qty,
+            row.filled_avg_price,
+            row.ts,
+            row.detail,
+            row.client_order_id,
+        ),
+    )
+
+
+def _fill_sql(row: FillRow) -> Write:
+    return Write(
+        "INSERT OR IGNORE INTO fills (client_order_id, strategy_id, symbol, side, qty, "
+        "price, ts, cum_qty) VALUES (?,?,?,?,?,?,?,?)",
+        (
+            row.client_order_id,
+            row.strategy_id,
+            row.symbol,
+            row.side,
+            row.qty,
+            row.price,
+            row.ts,
+            row.cum_qty,
+        ),
+    )
+
+
+def _switch_sql(row: SwitchRow) -> Write:
+    return Write(
+        "INSERT INTO kill_switch (scope_key, engaged, since, reason, source) "
+        "VALUES (?,?,?,?,?) ON CONFLICT(scope_key) DO UPDATE SET "
+        "engaged=excluded.engaged, since=excluded.since, reason=excluded.reason, "
+        "source=excluded.source",
+        (row.scope_key, int(row.engaged), row.since, row.reason, row.source),
+    )
+
+
+def _meta_sql(row: MetaRow) -> Write:
+    return Write(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (row.key, row.value),
+    )
+
+
+def _audit_sql(row: AuditRow) -> Write:
+    record = row.record
+    return Write(
+        "INSERT INTO audit (ts, type, scope, strategy_id, source, operator, ok, detail) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        (
+            record.ts,
+            record.type,
+            record.scope,
+            record.strategy_id,
+            record.source,
+            record.operator,
+            int(record.ok),
+            record.detail,
+        ),
+    )
 
 
 class JournalWriter(Actor):

@@ -267,13 +267,7 @@ class Daemon:
         )
         guardian_out = links.outbound.sender.clone()
         guardian = self._guardian(links, writer, trail, guardian_out)
-        ha = (
-            HomeAssistantDiscovery(
-                self.config.homeassistant, self.topics, links.strategies, self.version
-            )
-            if self.config.homeassistant.enabled
-            else None
-        )
+        ha = self._home_assistant(links)
         sources_out = links.control_outbound.sender.clone()
         sources = self._kill_sources(links, trail, ha, sources_out)
         authority_out = links.control_outbound.sender.clone()
@@ -338,6 +332,12 @@ class Daemon:
             session=session_state,
             audit=trail.record,
         )
+
+    def _home_assistant(self, links: _Links) -> HomeAssistantDiscovery | None:
+        settings = self.config.homeassistant
+        if not settings.enabled:
+            return None
+        return HomeAssistantDiscovery(settings, self.topics, links.strategies, self.version)
 
     def _kill_sources(
         self,

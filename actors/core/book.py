@@ -220,40 +220,8 @@ def apply_report(
         order.broker_order_id = report.broker_order_id
         changed = True
     if report.filled_qty > order.filled_qty + _EPS:
-        intent = order.intent
-        delta = report.filled_qty - order.filled_qty
-        price = _fill_price(
-            order.filled_qty, order.filled_avg_price, report.filled_qty, report.filled_avg_price
-        )
-        position = positions.setdefault(intent.symbol, Position())
-        position.apply(1 if intent.side == "buy" else -1, delta, price)
-        order.filled_qty = report.filled_qty
-        order.filled_avg_price = report.filled_avg_price
-        applied.rows.append(
-            FillRow(
-                client_order_id=order.client_order_id,
-                strategy_id=strategy_id,
-                symbol=intent.symbol,
-                side=intent.side,
-                qty=delta,
-                price=price,
-                ts=now,
-                cum_qty=order.filled_qty,
-            )
-        )
-        applied.events.append(
-            FillEvent(
-                intent_id=order.intent_id,
-                client_order_id=order.client_order_id,
-                qty=delta,
-                price=price,
-                position_qty=position.qty,
-                ts=now,
-                symbol=intent.symbol,
-                side=intent.side,
-            )
-        )
-        applied.filled = changed = True
+        _book_fill(order, report, positions, applied, strategy_id=strategy_id, now=now)
+        changed = True
     if not changed:
         return applied
     order.status = status
@@ -272,6 +240,52 @@ def apply_report(
             )
         )
     return applied
+
+
+def _book_fill(
+    order: OrderRecord,
+    report: OrderUpdate,
+    positions: dict[str, Position],
+    applied: Applied,
+    *,
+    strategy_id: str,
+    now: float,
+) -> None:
+    """The shares ``report`` says filled since the last report: position, row and event."""
+    intent = order.intent
+    delta = report.filled_qty - order.filled_qty
+    price = _fill_price(
+        order.filled_qty, order.filled_avg_price, report.filled_qty, report.filled_avg_price
+    )
+    position = positions.setdefault(intent.symbol, Position())
+    position.apply(1 if intent.side == "buy" else -1, delta, price)
+    order.filled_qty = report.filled_qty
+    order.filled_avg_price = report.filled_avg_price
+    applied.rows.append(
+        FillRow(
+            client_order_id=order.client_order_id,
+            strategy_id=strategy_id,
+            symbol=intent.symbol,
+            side=intent.side,
+            qty=delta,
+            price=price,
+            ts=now,
+            cum_qty=order.filled_qty,
+        )
+    )
+    applied.events.append(
+        FillEvent(
+            intent_id=order.intent_id,
+            client_order_id=order.client_order_id,
+            qty=delta,
+            price=price,
+            position_qty=position.qty,
+            ts=now,
+            symbol=intent.symbol,
+            side=intent.side,
+        )
+    )
+    applied.filled = True
 
 
 @dataclass(frozen=True)
