@@ -15,7 +15,7 @@ state twice without a fill being counted twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Final, assert_never
 
 import anyio
@@ -41,7 +41,6 @@ from actors.channels import (
 from actors.core.book import (
     FINAL,
     OrderRecord,
-    StrategyBook,
     order_event,
 )
 from actors.core.order_book import (
@@ -50,7 +49,7 @@ from actors.core.order_book import (
     approval_request,
     broker_busy,
 )
-from actors.core.risk_limits import Quote, StrategyView
+from actors.core.risk_limits import StrategyView
 from actors.core.rows import Row
 from actors.core.trading_state import KillGate
 from protocol.codec import encode
@@ -94,8 +93,11 @@ class OrderManager(Actor):
     ``cancel_all`` are always allowed, even while killed; ``cancel`` of an intent
     with no order is ``UNKNOWN_ORDER``; ``cancel_all`` has no id and so no
     decision event (its orders answer with order events); intents wait until the
-    gateway has reconciled with the broker.
+    gateway has reconciled with the broker. Fail-closed: it decides orders (and runs
+    the guardian's checks in its own task), so if it crashes, trading halts.
     """
+
+    fail_closed = True
 
     def __init__(
         self,
@@ -108,7 +110,7 @@ class OrderManager(Actor):
         submissions: MemoryObjectSendStream[SubmitOrder],
         cancels: MemoryObjectSendStream[CancelOrder],
         journal: JournalSink,
-        book: StrategyBook,
+        book: OrderBook,
         guardian: RiskDesk,
         gate: KillGate,
         topics: Topics,
@@ -121,7 +123,7 @@ class OrderManager(Actor):
         admission: Callable[[int], float] | None = None,
         submit_deadline_s: float = 30.0,
     ) -> None:
-        """Wire the manager; ``book`` is this strategy's journaled state."""
+        """Wire the manager; ``book`` is this strategy's book, loaded from the journal."""
         super().__init__(f"order_manager.{strategy_id}", halt=halt)
         self.strategy_id = strategy_id
         self._intents = intents
@@ -131,7 +133,7 @@ class OrderManager(Actor):
         self._submissions = submissions
         self._cancels = cancels
         self._journal = journal
-        self.book = OrderBook(strategy_id, book)
+        self.book = book
         self.orders = self.book.orders
         self.positions = self.book.positions
         self._guardian = guardian
@@ -388,27 +390,6 @@ class OrderManager(Actor):
         quote = self._guardian.quotes.get(symbol)
         return quote.mid if quote is not None else None
 
-    def realized_pnl(self) -> float:
-        """Realized P&L of every position ever held."""
-        return self.book.realized_pnl()
-
-    def open_symbols(self) -> set[str]:
-        """Symbols with an order of this strategy not yet final."""
-        return self.book.open.symbols()
-
-    def position_costs(self) -> dict[str, tuple[float, float]]:
-        """Symbol to (signed qty, net cash invested), as the fills so far made them."""
-        return self.book.position_costs()
-
-    def held_positions(self) -> dict[str, tuple[float, float]]:
-        """Symbol to (signed qty, average price), as the fills so far made them."""
-        return self.book.held_positions()
-
-    def pending_opening(self, quotes: Mapping[str, Quote]) -> dict[str, float]:
-        """Notional of open orders that would open or grow a position, by symbol."""
-        del quotes  # marks come from the same cache through the guardian
-        return self.book.pending_opening(self._mark)
-
     def strategy_view(self, now: float) -> StrategyView:
         """This strategy as the limits see it."""
         del now
@@ -574,7 +555,7 @@ class OrderManager(Actor):
             open_orders=self.open_orders,
             positions={s: p.qty for s, p in sorted(self.positions.items()) if abs(p.qty) > _EPS},
             ts=time.time(),
-            realized_pnl=float(round(self.realized_pnl(), 6)),
+            realized_pnl=float(round(self.book.realized_pnl(), 6)),
             paused=self._gate.paused(self.strategy_id),
             abstentions=self._guardian.abstentions.get(self.strategy_id, 0),
             session_pnl=float(round(self.strategy_view(time.time()).session_pnl, 6)),

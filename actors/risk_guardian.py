@@ -84,14 +84,14 @@ MARK_INTERVAL_S: Final = 2.0
 
 
 class StrategyBookView(Protocol):
-    """What the guardian reads from an order manager."""
+    """What the guardian reads of a strategy's book (:class:`~actors.core.order_book.OrderBook`)."""
 
     def realized_pnl(self) -> float:
         """Realized P&L since the strategy started trading."""
         ...
 
-    def pending_opening(self, quotes: Mapping[str, Quote]) -> dict[str, float]:
-        """Symbol to notional of this strategy's open opening orders."""
+    def pending_opening(self, mark: Callable[[str], float | None]) -> dict[str, float]:
+        """Symbol to notional of this strategy's open opening orders, at ``mark`` prices."""
         ...
 
     def held_positions(self) -> Mapping[str, tuple[float, float]]:
@@ -141,8 +141,11 @@ class RiskGuardian(Actor):
         circuit: CircuitBreakerState | None = None,
         session: SessionState | None = None,
         audit: Callable[[AuditRecord], None] | None = None,
+        books: Mapping[str, StrategyBookView] | None = None,
+        quotes: Mapping[str, Quote] | None = None,
+        refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None,
     ) -> None:
-        """Wire the guardian; ``audit`` takes the ``ledger.drift`` records."""
+        """Wire it: ``books`` and ``quotes`` (the gateway's cache) are read only."""
         super().__init__("risk_guardian", halt=halt)
         self._risk = risk
         self._strategies = strategies
@@ -167,22 +170,19 @@ class RiskGuardian(Actor):
         )
         self._duplicates = DuplicateDetector()
         self.broker_connected = False
-        self.equity: float | None = None
-        """The broker's equity at the last poll."""
+        self.equity: float | None = None  # the broker's, at the last poll
         self.positions: dict[str, tuple[float, float]] = {}
         self._basis: MarkBasis | None = None
-        self.refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None
-        """Fetch fresh quotes for the held symbols (set by the wiring), for the marks."""
-        self.quotes: Mapping[str, Quote] = {}
-        self.books: dict[str, StrategyBookView] = {}
+        self.refresh_quotes = refresh_quotes
+        self.quotes: Mapping[str, Quote] = quotes if quotes is not None else {}
+        self.books: Mapping[str, StrategyBookView] = books if books is not None else {}
         self.abstentions: dict[str, int] = dict.fromkeys(strategies, 0)
         self.pending_approvals: dict[tuple[str, str], PendingApproval] = {}
         self.external_orders: list[str] = []
         self._status: BrokerStatus | None = None
         self._state_changed = anyio.Event()
         self._status_arrived = anyio.Event()
-        self._breaker_lock = anyio.Lock()
-        """One change of the breaker at a time: poll, mark or reset."""
+        self._breaker_lock = anyio.Lock()  # one change of the breaker at a time
         halt.subscribe(lambda _reason: self.state_changed())
 
     # ------------------------------------------------------------------ checks
@@ -195,6 +195,16 @@ class RiskGuardian(Actor):
         """A usable quote for ``symbol`` from the gateway's cache, or None."""
         return usable_quote(self.quotes.get(symbol), now, self._risk.quote_max_age_s)
 
+    def mid(self, symbol: str) -> float | None:
+        """The mid of the cached quote of ``symbol`` (however old), or None."""
+        quote = self.quotes.get(symbol)
+        return quote.mid if quote is not None else None
+
+    def note_external_order(self, client_order_id: str) -> None:
+        """An order of one of our strategies is at the broker but not in the journal."""
+        self.external_orders.append(client_order_id)
+        self.state_changed()
+
     def portfolio_view(self) -> PortfolioView:
         """The account as the limits see it (:func:`~actors.core.risk_account.portfolio_view`).
 
@@ -203,7 +213,7 @@ class RiskGuardian(Actor):
         strategy owns): the limits never see less exposure than there is.
         """
         books = list(self.books.values())
-        pending = [book.pending_opening(self.quotes) for book in books]
+        pending = [book.pending_opening(self.mid) for book in books]
         held = [book.held_positions() for book in books]
         return portfolio_view(
             pending=pending,

@@ -28,22 +28,13 @@ from actors.audit import AuditTrail
 from actors.base import TradingHalt
 from actors.broker_gateway import BrokerGateway, TrackedOrder
 from actors.channels import (
-    ApprovalDecision,
-    CancelOrder,
     Channel,
-    FlattenNow,
-    Heartbeat,
     InboundIntent,
-    InboundKillCommand,
-    KillChanged,
-    KillSettled,
-    OrderUpdate,
     Publish,
-    SubmitOrder,
-    TriggerPress,
 )
 from actors.core.book import FINAL
 from actors.core.errors import ConfigError
+from actors.core.order_book import OrderBook
 from actors.home_assistant import HomeAssistantDiscovery
 from actors.kill_sources import KillSources
 from actors.kill_switch import KillSwitchAuthority
@@ -61,6 +52,7 @@ from daemon.journal import (
     load_last_totp_step,
     load_risk_state,
 )
+from daemon.links import Links
 from daemon.metrics import Metrics
 from daemon.mqtt_session import MqttSession
 from daemon.notify import SystemdNotifier
@@ -253,7 +245,7 @@ class Daemon:
 
     async def _run_actors(self, mqtt_port: int) -> None:
         """Build every actor over its channels, then hand them to the supervisor."""
-        links = _Links(self.config)
+        links = Links(self.config)
         writer = JournalWriter(self.journal, halt=self.halt)
         self.journal_writer = writer
         trail_out = links.control_outbound.sender.clone()
@@ -265,18 +257,20 @@ class Daemon:
             topics=self.topics,
             halt=self.halt,
         )
+        books = {sid: OrderBook(sid, self._books[sid]) for sid in links.strategies}
+        gateway = self._gateway(links, trail, lambda: guardian)
         guardian_out = links.outbound.sender.clone()
-        guardian = self._guardian(links, writer, trail, guardian_out)
+        guardian = self._guardian(
+            links, writer=writer, trail=trail, outbound=guardian_out, books=books, gateway=gateway
+        )
         ha = self._home_assistant(links)
         sources_out = links.control_outbound.sender.clone()
         sources = self._kill_sources(links, trail, ha, sources_out)
         authority_out = links.control_outbound.sender.clone()
         authority = self._authority(links, writer, guardian, sources, authority_out)
-        gateway = self._gateway(links, guardian, trail)
-        managers, desks = self._managers(links, writer, guardian, gateway, trail)
-        guardian.quotes = gateway.quotes
-        guardian.books = dict(managers)
-        guardian.refresh_quotes = self._quote_refresher(gateway)
+        managers, desks = self._managers(
+            links, writer=writer, guardian=guardian, gateway=gateway, trail=trail, books=books
+        )
         loopback = links.outbound.sender.clone()
         session = self._session(links, mqtt_port, ha, loopback)
         self.session, self.authority, self.guardian = session, authority, guardian
@@ -309,10 +303,13 @@ class Daemon:
 
     def _guardian(
         self,
-        links: _Links,
+        links: Links,
+        *,
         writer: JournalWriter,
         trail: AuditTrail,
         outbound: MemoryObjectSendStream[Publish],
+        books: dict[str, OrderBook],
+        gateway: BrokerGateway,
     ) -> RiskGuardian:
         config = self.config
         circuit_state, session_state = load_risk_state(self.journal)
@@ -331,9 +328,12 @@ class Daemon:
             circuit=circuit_state,
             session=session_state,
             audit=trail.record,
+            books=books,
+            quotes=gateway.quotes,
+            refresh_quotes=self._quote_refresher(gateway),
         )
 
-    def _home_assistant(self, links: _Links) -> HomeAssistantDiscovery | None:
+    def _home_assistant(self, links: Links) -> HomeAssistantDiscovery | None:
         settings = self.config.homeassistant
         if not settings.enabled:
             return None
@@ -341,7 +341,7 @@ class Daemon:
 
     def _kill_sources(
         self,
-        links: _Links,
+        links: Links,
         trail: AuditTrail,
         ha: HomeAssistantDiscovery | None,
         outbound: MemoryObjectSendStream[Publish],
@@ -365,7 +365,7 @@ class Daemon:
 
     def _authority(
         self,
-        links: _Links,
+        links: Links,
         writer: JournalWriter,
         guardian: RiskGuardian,
         sources: KillSources,
@@ -396,11 +396,18 @@ class Daemon:
             halt=self.halt,
         )
 
-    def _gateway(self, links: _Links, guardian: RiskGuardian, trail: AuditTrail) -> BrokerGateway:
+    def _gateway(
+        self, links: Links, trail: AuditTrail, guardian: Callable[[], RiskGuardian]
+    ) -> BrokerGateway:
+        """The broker gateway.
+
+        ``guardian`` gives the risk guardian, built after the gateway (it reads the
+        gateway's quotes); it takes the account status and the external orders.
+        """
+
         def external_order(strategy_id: str, client_order_id: str) -> None:
             log.warning("order.external", strategy_id=strategy_id, client_order_id=client_order_id)
-            guardian.external_orders.append(client_order_id)
-            guardian.state_changed()
+            guardian().note_external_order(client_order_id)
             trail.record(
                 AuditRecord(
                     type="order.external",
@@ -434,7 +441,7 @@ class Daemon:
                 for coid, order in book.orders.items()
                 if order.status not in FINAL
             },
-            on_status=guardian.on_broker_status,
+            on_status=lambda status: guardian().on_broker_status(status),
             on_external=external_order,
             halt=self.halt,
             settlements=links.settlements.sender,
@@ -447,11 +454,13 @@ class Daemon:
 
     def _managers(
         self,
-        links: _Links,
+        links: Links,
+        *,
         writer: JournalWriter,
         guardian: RiskGuardian,
         gateway: BrokerGateway,
         trail: AuditTrail,
+        books: dict[str, OrderBook],
     ) -> tuple[dict[str, OrderManager], list[Supervised]]:
         """One order manager per strategy; each desk closes the outbound it was handed."""
         managers: dict[str, OrderManager] = {}
@@ -467,7 +476,7 @@ class Daemon:
                 submissions=links.submissions.sender.clone(),
                 cancels=links.cancels.sender.clone(),
                 journal=writer,
-                book=self._books[sid],
+                book=books[sid],
                 guardian=guardian,
                 gate=self.gate,
                 topics=self.topics,
@@ -486,7 +495,7 @@ class Daemon:
 
     def _session(
         self,
-        links: _Links,
+        links: Links,
         mqtt_port: int,
         ha: HomeAssistantDiscovery | None,
         loopback: MemoryObjectSendStream[Publish],
@@ -562,26 +571,3 @@ class Daemon:
         log.info("daemon.ready", mqtt_port=self.mqtt_port, prefix=self.topics.prefix)
         if self._announce is not None:
             self._announce(line)
-
-
-class _Links:
-    """Every channel between the actors, each bounded, created here and nowhere else."""
-
-    def __init__(self, config: Config) -> None:
-        size = config.daemon.inbox_size
-        self.strategies = frozenset(config.strategies)
-        self.outbound = Channel[Publish](size * 4)
-        self.control_outbound = Channel[Publish](1024)
-        self.settlements = Channel[KillSettled](64)
-        self.kill_commands = Channel[InboundKillCommand](64)
-        self.heartbeats = Channel[Heartbeat](256)
-        self.triggers = Channel[TriggerPress](64)
-        self.intents = {sid: Channel[InboundIntent](size) for sid in self.strategies}
-        self.kill_changes = {
-            sid: Channel[KillChanged | ApprovalDecision](64) for sid in self.strategies
-        }
-        self.submissions = Channel[SubmitOrder](size)
-        self.cancels = Channel[CancelOrder](size)
-        self.updates = {sid: Channel[OrderUpdate | FlattenNow](size * 4) for sid in self.strategies}
-        self.gateway_kill = Channel[KillChanged](64)
-        self.audit_records = Channel[AuditRecord](1024)

@@ -71,7 +71,6 @@ class ExposureMachine(RuleBasedStateMachine):
         self._tmp = tempfile.TemporaryDirectory()
         self.manager, _audits = make_manager(Path(self._tmp.name))
         self.guardian: Any = cast("Any", self.manager._guardian)
-        self.guardian.books = {"demo": self.manager}
         self.guardian.quotes = {s: Quote(bid=PRICE, ask=PRICE, ts=1e12) for s in SYMBOLS}
         self.broker: dict[str, BrokerOrder] = {}
         self.snapshots: list[dict[str, tuple[float, float]]] = []

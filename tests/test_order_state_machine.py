@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from actors.base import TradingHalt
 from actors.channels import OrderUpdate
 from actors.core.book import FINAL, TRANSITIONS, OrderRecord, StrategyBook, legal
+from actors.core.order_book import OrderBook
 from actors.core.rows import Row
 from actors.core.trading_state import KillGate
 from actors.order_manager import OrderManager
@@ -43,7 +44,9 @@ def make_manager(tmp: Path) -> tuple[OrderManager, list[AuditRecord]]:
     config = builtin_defaults()
     gate = KillGate()
     topics = Topics("sm")
+    book = OrderBook("demo", StrategyBook())
     guardian = RiskGuardian(
+        books={"demo": book},
         risk=config.risk,
         strategies=config.strategies,
         broker_mode=config.broker.mode,
@@ -63,7 +66,7 @@ def make_manager(tmp: Path) -> tuple[OrderManager, list[AuditRecord]]:
         submissions=pair()[0],
         cancels=pair()[0],
         journal=writer,
-        book=StrategyBook(),
+        book=book,
         guardian=guardian,
         gate=gate,
         topics=topics,

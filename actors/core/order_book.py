@@ -193,6 +193,10 @@ class OrderBook:
         """Symbol to (signed qty, average price), as the fills so far made them."""
         return {s: (p.qty, p.avg_price) for s, p in self.positions.items() if p.qty != 0}
 
+    def open_symbols(self) -> set[str]:
+        """Symbols with an order of this strategy not yet final."""
+        return self.open.symbols()
+
     def held(self, symbol: str) -> float:
         """Signed shares held in ``symbol``."""
         position = self.positions.get(symbol)
