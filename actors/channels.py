@@ -123,6 +123,11 @@ class RiskDesk(Protocol):
         ...
 
     @property
+    def reduce_only(self) -> bool:
+        """Whether the circuit breaker allows only orders that reduce a position."""
+        ...
+
+    @property
     def abstentions(self) -> Mapping[str, int]:
         """Heartbeat-less abstentions, by strategy."""
         ...

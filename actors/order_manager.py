@@ -51,7 +51,7 @@ from actors.core.order_book import (
 )
 from actors.core.risk_limits import StrategyView
 from actors.core.rows import Row
-from actors.core.trading_state import KillGate
+from actors.core.trading_state import KillGate, trading_state
 from protocol.codec import encode
 from protocol.messages import (
     Accepted,
@@ -560,6 +560,12 @@ class OrderManager(Actor):
             abstentions=self._guardian.abstentions.get(self.strategy_id, 0),
             session_pnl=float(round(self.strategy_view(time.time()).session_pnl, 6)),
             pending_approvals=len(self._parked),
+            trading=trading_state(
+                self._gate,
+                self.strategy_id,
+                halted=self._halt.halted,
+                reduce_only=self._guardian.reduce_only,
+            ).value,
         )
 
     async def _publish_state(self) -> None:

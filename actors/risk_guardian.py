@@ -195,6 +195,11 @@ class RiskGuardian(Actor):
         """A usable quote for ``symbol`` from the gateway's cache, or None."""
         return usable_quote(self.quotes.get(symbol), now, self._risk.quote_max_age_s)
 
+    @property
+    def reduce_only(self) -> bool:
+        """Whether the circuit breaker's warning allows only orders that reduce a position."""
+        return self.breaker.reduce_only and self._risk.reduce_only_on_warn
+
     def mid(self, symbol: str) -> float | None:
         """The mid of the cached quote of ``symbol`` (however old), or None."""
         quote = self.quotes.get(symbol)
@@ -281,7 +286,7 @@ class RiskGuardian(Actor):
             quote=self.quote(intent.symbol, now),
             now=now,
             circuit=self.breaker.state,
-            reduce_only=self.breaker.reduce_only and self._risk.reduce_only_on_warn,
+            reduce_only=self.reduce_only,
         )
         if any(r.code is ReasonCode.LOW_CONFIDENCE for r in reasons):
             self.abstentions[strategy_id] = self.abstentions.get(strategy_id, 0) + 1
@@ -317,7 +322,7 @@ class RiskGuardian(Actor):
             quote=self.quote(intent.symbol, now),
             now=now,
             circuit=self.breaker.state,
-            reduce_only=self.breaker.reduce_only and self._risk.reduce_only_on_warn,
+            reduce_only=self.reduce_only,
         )
         return reasons
 

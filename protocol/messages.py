@@ -490,6 +490,10 @@ class StrategyState(msgspec.Struct, frozen=True, kw_only=True):
     abstentions: int = 0
     session_pnl: float = 0.0
     pending_approvals: int = 0
+    trading: Literal["active", "reduce_only", "paused", "halted"] = "active"
+    """What the strategy may do now, the kill switches, its pause, the circuit breaker's
+    warning and a halted daemon folded into one: ``halted`` trades nothing; ``paused`` and
+    ``reduce_only`` only reduce positions."""
 
 
 # --------------------------------------------------------------------------- audit (§7)
