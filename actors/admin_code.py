@@ -1,4 +1,4 @@
-"""Admin codes (CONTRACT §8): TOTP (RFC 6238) or a static code under a salted scrypt hash.
+"""Admin codes (docs/protocol.md): TOTP (RFC 6238) or a static code under a salted scrypt hash.
 
 Codes are compared in constant time, never logged and never stored in clear.
 Each TOTP step is accepted once (the last accepted step is persisted by the

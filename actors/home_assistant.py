@@ -10,7 +10,7 @@ device and the daemon's availability topic (``P/v1/daemon/status``,
 ``online``/``offline``):
 
 * ``button`` *Engage kill switch*: ``command_topic`` = ``P/v1/kill/command``,
-  ``payload_press`` = ``PRESS`` (a plain-text engage, CONTRACT §5).
+  ``payload_press`` = ``PRESS`` (a plain-text engage, docs/protocol.md).
 * ``binary_sensor`` *Kill switch (global)* and one per strategy: ``state_topic`` =
   ``P/v1/kill/state`` with a ``value_template`` reading ``engaged``. No device
   class: Home Assistant then shows *On* (engaged) and *Off* (released), which is

@@ -5,7 +5,7 @@ before any POST; a re-sent intent (same ``intent_id``) is answered from the
 journal with ``duplicate: true`` and never reaches the broker twice:
 ``client_order_id = SID-intent_id`` makes even a retried POST harmless.
 
-Order state machine (CONTRACT §4), an explicit transition table
+Order state machine (docs/protocol.md), an explicit transition table
 (:data:`TRANSITIONS`); an update that would take an illegal transition is
 logged and audited, never applied. Fills are derived from the broker's
 cumulative ``filled_qty``, so the stream and REST look-ups can report the same

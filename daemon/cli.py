@@ -1,4 +1,4 @@
-"""The ``tradeguard`` command line (CONTRACT §9 and §11).
+"""The ``tradeguard`` command line (docs/protocol.md).
 
 Every command takes ``--config F``, before or after the command name (default
 ``$TRADEGUARD_CONFIG``, else the built-in defaults). Bad input and unusable

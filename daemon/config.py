@@ -1,4 +1,4 @@
-"""Configuration: TOML decoded into frozen msgspec types (CONTRACT §10).
+"""Configuration: TOML decoded into frozen msgspec types (docs/protocol.md).
 
 Every error names the key that is wrong, e.g.
 ``risk.max_notional: expected a number > 0``. Secrets are never in the file:

@@ -10,7 +10,7 @@
             ...
 
 ``submit`` re-sends the same intent (same ``intent_id``, so the daemon never
-makes a second order) until a decision arrives, as CONTRACT §3 advises.
+makes a second order) until a decision arrives, as docs/protocol.md advises.
 
 This module is for strategy processes: it uses aiomqtt directly and knows
 nothing of the daemon's internals.

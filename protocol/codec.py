@@ -43,7 +43,7 @@ are refused before any parser sees them: a 2 KB ``[[[[...]]]]`` would otherwise
 exhaust the parser's recursion."""
 
 PLAIN_ENGAGE_WORDS: Final = frozenset({"ENGAGE", "KILL", "ON", "PRESS"})
-"""Plain-text kill payloads that engage the global switch (CONTRACT §5)."""
+"""Plain-text kill payloads that engage the global switch (docs/protocol.md)."""
 
 
 class DecodeFailure(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,7 +181,7 @@ def _precheck(payload: bytes) -> str | None:
 
 
 def decode_intent(payload: bytes) -> Intent | DecodeFailure:
-    """Decode and validate one intent (CONTRACT §3)."""
+    """Decode and validate one intent (docs/protocol.md)."""
     problem = _precheck(payload)
     if problem is not None:
         intent_id = _read_intent_id(payload) if len(payload) <= MAX_PAYLOAD_BYTES else None
@@ -204,7 +204,7 @@ def decode_intent(payload: bytes) -> Intent | DecodeFailure:
 
 
 def decode_kill_command(payload: bytes) -> KillCommand | DecodeFailure:
-    """Decode a kill command: JSON (CONTRACT §5) or a plain-text engage word.
+    """Decode a kill command: JSON (docs/protocol.md) or a plain-text engage word.
 
     Plain text can only ever engage the global switch; any other word is refused.
     """

@@ -1,4 +1,4 @@
-"""Every v1 wire message of CONTRACT §3-§7 as a frozen, kw-only msgspec Struct.
+"""Every v1 wire message of docs/protocol.md as a frozen, kw-only msgspec Struct.
 
 Inbound messages (intents, kill commands) forbid unknown fields and carry their
 constraints in their types, so that decoding *is* validation. Cross-field rules
@@ -133,7 +133,7 @@ class OrderIntent(_Inbound, tag="order", frozen=True):
     take_profit: PositiveNumber | None = None
 
     def __post_init__(self) -> None:
-        """Apply the cross-field rules of CONTRACT §3 and §11."""
+        """Apply the cross-field rules of docs/protocol.md."""
         _require_finite(
             qty=self.qty,
             notional=self.notional,
@@ -339,7 +339,7 @@ class Engage(_Inbound, tag="engage", frozen=True):
 
 
 class Disengage(_Inbound, tag="disengage", frozen=True):
-    """Release a switch. Authorised by an admin code (CONTRACT §8)."""
+    """Release a switch. Authorised by an admin code (docs/protocol.md)."""
 
     scope: Scope = "global"
     strategy_id: StrategyId | None = None

@@ -1,4 +1,4 @@
-"""Reason codes of CONTRACT §4: every denial is a value with one of these."""
+"""Reason codes of docs/protocol.md: every denial is a value with one of these."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class ReasonCode(StrEnum):
-    """Why an intent was rejected. The set only grows (CONTRACT §4)."""
+    """Why an intent was rejected. The set only grows (docs/protocol.md)."""
 
     INVALID_INTENT = "INVALID_INTENT"
     UNKNOWN_STRATEGY = "UNKNOWN_STRATEGY"
@@ -35,10 +35,10 @@ class ReasonCode(StrEnum):
     BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"
     UNKNOWN_ORDER = "UNKNOWN_ORDER"
     STALE_INTENT = "STALE_INTENT"
-    # Added to the contract's set (extension, CONTRACT §4 allows new codes):
+    # Added to the contract's set (extension, docs/protocol.md allows new codes):
     TRADING_HALTED = "TRADING_HALTED"
     """A fail-closed actor (kill switch, risk, journal) died: nothing trades until restart."""
     OVERLOADED = "OVERLOADED"
-    """The strategy's intake is full (CONTRACT §11): nothing was decided, re-send later."""
+    """The strategy's intake is full (docs/protocol.md): nothing was decided, re-send later."""
     BROKER_BUSY = "BROKER_BUSY"
     """The order could not reach the broker within ``broker.submit_deadline_s`` (§11)."""

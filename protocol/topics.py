@@ -1,4 +1,4 @@
-"""MQTT topic names of CONTRACT §2: builders, subscription filters and a parser."""
+"""MQTT topic names of docs/protocol.md: builders, subscription filters and a parser."""
 
 from __future__ import annotations
 
@@ -123,5 +123,5 @@ class Topics:
 
 
 def valid_strategy_id(strategy_id: str) -> bool:
-    """Whether ``strategy_id`` follows the id rule of CONTRACT §2."""
+    """Whether ``strategy_id`` follows the id rule of docs/protocol.md."""
     return _STRATEGY_ID.fullmatch(strategy_id) is not None

@@ -61,7 +61,7 @@ def _key(text: str) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
-    """Add the venue's options (CONTRACT section 9, plus ``--state``, ``--cash-account``)."""
+    """Add the venue's options (docs/protocol.md, plus ``--state``, ``--cash-account``)."""
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
     )

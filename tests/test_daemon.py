@@ -119,7 +119,7 @@ async def test_sigterm_is_clean_and_says_offline(
         async with probe(mosquitto, topics.daemon_status) as p:
             daemon.start()
             await p.expect(topics.daemon_status, lambda b: b == "online")
-            # CONTRACT §11: `starting` from connect until READY, then `online`.
+            # docs/protocol.md: `starting` from connect until READY, then `online`.
             said = [m.payload for m in p.received if m.topic == topics.daemon_status]
             assert said[-2:] == [b"starting", b"online"], said
             start = len(p.received)

@@ -1,4 +1,4 @@
-"""Protective stops held at the broker (CONTRACT §11): brackets and trailing stops.
+"""Protective stops held at the broker (docs/protocol.md): brackets and trailing stops.
 
 The decoding and risk rules are checked as pure functions; the rest runs the real
 daemon against real mosquitto and the paper venue through alpaca-py, at Alpaca's rate

@@ -1,6 +1,6 @@
 """The drawdown circuit breaker: a pure state machine over account equity.
 
-States (CONTRACT §6 ``circuit``):
+States (docs/protocol.md ``circuit``):
 
 ``closed``
     Normal trading.

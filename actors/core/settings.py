@@ -49,7 +49,7 @@ class KillConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[risk]``: portfolio and order limits, seed defaults of CONTRACT §10."""
+    """``[risk]``: portfolio and order limits, seed defaults of docs/protocol.md."""
 
     max_daily_drawdown: Fraction = 0.03
     max_total_drawdown: Fraction = 0.10
