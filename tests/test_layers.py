@@ -26,7 +26,7 @@ ACTORS = frozenset(
 )
 """The actor modules (the rest of ``actors`` is their base, channels, cores and the Home
 Assistant message builder, which the kill-switch authority uses)."""
-ALPACA_ADAPTER = frozenset({"actors.broker_gateway", "actors.alpaca_adapter"})
+ALPACA_ADAPTER = frozenset({"actors.alpaca_adapter"})
 MQTT_SESSION_PREFIX = "daemon.mqtt_"
 STRATEGY_CLIENT = "protocol.client"
 """The strategies' own MQTT client (a library for strategy authors) may use aiomqtt."""

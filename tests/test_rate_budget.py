@@ -13,7 +13,8 @@ import time
 import anyio
 import pytest
 
-from actors.broker_gateway import TokenBucket, _rate_window
+from actors.alpaca_adapter import TokenBucket
+from actors.core.rate_budget import ORDER_SHARE_OF_RATE, Grant, RateBudget, rate_window
 
 pytestmark = pytest.mark.anyio
 
@@ -109,4 +110,47 @@ async def test_the_latest_answer_counts_with_the_requests_granted_since() -> Non
 def test_headers_are_read_only_when_all_three_are_sound(
     headers: dict[str, str], window: tuple[int, int, float] | None
 ) -> None:
-    assert _rate_window(headers) == window
+    assert rate_window(headers) == window
+
+
+# ---------------------------------------------------------------------- the arithmetic alone
+
+WALL = 1_000_000.0
+"""Unix time in the pure tests: the broker's windows below end a minute after it."""
+
+
+def test_an_urgent_caller_is_served_first_and_nobody_borrows_meanwhile() -> None:
+    budget = RateBudget(60.0, burst=1.0, now=0.0)
+    budget.observe(200, 200, WALL + 60)
+    budget.urgent_arrived()
+    assert budget.take(0.0, WALL) is None  # a token is there, but a cancel waits
+    assert budget.take(0.0, WALL, borrow=True) is None
+    assert budget.take(0.0, WALL, urgent=True) is Grant.BUCKET
+    budget.urgent_left()
+    assert budget.take(0.0, WALL, borrow=True) is Grant.LOAN
+    assert budget.borrowed == 1
+
+
+def test_the_bucket_refills_at_its_rate_up_to_its_size() -> None:
+    budget = RateBudget(60.0, burst=2.0, now=0.0)
+    assert budget.take(0.0, WALL) is Grant.BUCKET
+    assert budget.take(0.0, WALL) is Grant.BUCKET
+    assert budget.take(0.0, WALL) is None
+    assert budget.retry_after_s() == pytest.approx(1.0)
+    assert budget.take(0.5, WALL) is None
+    assert budget.retry_after_s() == pytest.approx(0.5)
+    assert budget.take(1.0, WALL) is Grant.BUCKET
+    assert budget.tokens(100.0) == 2.0
+
+
+def test_the_default_burst_is_five_seconds_worth_between_one_and_fifty() -> None:
+    assert RateBudget(190.0, now=0.0).capacity == pytest.approx(190 / 60 * 5)
+    assert RateBudget(6.0, now=0.0).capacity == 1.0
+    assert RateBudget(6000.0, now=0.0).capacity == 50.0
+
+
+def test_the_admission_estimate_counts_the_tokens_then_the_order_share_of_the_rate() -> None:
+    budget = RateBudget(60.0, burst=2.0, now=0.0)
+    assert budget.expected_wait_s(2, 0.0) == 0.0
+    # Three ahead, two tokens: one short, at 75% of one token a second.
+    assert budget.expected_wait_s(3, 0.0) == pytest.approx(1 / (1.0 * ORDER_SHARE_OF_RATE))
