@@ -150,6 +150,7 @@ class OrderManager(Actor):
         self._parked: dict[str, tuple[OrderIntent, float]] = {}
         self._parked_changed = anyio.Event()
         self._state_dirty = anyio.Event()
+        self._early: list[bytes] = []  # rejections: published ahead of their commit
 
     @property
     def open_orders(self) -> int:
@@ -224,7 +225,14 @@ class OrderManager(Actor):
     async def _commit(
         self, writes: list[Row], answers: list[bytes], submissions: list[SubmitOrder]
     ) -> None:
-        """Journal the decisions, then answer, then hand accepted orders to the gateway."""
+        """Answer rejections; journal; then answer the rest and hand orders to the gateway.
+
+        A rejection changes no state, so it is published before its commit completes
+        (it is still journaled, in order); an acceptance only once it is durable.
+        """
+        early, self._early = self._early, []
+        for payload in early:
+            await self._outbound.send(Publish(topic=self._event_topic, payload=payload))
         if writes:
             await self._journal.write(*writes)
         for payload in answers:
@@ -264,7 +272,7 @@ class OrderManager(Actor):
         if busy is not None:
             reasons = [*reasons, busy]
         if reasons:
-            self._reject(intent, reasons, now, writes, answers)
+            self._reject(intent, reasons, now, writes)
             return
         notional = self._guardian.needs_approval(self.strategy_id, intent, view, now)
         if notional is not None:
@@ -284,11 +292,10 @@ class OrderManager(Actor):
         reasons: list[Reason],
         now: float,
         writes: list[Row],
-        answers: list[bytes],
     ) -> None:
         payload, row = self.book.reject(intent, reasons, now)
         writes.append(row)
-        answers.append(payload)
+        self._early.append(payload)
         if self._metrics is not None:
             self._metrics.intent(self.strategy_id, "rejected", [r.code.value for r in reasons])
         log.debug(  # per intent: metrics count these; info would cost the hot path
@@ -364,7 +371,7 @@ class OrderManager(Actor):
                 self.strategy_id, intent, now, self.strategy_view(now)
             )
         if reasons:
-            self._reject(intent, reasons, now, writes, answers)
+            self._reject(intent, reasons, now, writes)
         else:
             self._accept(intent, now, writes, answers, submissions)
         await self._commit(writes, answers, submissions)

@@ -30,6 +30,7 @@ from actors.core.book import (
     DecisionIndex,
     OrderRecord,
     Position,
+    SeenIds,
     StrategyBook,
 )
 from actors.core.circuit_breaker import CircuitBreakerState, SessionState
@@ -420,11 +421,18 @@ def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, Strate
             "SELECT intent_id, event FROM decisions WHERE strategy_id = ? ORDER BY ts DESC LIMIT ?",
             (sid, RECENT_DECISIONS),
         )
+        seen = SeenIds(
+            row[0]
+            for row in journal.query(
+                "SELECT intent_id FROM decisions WHERE strategy_id = ?", (sid,)
+            )
+        )
         books[sid] = StrategyBook(
             decisions=DecisionIndex(
                 {intent_id: bytes(event) for intent_id, event in reversed(recent)},
                 lookup=partial(_journaled_decision, reader, sid),
                 capacity=RECENT_DECISIONS,
+                seen=seen,
             ),
             lookup_order=partial(_journaled_order, reader, sid),
         )

@@ -6,8 +6,10 @@ No journal, no broker: every call returns the rows to journal and the events to 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from actors.core.book import FINAL, DecisionIndex, StrategyBook
+from actors.core.book import FINAL, DecisionIndex, SeenIds, StrategyBook
 from actors.core.messages import OrderUpdate
 from actors.core.order_book import OrderBook, approval_refusal, broker_busy
 from actors.core.rows import DecisionRow, FillRow, OrderChangeRow, OrderRow
@@ -164,3 +166,28 @@ def test_refusals_name_their_reason() -> None:
     busy = broker_busy(25.0, 30.0, 0.8)
     assert busy is not None
     assert busy.code is ReasonCode.BROKER_BUSY
+
+
+@settings(max_examples=50)
+@given(st.sets(st.text(min_size=1, max_size=64), max_size=200))
+def test_seen_ids_never_forget_an_id(ids: set[str]) -> None:
+    seen = SeenIds(ids)
+    assert all(i in seen for i in ids)
+
+
+def test_a_new_intent_id_costs_no_journal_read_and_an_old_one_does() -> None:
+    reads: list[str] = []
+
+    def lookup(intent_id: str) -> bytes | None:
+        reads.append(intent_id)
+        return b"old" if intent_id == "old" else None
+
+    index = DecisionIndex({}, lookup=lookup, capacity=1, seen=SeenIds(["old"]))
+    assert index.get("brand-new") is None
+    assert reads == []  # certainly never decided
+    assert index.get("old") == b"old"
+    assert reads == ["old"]
+    index.put("next", b"x")
+    index.put("evicts-next", b"y")  # capacity 1: "next" leaves memory, stays seen
+    assert index.get("next") is None  # the journal has none here: looked up, not assumed
+    assert reads == ["old", "next"]

@@ -6,8 +6,9 @@ No I/O and no anyio: the order manager applies broker updates to these, the jour
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -94,6 +95,40 @@ class Position:
             self.avg_price = price
 
 
+class SeenIds:
+    """A Bloom filter of every intent id ever decided: "no" is certain, "yes" is likely.
+
+    A new ``intent_id`` then costs no journal read; only a likely repeat (or one in a
+    hundred new ids, once a million are held) is looked up. Fixed size (1 MiB).
+    """
+
+    BITS: Final = 1 << 23
+    HASHES: Final = 7
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        """Hold ``ids`` (the journal's, at start-up)."""
+        self._bits = bytearray(self.BITS // 8)
+        for intent_id in ids:
+            self.add(intent_id)
+
+    def _positions(self, intent_id: str) -> Iterator[int]:
+        digest = hashlib.blake2b(intent_id.encode(), digest_size=16).digest()
+        first, second = int.from_bytes(digest[:8], "little"), int.from_bytes(digest[8:], "little")
+        for n in range(self.HASHES):
+            yield (first + n * second) % self.BITS
+
+    def add(self, intent_id: str) -> None:
+        """Note ``intent_id`` as decided."""
+        for position in self._positions(intent_id):
+            self._bits[position >> 3] |= 1 << (position & 7)
+
+    def __contains__(self, intent_id: object) -> bool:
+        """False: never decided. True: probably decided (look it up)."""
+        if not isinstance(intent_id, str):
+            return False
+        return all(self._bits[p >> 3] & (1 << (p & 7)) for p in self._positions(intent_id))
+
+
 class DecisionIndex:
     """``intent_id`` -> journaled decision, for answering re-sent intents forever.
 
@@ -108,16 +143,24 @@ class DecisionIndex:
         *,
         lookup: Callable[[str], bytes | None] | None = None,
         capacity: int = 100_000,
+        seen: SeenIds | None = None,
     ) -> None:
-        """Start from the most recent decisions; ``lookup`` reads older ones."""
+        """Start from the most recent decisions; ``lookup`` reads older ones.
+
+        ``seen`` holds every id the journal has decided (with a ``lookup``, ids it
+        does not hold are new: no read).
+        """
         self._recent: OrderedDict[str, bytes] = OrderedDict(recent or {})
         self._lookup = lookup
         self._capacity = capacity
+        self._seen = seen
 
     def get(self, intent_id: str) -> bytes | None:
         """The decision for ``intent_id``, or None if there never was one."""
         found = self._recent.get(intent_id)
         if found is None and self._lookup is not None:
+            if self._seen is not None and intent_id not in self._seen:
+                return None  # certainly never decided: no journal read
             found = self._lookup(intent_id)
             if found is not None:
                 self.put(intent_id, found)
@@ -129,6 +172,8 @@ class DecisionIndex:
 
     def put(self, intent_id: str, payload: bytes) -> None:
         """Remember a decision (the caller journals it)."""
+        if self._seen is not None:
+            self._seen.add(intent_id)
         self._recent[intent_id] = payload
         self._recent.move_to_end(intent_id)
         while len(self._recent) > self._capacity:
