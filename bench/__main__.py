@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -275,8 +276,9 @@ class Results:
     through: list[float]
     idle: list[float]
     flooded: list[float]
-    ready_empty: float
-    ready_full: float
+    commit: list[float]
+    ready_empty: ready.Restart
+    ready_full: ready.Restart
 
 
 async def measure_all(endpoint: MqttEndpoint, workdir: Path, base_url: str, rounds: int) -> Results:
@@ -294,10 +296,29 @@ async def measure_all(endpoint: MqttEndpoint, workdir: Path, base_url: str, roun
     async with MqttLink(endpoint) as kill_link:
         with anyio.fail_after(600):
             idle, flooded = await engages(kill_link, endpoint.port, workdir)
+    commit = bare_commits(workdir / "bare.db", rounds)
     ready_empty, ready_full = await ready.measure(endpoint.port, READY_ORDERS)
     return Results(
-        floor, refusal, decision, direct, through, idle, flooded, ready_empty, ready_full
+        floor, refusal, decision, direct, through, idle, flooded, commit, ready_empty, ready_full
     )
+
+
+def bare_commits(path: Path, rounds: int) -> list[float]:
+    """One-row commits (ms) to a SQLite file as the journal opens it (WAL, synchronous=FULL)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB)")
+    samples = []
+    for i in range(rounds + WARMUP):
+        started = time.perf_counter()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 200,))
+        db.execute("COMMIT")
+        if i >= WARMUP:
+            samples.append((time.perf_counter() - started) * 1000)
+    db.close()
+    return samples
 
 
 def report(rounds: int, r: Results) -> None:
@@ -307,14 +328,25 @@ def report(rounds: int, r: Results) -> None:
     print(row("MQTT echo floor (aiomqtt)", r.floor, None))
     print(row("intent -> rejection, no order flow (tg)", r.refusal, r.floor))
     print(row("intent -> acceptance + order flow (tg)", r.decision, r.floor))
+    print(row("bare SQLite commit (WAL, FULL)", r.commit, None))
+    both = [f + c for f, c in zip(sorted(r.floor), sorted(r.commit), strict=False)]
+    print(row("acceptance vs echo + bare commit", r.decision, both))
     print(row("alpaca-py submit_order -> venue (direct)", r.direct, None))
     print(row("intent -> order accepted by venue (tg)", r.through, r.direct))
     print(row(f"engage -> retained state, idle ({len(r.idle)})", r.idle, r.floor))
     print(row(f"engage -> state, 30k-intent flood ({len(r.flooded)})", r.flooded, r.floor))
+    print(row("rejection, no open orders (restarted tg)", r.ready_empty.rejections_ms, None))
+    print(
+        row(
+            f"rejection, {READY_ORDERS} open orders (tg)",
+            r.ready_full.rejections_ms,
+            r.ready_empty.rejections_ms,
+        )
+    )
     print(
         f"\nREADY (process start -> READY line, Alpaca's limits): empty journal "
-        f"{r.ready_empty:.2f} s; {READY_ORDERS} open orders in the journal and at the venue "
-        f"{r.ready_full:.2f} s"
+        f"{r.ready_empty.ready_s:.2f} s; {READY_ORDERS} open orders in the journal and at "
+        f"the venue {r.ready_full.ready_s:.2f} s"
     )
 
 

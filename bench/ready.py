@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import time
@@ -23,6 +24,7 @@ import anyio
 import msgspec
 
 from bench.rig import BIN, daemon_config, write_daemon_config
+from daemon.mqtt_endpoint import MqttEndpoint, MqttLink
 from protocol.messages import Accepted, OrderIntent
 from sim.config import SimConfig
 from sim.rest import RateLimiter
@@ -32,8 +34,8 @@ VENUE_LIMIT = 200
 READY_TABLES = "[strategies.b1]\nallocation = 1.0\n"
 
 
-def time_to_ready(config: Path) -> float:
-    """Start ``tradeguard run``; seconds until its READY line; then stop it."""
+def start_until_ready(config: Path) -> tuple[subprocess.Popen[str], float]:
+    """Start ``tradeguard run``; return it and the seconds until its READY line."""
     started = time.perf_counter()
     daemon = subprocess.Popen(
         [str(BIN / "tradeguard"), "run", "--config", str(config)],
@@ -44,11 +46,59 @@ def time_to_ready(config: Path) -> float:
     assert daemon.stdout is not None
     line = daemon.stdout.readline()
     took = time.perf_counter() - started
+    if "ready" not in line:
+        daemon.terminate()
+        raise SystemExit(f"daemon did not become ready: {line!r}")
+    return daemon, took
+
+
+def time_to_ready(config: Path) -> float:
+    """Start ``tradeguard run``; seconds until its READY line; then stop it."""
+    daemon, took = start_until_ready(config)
     daemon.terminate()
     daemon.wait(30)
-    if "ready" not in line:
-        raise SystemExit(f"daemon did not become ready: {line!r}")
     return took
+
+
+async def ready_then_rejections(
+    config: Path, mqtt_port: int, rounds: int
+) -> tuple[float, list[float]]:
+    """READY time, then ``rounds`` intent -> rejection round trips (ms) on that daemon.
+
+    Each intent is stale (``ts`` a minute old), so every check runs, over every open
+    order the daemon holds, and the answer is ``STALE_INTENT``: with an empty journal
+    and with thousands of open orders, the two show whether a decision's cost is flat.
+    """
+    daemon, took = await anyio.to_thread.run_sync(start_until_ready, config)
+    samples: list[float] = []
+    try:
+        endpoint = MqttEndpoint(host="127.0.0.1", port=mqtt_port, client_id="ready-probe")
+        async with MqttLink(endpoint) as link:
+            await link.subscribe("ready/v1/strategy/b1/event")
+            messages = link.messages()
+            run = time.time_ns()
+            for i in range(rounds + 30):
+                intent_id = f"flat-{run}-{i}"
+                body = {
+                    "type": "order",
+                    "intent_id": intent_id,
+                    "symbol": "AAPL",
+                    "side": "buy",
+                    "qty": 1,
+                    "order_type": "limit",
+                    "limit_price": 1.0,
+                    "ts": time.time() - 60,
+                }
+                started = time.perf_counter()
+                await link.publish("ready/v1/strategy/b1/intent", msgspec.json.encode(body))
+                while intent_id.encode() not in (await anext(messages)).payload:
+                    pass
+                if i >= 30:
+                    samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        daemon.terminate()
+        await anyio.to_thread.run_sync(daemon.wait, 30)
+    return took, samples
 
 
 def seed(venue_url: str, orders: int) -> list[tuple[str, str, float]]:
@@ -105,8 +155,15 @@ def journal(state: Path, placed: list[tuple[str, str, float]]) -> None:
             )
 
 
-async def measure(mqtt_port: int, orders: int) -> tuple[float, float]:
-    """(READY with an empty journal, READY with ``orders`` open orders), in seconds."""
+class Restart(msgspec.Struct, frozen=True):
+    """A start's READY time (s) and its intent -> rejection round trips (ms)."""
+
+    ready_s: float
+    rejections_ms: list[float]
+
+
+async def measure(mqtt_port: int, orders: int, rounds: int = 200) -> tuple[Restart, Restart]:
+    """(an empty journal, ``orders`` open orders): READY time and rejection latency."""
     workdir = Path(tempfile.mkdtemp(prefix="tg-ready-"))
     venue = PaperVenue(
         SimConfig(port=0, clock="always-open", rate_limit_per_min=10**7, tick_interval_s=1.0)
@@ -126,12 +183,12 @@ async def measure(mqtt_port: int, orders: int) -> tuple[float, float]:
         )
         config = write_daemon_config(workdir, "ready", key_id="PKREADYDAEMON", config=text)
         venue.api.limiter = RateLimiter(VENUE_LIMIT)
-        empty = await anyio.to_thread.run_sync(time_to_ready, config)
+        empty = Restart(*await ready_then_rejections(config, mqtt_port, rounds))
         venue.api.limiter = RateLimiter(10**7)  # seeding only
         placed = await anyio.to_thread.run_sync(seed, url, orders)
         journal(workdir / "state.db", placed)
         venue.api.limiter = RateLimiter(VENUE_LIMIT)  # Alpaca's limit from here on
-        full = await anyio.to_thread.run_sync(time_to_ready, config)
+        full = Restart(*await ready_then_rejections(config, mqtt_port, rounds))
         tg.cancel_scope.cancel()
     return empty, full
 
@@ -150,7 +207,15 @@ if __name__ == "__main__":
         async with anyio.create_task_group() as tg:
             await tg.start(broker.run)
             empty, full = await measure(port, args.orders)
-            print(f"READY: empty journal {empty:.2f} s; {args.orders} open orders {full:.2f} s")
+            print(
+                f"READY: empty journal {empty.ready_s:.2f} s; "
+                f"{args.orders} open orders {full.ready_s:.2f} s"
+            )
+            p50 = statistics.median
+            print(
+                f"rejection p50: no open orders {p50(empty.rejections_ms):.2f} ms; "
+                f"{args.orders} open orders {p50(full.rejections_ms):.2f} ms"
+            )
             tg.cancel_scope.cancel()
 
     anyio.run(main, backend="asyncio")
