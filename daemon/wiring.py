@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import signal
 import sys
 import time
@@ -565,6 +566,11 @@ class Daemon:
         )
         if self.demo_code_file is not None:
             line += f"; admin code in {self.demo_code_file}"
+        # What is built by now (modules, the books loaded from the journal) lives as long
+        # as the daemon: out of the collector's full passes, which scanned it every time
+        # and held the loop 50-70 ms (measured with 10,000 open orders).
+        gc.collect()
+        gc.freeze()
         self.notifier.ready(line)
         session.mark_ready()
         self.ready.set()
