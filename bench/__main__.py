@@ -7,7 +7,12 @@
 3. Kill switch: a global engage -> the retained engaged state, idle and while three
    ``mosquitto_pub -l`` clients flood 30,000 intents (engage 1 s in), beside the floor.
 4. READY after a restart with 10,000 open orders, beside an empty-journal start.
-All over one loopback mosquitto with TCP_NODELAY on both sides.
+5. Throughput (:mod:`bench.throughput`): open-loop load at rising rates, the highest
+   held at p99 <= 25 ms, for rejections and for acceptances.
+6. Release storm (:mod:`bench.release_storm`): intent latency during a storm of forged
+   releases, against the same without it.
+All over one loopback mosquitto with TCP_NODELAY on both sides (5 and 6 each on one of
+their own, with daemons of their own).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import anyio
 import msgspec
 
 from actors.admin_code import hash_code
-from bench import ready
+from bench import ready, release_storm, throughput
 from bench.rig import (
     daemon_config,
     local_url,
@@ -47,6 +52,8 @@ ROUNDS = 300
 WARMUP = 30
 ENGAGES_IDLE = 40
 READY_ORDERS = 10_000
+LOAD_SECONDS = 8.0
+"""Counted load per rate of the throughput search, and per phase of the release storm."""
 FLOODS = 8
 FLOOD_PER_CLIENT = 10_000
 CODE = "bench-admin-code"
@@ -350,7 +357,7 @@ def report(rounds: int, r: Results) -> None:
     )
 
 
-async def main(rounds: int) -> None:
+async def main(rounds: int, load_seconds: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tg-bench-"))
     port = 18000 + os.getpid() % 2000
     venue_port = port + 2500
@@ -377,9 +384,18 @@ async def main(rounds: int) -> None:
             stop(daemon, echo, venue)
         report(rounds, results)
         tg.cancel_scope.cancel()
+    print(f"\n{await throughput.main(throughput.Settings(seconds=load_seconds))}", flush=True)
+    print(f"\n{await release_storm.main(load_seconds, release_storm.RATE)}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
-    anyio.run(main, parser.parse_args().rounds, backend="asyncio")
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=LOAD_SECONDS,
+        help="throughput: counted load per rate; release storm: per phase (default: 8)",
+    )
+    args = parser.parse_args()
+    anyio.run(main, args.rounds, args.load_seconds, backend="asyncio")
