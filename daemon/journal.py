@@ -10,7 +10,10 @@ rows are durable, so "journaled before it takes effect" is a plain ``await``.
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -283,6 +286,56 @@ def _audit_sql(row: AuditRow) -> Write:
     )
 
 
+class _CommitThread:
+    """The journal's own thread: commits one group at a time, hands each result back.
+
+    One thread, one connection, for the daemon's life: no pool to take a worker from
+    and no limiter per commit; the result comes back with one ``call_soon_threadsafe``.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._queue: queue.SimpleQueue[
+            tuple[Sequence[Write], asyncio.AbstractEventLoop, asyncio.Future[None]] | None
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    async def commit(self, writes: Sequence[Write]) -> None:
+        """Commit ``writes`` on the journal's thread; return once durable."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="journal", daemon=True)
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.put((writes, loop, done))
+        await done
+
+    def stop(self) -> None:
+        """End the thread once what is queued is committed."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread = None
+
+    def _serve(self) -> None:
+        while (job := self._queue.get()) is not None:
+            writes, loop, done = job
+            try:
+                self._journal.commit(writes)
+            except JournalError as exc:
+                loop.call_soon_threadsafe(_settle, done, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, done, None)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.cancelled():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 class JournalWriter(Actor):
     """Owns the journal at run time and commits writes in groups.
 
@@ -316,6 +369,7 @@ class JournalWriter(Actor):
         self._wake = anyio.Event()
         self._closed = False
         self._group_limit = group_limit
+        self._committer = _CommitThread(journal)
         self.commits = 0
         self.commit_seconds_total = 0.0
 
@@ -344,31 +398,34 @@ class JournalWriter(Actor):
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
-            if self._urgent:
-                batch = list(self._urgent)
-                self._urgent.clear()
-                normal = 0
-            elif self._normal:
-                normal = min(len(self._normal), self._group_limit)
-                batch = [self._normal.popleft() for _ in range(normal)]
-            elif self._closed:
-                return
-            else:
-                self._wake = anyio.Event()
-                await self._wake.wait()
-                continue
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in range(normal):
-                    self._space.release()
+        try:
+            while True:
+                if self._urgent:
+                    batch = list(self._urgent)
+                    self._urgent.clear()
+                    normal = 0
+                elif self._normal:
+                    normal = min(len(self._normal), self._group_limit)
+                    batch = [self._normal.popleft() for _ in range(normal)]
+                elif self._closed:
+                    return
+                else:
+                    self._wake = anyio.Event()
+                    await self._wake.wait()
+                    continue
+                try:
+                    await self._commit(batch)
+                finally:
+                    for _ in range(normal):
+                        self._space.release()
+        finally:
+            self._committer.stop()  # its thread ends with the writer (a restart starts one)
 
     async def _commit(self, batch: list[_Request]) -> None:
         writes = [w for request in batch for w in request.writes]
         started = time.perf_counter()
         try:
-            await anyio.to_thread.run_sync(self.journal.commit, writes)
+            await self._committer.commit(writes)
         except JournalError as exc:
             for request in batch:
                 request.error = exc
