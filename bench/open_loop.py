@@ -207,6 +207,7 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
         decided_per_s: expected answers over the span from the first counted send to
             the last expected answer.
         late_max_ms: how far behind its schedule a client sent, at worst.
+        runs: how many runs at this rate this one is the best of (set by the caller).
     """
 
     rate: float
@@ -216,6 +217,7 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     sent_per_s: float
     decided_per_s: float
     late_max_ms: float
+    runs: int = 1
 
     @property
     def unanswered(self) -> int:

@@ -119,6 +119,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float = SECONDS
     clients: int = CLIENTS
     bisect: int = 1
+    retries: int = 1
 
 
 class RateSearch:
@@ -130,10 +131,29 @@ class RateSearch:
         self.settings = settings
         self.workdir = workdir
         self.steps: dict[int, Step] = {}
+        self.runs: dict[int, int] = {}
+        """How many runs each step is the best of."""
 
     async def run(self, rate: int) -> bool:
-        """Load a fresh daemon at ``rate``; whether it held the goal."""
-        prefix = f"{PREFIX}-{self.kind}-{rate}"
+        """Load fresh daemons at ``rate``, up to ``1 + retries`` times until one holds the goal.
+
+        On a shared machine one stall of the whole box (a 100 ms pause is 1 % of 10 s)
+        is enough to miss a p99: a rate counts as missed only once every run missed,
+        and the step kept is the run with the lowest p99.
+        """
+        for attempt in range(1 + self.settings.retries):
+            step = await self.load(rate, attempt)
+            kept = self.steps.get(rate)
+            if kept is None or step.latency(0.99) < kept.latency(0.99):
+                self.steps[rate] = step
+            self.runs[rate] = attempt + 1
+            if held(step):
+                return True
+        return False
+
+    async def load(self, rate: int, attempt: int) -> Step:
+        """One run at ``rate`` on a fresh venue and daemon."""
+        prefix = f"{PREFIX}-{self.kind}-{rate}-{attempt}"
         async with fresh_daemon(self.workdir, self.mqtt_port, self.mqtt_port + 1000, prefix):
             plan = LoadPlan(
                 port=self.mqtt_port,
@@ -144,8 +164,7 @@ class RateSearch:
                 seconds=self.settings.seconds,
                 clients=self.settings.clients,
             )
-            self.steps[rate] = await run_clients(plan)
-        return held(self.steps[rate])
+            return await run_clients(plan)
 
     async def climb(self) -> list[Step]:
         """Up the rates until one misses the goal; if even the first misses, halving down to
@@ -165,7 +184,10 @@ class RateSearch:
             if low is None or high is None or (middle := midpoint(low, high)) in {low, high}:
                 break
             await self.run(middle)
-        return [self.steps[rate] for rate in sorted(self.steps)]
+        return [
+            msgspec.structs.replace(self.steps[rate], runs=self.runs[rate])
+            for rate in sorted(self.steps)
+        ]
 
 
 async def search(mqtt_port: int, kind: str, settings: Settings) -> list[Step]:
@@ -189,7 +211,7 @@ def step_row(kind: str, step: Step) -> str:
     if step.unanswered:
         others = ", ".join(filter(None, [others, f"{step.unanswered} unanswered"]))
     return (
-        f"| {KINDS[kind]:<26} | {step.rate:6.0f} | {step.sent_per_s:7.0f} | "
+        f"| {KINDS[kind]:<26} | {step.rate:6.0f} | {step.runs:4d} | {step.sent_per_s:7.0f} | "
         f"{step.decided_per_s:9.0f} | {ms(step.latency(0.5))} | {ms(step.latency(0.99))} | "
         f"{ms(max(step.latencies_ms, default=math.inf))} | {step.late_max_ms:7.1f} | "
         f"{others or '-'} |"
@@ -215,11 +237,12 @@ def report(results: dict[str, list[Step]], settings: Settings) -> str:
         LIMITS_LIFTED,
         "",
         (
-            f"| {'decision':<26} | {'rate/s':>6} | {'sent/s':>7} | {'decided/s':>9} | "
+            f"| {'decision':<26} | {'rate/s':>6} | runs | {'sent/s':>7} | {'decided/s':>9} | "
             f"{'p50 ms':>8} | {'p99 ms':>8} | {'max ms':>8} | {'late ms':>7} | other answers |"
         ),
         (
-            f"|{'-' * 28}|{'-' * 8}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 10}|"
+            f"|{'-' * 28}|{'-' * 8}|{'-' * 6}|{'-' * 9}|{'-' * 11}|{'-' * 10}|{'-' * 10}|"
+            f"{'-' * 10}|"
             f"{'-' * 9}|{'-' * 15}|"
         ),
     ]
@@ -228,7 +251,8 @@ def report(results: dict[str, list[Step]], settings: Settings) -> str:
         f"\n(late ms: how far behind its schedule a client sent at worst; other answers and "
         f"unanswered intents count as infinitely late; the search climbs the rates until "
         f"one's p99 passes {P99_GOAL_MS:g} ms, halves down if the first does, then bisects "
-        f"{settings.bisect} time(s))"
+        f"{settings.bisect} time(s); a rate that misses is run again, up to "
+        f"{settings.retries} time(s), and the run with the lowest p99 is shown)"
     )
     lines += [
         f"highest rate at p99 <= {P99_GOAL_MS:g} ms, {KINDS[kind]}: {best(steps)}"
@@ -282,12 +306,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="rates tried between the highest held and the lowest missed (default: 1)",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="runs again at a rate that missed before calling it missed (default: 1)",
+    )
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse_args()
     settings = Settings(
-        rates=tuple(args.rates), seconds=args.seconds, clients=args.clients, bisect=args.bisect
+        rates=tuple(args.rates),
+        seconds=args.seconds,
+        clients=args.clients,
+        bisect=args.bisect,
+        retries=args.retries,
     )
     print(anyio.run(main, settings, backend="asyncio"))
