@@ -271,13 +271,13 @@ async def measure(mqtt_port: int, settings: Settings) -> dict[str, list[Step]]:
 
 async def main(settings: Settings) -> str:
     """A loopback mosquitto of its own, both searches; the report."""
-    workdir = Path(tempfile.mkdtemp(prefix="tg-throughput-mqtt-"))
-    port = 24000 + os.getpid() % 1000
-    broker = EmbeddedMosquitto(state_dir=workdir, port=port)
-    async with anyio.create_task_group() as tg:
-        await tg.start(broker.run)
-        results = await measure(port, settings)
-        tg.cancel_scope.cancel()
+    with tempfile.TemporaryDirectory(prefix="tg-throughput-mqtt-") as workdir:
+        port = 24000 + os.getpid() % 1000
+        broker = EmbeddedMosquitto(state_dir=Path(workdir), port=port)
+        async with anyio.create_task_group() as tg:
+            await tg.start(broker.run)
+            results = await measure(port, settings)
+            tg.cancel_scope.cancel()
     return report(results, settings)
 
 
