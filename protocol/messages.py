@@ -19,6 +19,7 @@ from protocol.reasons import ReasonCode
 
 __all__ = [
     "Accepted",
+    "AccountState",
     "ApprovalCommand",
     "ApprovalPending",
     "Approve",
@@ -26,6 +27,7 @@ __all__ = [
     "CancelAllIntent",
     "CancelIntent",
     "DaemonState",
+    "Demote",
     "Deny",
     "Disengage",
     "Engage",
@@ -40,6 +42,7 @@ __all__ = [
     "OrderStatus",
     "Pause",
     "PendingApproval",
+    "Promote",
     "Reason",
     "Rejected",
     "ResetCircuit",
@@ -384,7 +387,32 @@ class Resume(_Inbound, tag="resume", frozen=True):
     source: ShortText | None = None
 
 
-KillCommand = Engage | Disengage | ResetCircuit | Pause | Resume
+class Promote(_Inbound, tag="promote", frozen=True):
+    """Move a strategy from paper to live trading. Authorised by an admin code.
+
+    Refused, with every unmet criterion listed (``MODE_CHANGE_REFUSED``), unless the
+    strategy's paper record in the journal meets ``[promotion]``.
+    """
+
+    strategy_id: StrategyId
+    code: Annotated[str, Meta(max_length=128)] | None = None
+    operator: ShortText | None = None
+    source: ShortText | None = None
+
+
+class Demote(_Inbound, tag="demote", frozen=True):
+    """Move a strategy from live back to paper. Needs no code (a safety action).
+
+    Its live orders are cancelled first; with ``flatten`` its live positions are closed.
+    """
+
+    strategy_id: StrategyId
+    flatten: bool = False
+    reason: ShortText | None = None
+    source: ShortText | None = None
+
+
+KillCommand = Engage | Disengage | ResetCircuit | Pause | Resume | Promote | Demote
 
 
 class _ApprovalCommand(_Inbound, frozen=True):
@@ -455,6 +483,19 @@ class KillState(msgspec.Struct, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------- state topics (§6)
 
 
+class AccountState(msgspec.Struct, frozen=True, kw_only=True):
+    """One broker account's figures on ``P/v1/daemon/state`` (``accounts``)."""
+
+    broker: BrokerKind
+    broker_connected: bool
+    circuit: CircuitState
+    equity: float | None
+    daily_drawdown: float | None
+    total_drawdown: float | None
+    strategies: list[str] = msgspec.field(default_factory=list)
+    """The strategies trading on this account now."""
+
+
 class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
     """Retained on ``P/v1/daemon/state``."""
 
@@ -475,6 +516,9 @@ class DaemonState(msgspec.Struct, frozen=True, kw_only=True):
     circuit_reason: str | None = None
     session: str | None = None
     external_orders: list[str] = msgspec.field(default_factory=list)
+    accounts: dict[str, AccountState] | None = None
+    """With a paper and a live account: each one's own figures, by mode (``paper``,
+    ``live``). The top-level figures are the ``[broker]`` account's."""
 
 
 class StrategyState(msgspec.Struct, frozen=True, kw_only=True):
@@ -494,6 +538,8 @@ class StrategyState(msgspec.Struct, frozen=True, kw_only=True):
     """What the strategy may do now, the kill switches, its pause, the circuit breaker's
     warning and a halted daemon folded into one: ``halted`` trades nothing; ``paused`` and
     ``reduce_only`` only reduce positions."""
+    mode: TradingMode | None = None
+    """``paper`` or ``live``: the account the strategy's new orders go to."""
 
 
 # --------------------------------------------------------------------------- audit (§7)
@@ -510,3 +556,5 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     strategy_id: str | None = None
     source: str | None = None
     operator: str | None = None
+    reasons: list[Reason] | None = None
+    """A refused mode change: every unmet criterion (``MODE_CHANGE_REFUSED``)."""

@@ -42,3 +42,5 @@ class ReasonCode(StrEnum):
     """The strategy's intake is full (docs/protocol.md): nothing was decided, re-send later."""
     BROKER_BUSY = "BROKER_BUSY"
     """The order could not reach the broker within ``broker.submit_deadline_s`` (§11)."""
+    MODE_CHANGE_REFUSED = "MODE_CHANGE_REFUSED"
+    """A promotion refused: one reason per unmet criterion of ``[promotion]`` (§11)."""

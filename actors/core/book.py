@@ -64,6 +64,9 @@ class OrderRecord:
     filled_qty: float = 0.0
     filled_avg_price: float | None = None
     created_ts: float = 0.0
+    account: str | None = None
+    """The broker account it was sent to (None: the ``[broker]`` account; ``live``:
+    ``[broker.live]``). An order stays with its account until it ends."""
 
 
 @dataclass
@@ -316,6 +319,7 @@ def _book_fill(
             price=price,
             ts=now,
             cum_qty=order.filled_qty,
+            account=order.account,
         )
     )
     applied.events.append(
@@ -379,6 +383,7 @@ def apply_leg_report(
             price=price,
             ts=now,
             cum_qty=cum,
+            account=parent.account,
         )
         applied.rows.append(fill)
         applied.events.append(_leg_fill(parent, fill, position.qty))

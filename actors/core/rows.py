@@ -32,6 +32,8 @@ class OrderRow(msgspec.Struct, frozen=True, kw_only=True):
     intent: bytes
     status: OrderStatus
     ts: float
+    account: str | None = None
+    """The broker account: None for the ``[broker]`` account, ``live`` for ``[broker.live]``."""
 
 
 class OrderChangeRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +59,8 @@ class FillRow(msgspec.Struct, frozen=True, kw_only=True):
     price: float
     ts: float
     cum_qty: float
+    account: str | None = None
+    """As :attr:`OrderRow.account`."""
 
 
 class SwitchRow(msgspec.Struct, frozen=True, kw_only=True):

@@ -88,6 +88,31 @@ class StrategyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_intents_per_second: PositiveFloat | None = None
     duplicate_window_s: NonNegativeFloat | None = None
     restricted_symbols: list[str] | None = None
+    mode: Literal["paper", "live"] | None = None
+    """The account the strategy starts on (None: the ``[broker]`` account's mode). Only
+    ``paper`` may be set without an admin code on record; after a promotion or a demotion
+    the journal's mode wins over this key."""
+    live_allocation: Fraction | None = None
+    """Share of the live account's equity once live (None: ``allocation``)."""
+
+
+class PromotionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[promotion]``: the paper record a strategy needs before it may trade live.
+
+    Read from the journal at the time of the ``promote`` command; every unmet
+    criterion is listed in the refusal (``MODE_CHANGE_REFUSED``).
+    """
+
+    min_sessions: Annotated[int, Meta(ge=0)] = 5
+    """Trading sessions (New York dates) with paper orders of the strategy."""
+    min_filled_orders: Annotated[int, Meta(ge=0)] = 20
+    """Paper orders of the strategy that ended ``filled``."""
+    max_drawdown: Fraction = 0.05
+    """Largest fall of the strategy's paper realized P&L from its peak, as a share of
+    its paper capital (``allocation`` x the paper account's equity); must stay under."""
+    quiet_sessions: Annotated[int, Meta(ge=0)] = 3
+    """No kill switch engaged on the strategy (or global) and no circuit trip in the
+    strategy's last this many paper sessions."""
 
 
 class HomeAssistantConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
