@@ -40,10 +40,51 @@ def check_mode(*, mode: str, url: str, key_id: str, kind: str) -> None:
     if mode == "paper" and host == LIVE_HOST:
         raise BrokerError(f"broker.mode is 'paper' but broker.url points at live trading ({url})")
     if mode == "live":
-        if host != LIVE_HOST:
-            raise BrokerError(f"broker.mode is 'live' but broker.url is not https://{LIVE_HOST}")
-        if not key_id.startswith("AK"):
+        _check_live(url=url, key_id=key_id, account="broker", why="broker.mode is 'live'")
+
+
+def check_live_account(*, url: str, key_id: str, kind: str, rehearsal: bool) -> None:
+    """Refuse a ``[broker.live]`` account that is not what ``rehearsal`` says it is.
+
+    The live account (``rehearsal = false``) follows the ``live`` rules of
+    :func:`check_mode`: kind ``alpaca``, the live URL and an ``AK`` key. A rehearsal
+    account is a paper stand-in: it never points at the live host, and it is the only
+    place the built-in venue (kind ``sim``) may stand in for the live account.
+
+    Args:
+        url: ``broker.live.url`` (for kind ``sim``, the embedded venue's loopback URL).
+        key_id: the key id read from ``broker.live.key_id_file`` (empty for kind ``sim``).
+        kind: ``broker.live.kind`` (``sim`` or ``alpaca``).
+        rehearsal: ``broker.live.rehearsal``.
+
+    Raises:
+        BrokerError: one line, naming the ``broker.live`` key that disagrees.
+    """
+    if rehearsal:
+        if url_host(url) == LIVE_HOST:
             raise BrokerError(
-                "broker.mode is 'live' but the key id in broker.key_id_file "
-                "is not a live key (AK...)"
+                f"broker.live.rehearsal is true (a paper stand-in) but broker.live.url "
+                f"points at live trading ({url})"
             )
+        return
+    if kind != "alpaca":
+        raise BrokerError(
+            "broker.live.kind: the built-in paper venue (kind 'sim') stands in for the live "
+            "account only in a rehearsal (broker.live.rehearsal = true)"
+        )
+    _check_live(
+        url=url,
+        key_id=key_id,
+        account="broker.live",
+        why="broker.live is the live account (rehearsal = false)",
+    )
+
+
+def _check_live(*, url: str, key_id: str, account: str, why: str) -> None:
+    """The live rules: the live host and an ``AK`` key, else one line naming ``account``."""
+    if url_host(url) != LIVE_HOST:
+        raise BrokerError(f"{why} but {account}.url is not https://{LIVE_HOST}")
+    if not key_id.startswith("AK"):
+        raise BrokerError(
+            f"{why} but the key id in {account}.key_id_file is not a live key (AK...)"
+        )

@@ -21,6 +21,7 @@ from actors.core.settings import (
     HomeAssistantConfig,
     KillConfig,
     PositiveFloat,
+    PromotionConfig,
     RiskConfig,
     StrategyConfig,
     StrategyId,
@@ -33,6 +34,8 @@ __all__ = [
     "Config",
     "HomeAssistantConfig",
     "KillConfig",
+    "LiveAccountConfig",
+    "PromotionConfig",
     "RiskConfig",
     "StrategyConfig",
     "TriggerConfig",
@@ -81,8 +84,45 @@ class SimSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     starting_cash: PositiveFloat = 100_000.0
 
 
+class LiveSimSettings(SimSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[broker.live.sim]``: the embedded venue standing in for the live account.
+
+    Only in a rehearsal (``broker.live.rehearsal = true``); its own port by default.
+    """
+
+    port: PortOrZero = 8791
+
+
+class LiveAccountConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[broker.live]``: the live account, traded beside the ``[broker]`` (paper) one.
+
+    With it, ``[broker]`` is the paper account (``broker.mode = "paper"``) and each
+    strategy trades on the account of its mode (``strategies.SID.mode``). Keys, URL and
+    rate limit are the live account's own (Alpaca's limit is per account).
+    ``rehearsal = true`` makes it a paper stand-in: never the live host, and the only
+    way the embedded venue (``kind = "sim"``, on ``[broker.live.sim]``) may stand in.
+    """
+
+    kind: Literal["sim", "alpaca"] = "alpaca"
+    url: str | None = None
+    stream_url: str | None = None
+    data_url: str | None = None
+    key_id_file: str | None = None
+    secret_key_file: str | None = None
+    request_timeout_s: PositiveFloat = 10.0
+    rate_limit_per_min: PositiveFloat = 190.0
+    sim: LiveSimSettings = msgspec.field(default_factory=LiveSimSettings)
+    rehearsal: bool = False
+    """A paper stand-in for the live account (tests, rehearsals): never the live host."""
+    on_circuit_open: Literal["demote", "kill"] = "demote"
+    """What the live account's circuit breaker does to every live strategy when it trips."""
+
+
 class BrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[broker]``: the Alpaca-compatible endpoint (or the embedded paper venue)."""
+    """``[broker]``: the Alpaca-compatible endpoint (or the embedded paper venue).
+
+    With ``[broker.live]`` set, this is the paper account and that one the live account.
+    """
 
     kind: Literal["sim", "alpaca"] = "sim"
     mode: Literal["paper", "live"] = "paper"
@@ -97,6 +137,7 @@ class BrokerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     submit_deadline_s: PositiveFloat = 30.0
     account_poll_s: PositiveFloat = 5.0
     sim: SimSettings = msgspec.field(default_factory=SimSettings)
+    live: LiveAccountConfig | None = None
 
 
 class StateConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -140,6 +181,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    promotion: PromotionConfig = msgspec.field(default_factory=PromotionConfig)
     source: str | None = None
 
 
@@ -195,6 +237,84 @@ def _check_semantics(config: Config) -> None:
     total = sum(s.allocation for s in config.strategies.values())
     if total > 1.0 + 1e-9:
         raise ConfigError(f"strategies: allocations add up to {total:.2f}, more than 1.0")
+    if config.broker.live is not None:
+        _check_live_account(config.broker, config.broker.live)
+        _check_live_allocations(config)
+    for sid, strategy in config.strategies.items():
+        _check_strategy_mode(config, sid, strategy)
+
+
+def has_live_account(config: Config) -> bool:
+    """Whether the daemon has a live account: ``broker.mode = "live"`` or ``[broker.live]``."""
+    return config.broker.mode == "live" or config.broker.live is not None
+
+
+def strategy_mode(config: Config, strategy_id: str) -> Literal["paper", "live"]:
+    """The mode a strategy starts in: ``strategies.SID.mode``, else ``broker.mode``.
+
+    After a promotion or a demotion the journal's mode wins over this (the daemon's).
+    """
+    strategy = config.strategies.get(strategy_id)
+    if strategy is not None and strategy.mode is not None:
+        return strategy.mode
+    return config.broker.mode
+
+
+def _check_live_account(broker: BrokerConfig, live: LiveAccountConfig) -> None:
+    """``[broker.live]``: beside a paper ``[broker]``, complete, the venue a stand-in only."""
+    if broker.mode != "paper":
+        raise ConfigError(
+            "broker.live: the [broker] account is then the paper one: set broker.mode = 'paper'"
+        )
+    if live.kind == "alpaca":
+        for key in ("url", "stream_url", "key_id_file", "secret_key_file"):
+            if getattr(live, key) is None:
+                raise ConfigError(f"broker.live.{key}: required when broker.live.kind is 'alpaca'")
+    elif not live.rehearsal:
+        raise ConfigError(
+            "broker.live.kind: the embedded paper venue ('sim') can only stand in for the "
+            "live account in a rehearsal: set broker.live.rehearsal = true"
+        )
+    elif broker.kind == "sim" and broker.sim.port != 0 and broker.sim.port == live.sim.port:
+        raise ConfigError(
+            f"broker.live.sim.port: {live.sim.port} is broker.sim.port too: "
+            "give each embedded venue its own port (or 0 for any free one)"
+        )
+
+
+def _check_live_allocations(config: Config) -> None:
+    """Every strategy may be promoted: their shares of the live account add up to 1 at most."""
+    live = sum(
+        s.allocation if s.live_allocation is None else s.live_allocation
+        for s in config.strategies.values()
+    )
+    if live > 1.0 + 1e-9:
+        raise ConfigError(
+            f"strategies: live allocations (live_allocation, else allocation) add up to "
+            f"{live:.2f} of the live account, more than 1.0"
+        )
+
+
+def _check_strategy_mode(config: Config, sid: str, strategy: StrategyConfig) -> None:
+    """A strategy's mode names an account the daemon has; live needs an admin code."""
+    live_account = "a live account ([broker.live], or broker.mode = 'live')"
+    if strategy.mode == "live":
+        if not has_live_account(config):
+            raise ConfigError(f"strategies.{sid}.mode: 'live' needs {live_account}")
+        if config.kill.admin_code_hash is None and config.kill.totp_secret_file is None:
+            raise ConfigError(
+                f"strategies.{sid}.mode: 'live' needs an admin code on record "
+                "(kill.admin_code_hash or kill.totp_secret_file)"
+            )
+    if strategy.mode == "paper" and config.broker.mode != "paper":
+        raise ConfigError(
+            f"strategies.{sid}.mode: 'paper' needs a paper account (broker.mode = 'paper', "
+            "with the live account in [broker.live])"
+        )
+    if strategy.live_allocation is not None and not has_live_account(config):
+        raise ConfigError(
+            f"strategies.{sid}.live_allocation: there is no live account: it needs {live_account}"
+        )
 
 
 def _check_trigger(trigger: TriggerConfig, *, key: str) -> None:
