@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, Final, assert_never
 from urllib.parse import quote
@@ -27,21 +26,8 @@ import msgspec
 import structlog
 
 from actors.base import Actor, TradingHalt
-from actors.core.book import (
-    RECENT_DECISIONS,
-    RECENT_FINAL_ORDERS,
-    DecisionIndex,
-    OrderRecord,
-    Position,
-    SeenIds,
-    StrategyBook,
-)
-from actors.core.circuit_breaker import CircuitBreakerState, SessionState
 from actors.core.errors import JournalError
 from actors.core.rows import (
-    CIRCUIT_KEY,
-    SESSION_KEY,
-    TOTP_KEY,
     AuditRow,
     DecisionRow,
     FillRow,
@@ -51,13 +37,37 @@ from actors.core.rows import (
     Row,
     SwitchRow,
 )
-from actors.core.trading_state import PAUSE_PREFIX, KillGate
-from protocol.messages import OrderIntent, SwitchState
+from daemon.journal_load import (
+    load_books,
+    load_gate,
+    load_last_totp_step,
+    load_modes,
+    load_risk_state,
+    replay_positions,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Journal",
+    "JournalWriter",
+    "Write",
+    "load_books",
+    "load_gate",
+    "load_last_totp_step",
+    "load_modes",
+    "load_risk_state",
+    "open_read_only",
+    "replay_positions",
+    "statement",
+]
 
 log = structlog.get_logger(__name__)
-_intent_decoder = msgspec.json.Decoder(OrderIntent)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""Recorded in ``meta`` as ``schema_version``. 1: the first schema; 2: ``account`` on
+``orders`` and ``fills`` (NULL: the ``[broker]`` account; ``live``: ``[broker.live]``)."""
+_ACCOUNT_TABLES: Final = ("orders", "fills")
+"""The tables that gained ``account`` in version 2."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -81,14 +91,15 @@ CREATE TABLE IF NOT EXISTS orders (
     strategy_id TEXT NOT NULL, intent_id TEXT NOT NULL,
     intent BLOB NOT NULL, status TEXT NOT NULL, broker_order_id TEXT,
     filled_qty REAL NOT NULL DEFAULT 0, filled_avg_price REAL,
-    created_ts REAL NOT NULL, updated_ts REAL NOT NULL, detail TEXT
+    created_ts REAL NOT NULL, updated_ts REAL NOT NULL, detail TEXT,
+    account TEXT                          -- NULL: [broker]; 'live': [broker.live]
 );
 CREATE INDEX IF NOT EXISTS orders_open ON orders (status);
 CREATE TABLE IF NOT EXISTS fills (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     client_order_id TEXT NOT NULL, strategy_id TEXT NOT NULL, symbol TEXT NOT NULL,
     side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, ts REAL NOT NULL,
-    cum_qty REAL NOT NULL,
+    cum_qty REAL NOT NULL, account TEXT,
     UNIQUE (client_order_id, cum_qty)
 );
 """
@@ -128,12 +139,13 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
         except (OSError, sqlite3.Error) as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        try:
+            _create_or_migrate(self._db, path)
+        except BaseException:
+            self._db.close()
+            raise
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a read query (start-up and tests)."""
@@ -173,6 +185,59 @@ class Journal:
         self._db.close()
 
 
+def _create_or_migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Create the tables, or bring an older journal's up to date: one transaction.
+
+    Raises:
+        JournalError: the schema cannot be written, or the journal is not one this
+            version can use (nothing was changed).
+    """
+    try:
+        db.executescript("BEGIN IMMEDIATE;" + _SCHEMA)  # the transaction stays open
+        try:
+            _migrate(db, path)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise JournalError(f"cannot open journal {path}: {exc}") from exc
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the journal up to :data:`SCHEMA_VERSION` inside the caller's transaction.
+
+    Idempotent: a column already there is left alone. Rows written before version 2
+    have a NULL ``account``: they were on the ``[broker]`` account.
+
+    Raises:
+        JournalError: the journal was written by a newer tradeguard (an older one would
+            misread it), or its recorded version is not a number.
+    """
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        version = int(row[0]) if row else SCHEMA_VERSION
+    except ValueError:
+        raise JournalError(f"journal {path}: schema_version {row[0]!r} is not a number") from None
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} has schema {version}, this tradeguard knows up to "
+            f"{SCHEMA_VERSION}: run the newer tradeguard"
+        )
+    for table in _ACCOUNT_TABLES:
+        columns = {info[1] for info in db.execute(f"PRAGMA table_info({table})")}
+        if "account" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN account TEXT")
+            log.info("journal.migrated", table=table, column="account", version=SCHEMA_VERSION)
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (str(SCHEMA_VERSION),),
+    )
+
+
 def statement(row: Row) -> Write:
     """The SQL of one typed row."""
     match row:
@@ -204,7 +269,7 @@ def _decision_sql(row: DecisionRow) -> Write:
 def _order_sql(row: OrderRow) -> Write:
     return Write(
         "INSERT INTO orders (client_order_id, strategy_id, intent_id, intent, status, "
-        "created_ts, updated_ts) VALUES (?,?,?,?,?,?,?)",
+        "created_ts, updated_ts, account) VALUES (?,?,?,?,?,?,?,?)",
         (
             row.client_order_id,
             row.strategy_id,
@@ -213,6 +278,7 @@ def _order_sql(row: OrderRow) -> Write:
             row.status,
             row.ts,
             row.ts,
+            row.account,
         ),
     )
 
@@ -236,7 +302,7 @@ def _order_change_sql(row: OrderChangeRow) -> Write:
 def _fill_sql(row: FillRow) -> Write:
     return Write(
         "INSERT OR IGNORE INTO fills (client_order_id, strategy_id, symbol, side, qty, "
-        "price, ts, cum_qty) VALUES (?,?,?,?,?,?,?,?)",
+        "price, ts, cum_qty, account) VALUES (?,?,?,?,?,?,?,?,?)",
         (
             row.client_order_id,
             row.strategy_id,
@@ -246,6 +312,7 @@ def _fill_sql(row: FillRow) -> Write:
             row.price,
             row.ts,
             row.cum_qty,
+            row.account,
         ),
     )
 
@@ -435,133 +502,6 @@ class JournalWriter(Actor):
         self.commit_seconds_total += time.perf_counter() - started
         for request in batch:
             request.done.set()
-
-
-def _journaled_decision(reader: sqlite3.Connection, sid: str, intent_id: str) -> bytes | None:
-    row = reader.execute(
-        "SELECT event FROM decisions WHERE strategy_id = ? AND intent_id = ?", (sid, intent_id)
-    ).fetchone()
-    return bytes(row[0]) if row else None
-
-
-def _journaled_order(reader: sqlite3.Connection, sid: str, intent_id: str) -> OrderRecord | None:
-    row = reader.execute(
-        "SELECT client_order_id, intent_id, intent, status, broker_order_id, filled_qty, "
-        "filled_avg_price, created_ts FROM orders WHERE strategy_id = ? AND intent_id = ?",
-        (sid, intent_id),
-    ).fetchone()
-    if row is None:
-        return None
-    coid, iid, intent, status, broker_id, filled, avg, created = row
-    return OrderRecord(
-        client_order_id=coid,
-        intent_id=iid,
-        intent=_intent_decoder.decode(intent),
-        status=status,
-        broker_order_id=broker_id,
-        filled_qty=filled,
-        filled_avg_price=avg,
-        created_ts=created,
-    )
-
-
-def load_books(journal: Journal, strategies: frozenset[str]) -> dict[str, StrategyBook]:
-    """Load each strategy's book from the journal at start-up.
-
-    Positions, unfinished orders and recent decisions and finished orders come into
-    memory; older ones stay in the journal and are looked up when asked for.
-    """
-    reader = journal.reader()
-    books: dict[str, StrategyBook] = {}
-    for sid in strategies:
-        recent = journal.query(
-            "SELECT intent_id, event FROM decisions WHERE strategy_id = ? ORDER BY ts DESC LIMIT ?",
-            (sid, RECENT_DECISIONS),
-        )
-        seen = SeenIds(
-            row[0]
-            for row in journal.query(
-                "SELECT intent_id FROM decisions WHERE strategy_id = ?", (sid,)
-            )
-        )
-        books[sid] = StrategyBook(
-            decisions=DecisionIndex(
-                {intent_id: bytes(event) for intent_id, event in reversed(recent)},
-                lookup=partial(_journaled_decision, reader, sid),
-                capacity=RECENT_DECISIONS,
-                seen=seen,
-            ),
-            lookup_order=partial(_journaled_order, reader, sid),
-        )
-    for row in journal.query(
-        "SELECT client_order_id, strategy_id, intent_id, intent, status, broker_order_id, "
-        "filled_qty, filled_avg_price, created_ts FROM orders WHERE status NOT IN "
-        "('filled', 'cancelled', 'rejected', 'expired') OR rowid > "
-        "(SELECT coalesce(max(rowid), 0) FROM orders) - ? ORDER BY rowid",
-        (RECENT_FINAL_ORDERS,),
-    ):
-        coid, sid, intent_id, intent, status, broker_id, filled, avg, created = row
-        if sid in books:
-            books[sid].orders[coid] = OrderRecord(
-                client_order_id=coid,
-                intent_id=intent_id,
-                intent=_intent_decoder.decode(intent),
-                status=status,
-                broker_order_id=broker_id,
-                filled_qty=filled,
-                filled_avg_price=avg,
-                created_ts=created,
-            )
-    for sid, positions in replay_positions(journal.reader()).items():
-        if sid in books:
-            books[sid].positions.update(positions)
-    return books
-
-
-def replay_positions(reader: sqlite3.Connection) -> dict[str, dict[str, Position]]:
-    """Every strategy's positions, rebuilt from its fills in order."""
-    positions: dict[str, dict[str, Position]] = {}
-    try:
-        rows = reader.execute(
-            "SELECT strategy_id, symbol, side, qty, price FROM fills ORDER BY id"
-        ).fetchall()
-    except sqlite3.Error as exc:
-        raise JournalError(f"journal read failed: {exc}") from exc
-    for sid, symbol, side, qty, price in rows:
-        held = positions.setdefault(sid, {})
-        held.setdefault(symbol, Position()).apply(1 if side == "buy" else -1, qty, price)
-    return positions
-
-
-def load_gate(journal: Journal) -> KillGate:
-    """Read the persisted switches; called at start-up before any intent is answered."""
-    switches: dict[str, SwitchState] = {}
-    pauses: dict[str, SwitchState] = {}
-    for key, engaged, since, reason, source in journal.query(
-        "SELECT scope_key, engaged, since, reason, source FROM kill_switch"
-    ):
-        state = SwitchState(engaged=bool(engaged), since=since, reason=reason, source=source)
-        if key.startswith(PAUSE_PREFIX):
-            pauses[key.removeprefix(PAUSE_PREFIX)] = state
-        else:
-            switches[key] = state
-    return KillGate(switches, pauses)
-
-
-def load_last_totp_step(journal: Journal) -> int | None:
-    """The last accepted TOTP step, so that a restart cannot accept it again."""
-    value = journal.get_meta(TOTP_KEY)
-    return int(value) if value is not None else None
-
-
-def load_risk_state(journal: Journal) -> tuple[CircuitBreakerState | None, SessionState]:
-    """The persisted breaker and session (start-up)."""
-    circuit = journal.get_meta(CIRCUIT_KEY)
-    session = journal.get_meta(SESSION_KEY)
-    return (
-        msgspec.json.decode(circuit, type=CircuitBreakerState) if circuit else None,
-        msgspec.json.decode(session, type=SessionState) if session else SessionState(),
-    )
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

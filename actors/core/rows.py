@@ -94,3 +94,21 @@ SESSION_KEY: Final = "risk.session"
 """Meta key of the trading session's baselines."""
 TOTP_KEY: Final = "kill.last_totp_step"
 """Meta key of the last TOTP step accepted (a restart must not accept it again)."""
+MODE_PREFIX: Final = "mode."
+"""Meta key prefix of a strategy's trading mode: ``mode.SID`` holds ``paper`` or ``live``."""
+
+
+def risk_keys(account: str | None) -> tuple[str, str]:
+    """The meta keys of an account's circuit breaker and session.
+
+    Args:
+        account: None for the ``[broker]`` account (the keys every journal already has),
+            ``live`` for ``[broker.live]``.
+
+    Returns:
+        ``(circuit key, session key)``: :data:`CIRCUIT_KEY` and :data:`SESSION_KEY`,
+        suffixed with ``.ACCOUNT`` for an account other than the primary.
+    """
+    if account is None:
+        return CIRCUIT_KEY, SESSION_KEY
+    return f"{CIRCUIT_KEY}.{account}", f"{SESSION_KEY}.{account}"
