@@ -4,7 +4,8 @@ Published (retained) under ``<discovery_prefix>/<component>/<node_id>/<object_id
 and again whenever Home Assistant's birth message ``online`` arrives on
 ``<discovery_prefix>/status``. The payloads follow Home Assistant 2026.4: the entity
 id comes from ``default_entity_id`` (``<component>.<node_id>_<object_id>``, for
-example ``binary_sensor.tradeguard_kill_global``); the older ``object_id`` option,
+example ``binary_sensor.tradeguard_kill_global``; lower case, other characters ``_``,
+:func:`entity_slug`); the older ``object_id`` option,
 deprecated in 2025.10 and removed in 2026.4, is not sent. Entities, all sharing one
 device and the daemon's availability topic (``P/v1/daemon/status``,
 ``online``/``offline``):
@@ -27,6 +28,9 @@ device and the daemon's availability topic (``P/v1/daemon/status``,
   The numeric ones render ``None`` when the daemon has no value yet, which Home
   Assistant shows as *unknown* (a string such as ``'unknown'`` makes a numeric
   sensor raise ``ValueError``).
+* ``sensor`` *Trading mode (SID)* per strategy (``device_class: enum``, ``paper`` or
+  ``live``): ``state_topic`` = ``P/v1/strategy/SID/state``, ``value_json.mode``; a
+  state without a mode renders ``None``, which Home Assistant shows as *unknown*.
 
 The three code boxes each have a ``state_topic`` (``P/v1/ha/release/state``,
 ``.../approve/state``, ``.../deny/state``). With a state topic Home Assistant is not
@@ -38,6 +42,7 @@ so the entity's state is empty. ``min`` is 0 so that the empty state is valid.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final, TypeAlias
 
 import msgspec
@@ -57,6 +62,15 @@ CLEARED_CODE: Final = b""
 
 _Entity: TypeAlias = tuple[str, str, dict[str, Any]]
 """One discovery config: component, object id, body."""
+
+
+def entity_slug(text: str) -> str:
+    """``text`` as the object part of a Home Assistant entity id.
+
+    Home Assistant's rule: ``[a-z0-9_]``, no ``__``, no ``_`` first or last. Strategy
+    ids may hold capitals and ``-``: ``Trend-Follow`` becomes ``trend_follow``.
+    """
+    return re.sub(r"_+", "_", re.sub(r"[^a-z0-9_]", "_", text.lower())).strip("_")
 
 
 def _numeric(key: str, scale: str = "") -> str:
@@ -122,7 +136,7 @@ class HomeAssistantDiscovery:
         return {
             "name": name,
             "unique_id": f"{node}_{object_id}",
-            "default_entity_id": f"{component}.{node}_{object_id}",
+            "default_entity_id": f"{component}.{entity_slug(f'{node}_{object_id}')}",
             "availability_topic": self._topics.daemon_status,
             "payload_available": "online",
             "payload_not_available": "offline",
@@ -164,6 +178,7 @@ class HomeAssistantDiscovery:
                 *self._kill_entities(),
                 *self._code_boxes(),
                 *self._state_sensors(),
+                *self._mode_sensors(),
             )
         ]
 
@@ -243,6 +258,22 @@ class HomeAssistantDiscovery:
                 "state_class": "measurement",
             }
             entities.append(("sensor", key, sensor_body))
+        return entities
+
+    def _mode_sensors(self) -> list[_Entity]:
+        """Each strategy's trading mode (``paper`` or ``live``), from its retained state."""
+        entities: list[_Entity] = []
+        for sid in self._strategies:
+            object_id = f"mode_{sid}"
+            sensor = self._base("sensor", object_id, f"Trading mode ({sid})")
+            sensor |= {
+                "state_topic": self._topics.strategy_state(sid),
+                "value_template": "{{ value_json.mode | default(None) }}",
+                "device_class": "enum",
+                "options": ["paper", "live"],
+                "icon": "mdi:bank-transfer",
+            }
+            entities.append(("sensor", object_id, sensor))
         return entities
 
 

@@ -172,6 +172,8 @@ def _dispatch_client(command: str, args: argparse.Namespace, config: Config) -> 
             return cc.positions(config, as_json=args.json)
         case "reset-circuit" | "pause" | "resume" | "approve" | "deny":
             return _admin(command, args, config)
+        case "promote" | "demote":
+            return _change_mode(command, args, config)
         case "demo-strategy":
             return cc.demo_strategy(config, strategy_id=args.strategy, rounds=args.rounds)
         case _:
@@ -204,6 +206,17 @@ def _admin(command: str, args: argparse.Namespace, config: Config) -> int:
                 operator=args.operator,
             )
             return cc.admin(config, msg, audit_type=f"approval.{command}")
+
+
+def _change_mode(command: str, args: argparse.Namespace, config: Config) -> int:
+    from daemon import client_commands as cc  # noqa: PLC0415
+    from protocol import messages as m  # noqa: PLC0415
+
+    if command == "demote":
+        demote = m.Demote(strategy_id=args.strategy, flatten=args.flatten, reason=args.reason)
+        return cc.change_mode(config, demote)
+    promote = m.Promote(strategy_id=args.strategy, code=_read_code(args), operator=args.operator)
+    return cc.change_mode(config, promote)
 
 
 def _check_config(path: str | None) -> int:

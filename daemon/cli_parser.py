@@ -162,6 +162,7 @@ def _add_operator_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_code_options(p)
 
     _add_admin_commands(sub, common)
+    _add_mode_commands(sub, common)
 
     p = sub.add_parser("status", parents=[common], help="print kill, daemon and strategy state")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -294,3 +295,27 @@ def _add_admin_commands(sub: Any, common: argparse.ArgumentParser) -> None:
             help="the intent id (tradeguard orders, or the approval/pending topic)",
         )
         _add_code_options(p)
+
+
+def _add_mode_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """A strategy's trading mode: promote (paper to live, admin code), demote (no code)."""
+    p = sub.add_parser(
+        "promote",
+        parents=[common],
+        help="move a strategy from paper to live trading (admin code; needs its paper record)",
+    )
+    p.add_argument("strategy", metavar="SID", type=_strategy_id, help="the strategy")
+    _add_code_options(p)
+
+    p = sub.add_parser(
+        "demote",
+        parents=[common],
+        help="move a strategy from live back to paper trading (cancels its live orders first)",
+    )
+    p.add_argument("strategy", metavar="SID", type=_strategy_id, help="the strategy")
+    p.add_argument(
+        "--flatten", action="store_true", help="also close its live positions before switching"
+    )
+    p.add_argument(
+        "--reason", default="cli", type=_short_text, help="why, for the audit (default: cli)"
+    )

@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,18 +23,32 @@ import msgspec
 
 from actors.core.book import Position
 from actors.core.errors import BrokerConnectionError, JournalError
+from daemon.cli_parser import one_line
 from daemon.config import Config, resolve_path
 from daemon.embedded_broker import client_config
 from daemon.endpoints import check_mqtt_login, mqtt_endpoint
 from daemon.mqtt_endpoint import MqttLink
 from protocol.codec import decode_json, encode
-from protocol.messages import Approve, AuditRecord, Deny, Disengage, Engage, KillState
+from protocol.messages import (
+    Approve,
+    AuditRecord,
+    Demote,
+    Deny,
+    Disengage,
+    Engage,
+    KillState,
+    Promote,
+)
 from protocol.topics import Topics
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 CONFIRM_TIMEOUT_S = 5.0
+PROMOTE_TIMEOUT_S = 10.0
+"""A promotion reads the strategy's paper record from the journal before it answers."""
+DEMOTE_TIMEOUT_S = 45.0
+"""A demotion is answered once the strategy's live orders are cancelled (up to ~30 s)."""
 STATUS_QUIET_S = 0.3
 STATUS_MAX_S = 3.0
 
@@ -123,6 +138,72 @@ def command_topic(config: Config, command: msgspec.Struct) -> str:
 
 def admin(config: Config, command: msgspec.Struct, *, audit_type: str) -> int:
     """Send a command; 0 when the daemon confirms, 3 when denied, 2 when refused, 1 on silence."""
+    return _ask(
+        config, command, audit_type=audit_type, timeout_s=CONFIRM_TIMEOUT_S, answer=_admin_answer
+    )
+
+
+def _admin_answer(record: AuditRecord) -> int:
+    if record.ok:
+        print(record.detail)
+        return EXIT_OK
+    if _is_refusal(record):
+        return _refused(record)
+    print(record.detail)
+    return EXIT_DENIED
+
+
+def change_mode(config: Config, command: Promote | Demote) -> int:
+    """Promote (paper to live) or demote (live to paper) a strategy, and say how it went.
+
+    Waits for the audit record answering exactly this command (its ``source``): up to
+    10 s for a promotion, 45 s for a demotion (the daemon answers once the strategy's
+    live orders are cancelled).
+
+    Returns:
+        0 done; 3 the code was denied; 2 refused (unmet evidence, each unmet criterion
+        on a line of its own; an unknown strategy; nothing to do); 1 no answer in time.
+    """
+    if isinstance(command, Promote):
+        audit_type, timeout_s = "mode.promote", PROMOTE_TIMEOUT_S
+    else:
+        audit_type, timeout_s = "mode.demote", DEMOTE_TIMEOUT_S
+        if sys.stderr.isatty():
+            print(
+                f"demoting {command.strategy_id}: its live orders are cancelled first "
+                f"(up to {timeout_s:g} s)",
+                file=sys.stderr,
+            )
+    return _ask(config, command, audit_type=audit_type, timeout_s=timeout_s, answer=_mode_answer)
+
+
+def _mode_answer(record: AuditRecord) -> int:
+    """The exit code of a promote/demote answer, told apart by fields, not by wording."""
+    sid = record.strategy_id or "?"
+    if record.ok:
+        print(f"strategy {sid}: {record.detail}")
+        return EXIT_OK
+    if record.reasons:
+        # Unmet evidence: every criterion on a line of its own, like an intent's reasons.
+        print(f"tradeguard: error: strategy {sid}: promotion refused:", file=sys.stderr)
+        for reason in record.reasons:
+            print(f"  - {one_line(reason.message)}", file=sys.stderr)
+        return EXIT_USAGE
+    if record.detail.startswith("denied: "):
+        print(record.detail)
+        return EXIT_DENIED
+    return _refused(record)
+
+
+def _ask(
+    config: Config,
+    command: msgspec.Struct,
+    *,
+    audit_type: str,
+    timeout_s: float,
+    answer: Callable[[AuditRecord], int],
+) -> int:
+    """Publish ``command`` with a source of its own; ``answer`` the audit record of it."""
     source = _source()
     command = msgspec.structs.replace(command, source=source)
     topic = command_topic(config, command)
@@ -131,19 +212,12 @@ def admin(config: Config, command: msgspec.Struct, *, audit_type: str) -> int:
         async with _link(config) as link:
             await link.subscribe(Topics(config.mqtt.topic_prefix).audit)
             await link.publish(topic, encode(command))
-            with anyio.move_on_after(CONFIRM_TIMEOUT_S):
+            with anyio.move_on_after(timeout_s):
                 async for message in link.messages():
                     record = _own_record(message.payload, audit_type, source)
-                    if record is None:
-                        continue
-                    if record.ok:
-                        print(record.detail)
-                        return EXIT_OK
-                    if _is_refusal(record):
-                        return _refused(record)
-                    print(record.detail)
-                    return EXIT_DENIED
-        print("tradeguard: no answer from the daemon within 5 s", file=sys.stderr)
+                    if record is not None:
+                        return answer(record)
+        print(f"tradeguard: no answer from the daemon within {timeout_s:g} s", file=sys.stderr)
         return EXIT_FAIL
 
     return _run_mqtt(go)
@@ -286,7 +360,8 @@ def _print_status(found: dict[str, Any]) -> None:
         )
     else:
         console.print("global kill switch: [green]released[/green]")
-    table = Table("strategy", "kill", "open orders", "positions")
+    _print_accounts(console, daemon.get("accounts"))
+    table = Table("strategy", "mode", "kill", "open orders", "positions")
     switches = kill.get("strategies") or {}
     for sid in sorted(set(switches) | set(found["strategies"])):
         state = found["strategies"].get(sid, {})
@@ -294,11 +369,29 @@ def _print_status(found: dict[str, Any]) -> None:
         positions = ", ".join(f"{k} {v:g}" for k, v in (state.get("positions") or {}).items())
         table.add_row(
             sid,
+            str(state.get("mode") or "-"),
             "ENGAGED" if sw.get("engaged") else "-",
             str(state.get("open_orders", "?")),
             positions or "-",
         )
     console.print(table)
+
+
+def _print_accounts(console: Console, accounts: Any) -> None:
+    """One line per broker account (a daemon with a paper and a live account)."""
+    if not isinstance(accounts, dict):
+        return
+    for name in sorted(accounts, key=lambda n: (n != "paper", n)):
+        account = accounts[name] if isinstance(accounts[name], dict) else {}
+        equity = account.get("equity")
+        shown = f"{equity:,.2f}" if isinstance(equity, int | float) else "-"
+        strategies = ", ".join(str(s) for s in account.get("strategies") or []) or "none"
+        connected = "connected" if account.get("broker_connected") else "not connected"
+        console.print(
+            f"account {name}: broker {account.get('broker', '?')} ({connected})  "
+            f"equity {shown}  circuit {account.get('circuit', '?')}  strategies {strategies}",
+            markup=False,
+        )
 
 
 def _run_mqtt(go: Any) -> int:

@@ -51,6 +51,7 @@ CODE_COMMANDS = [
     ["resume", "--strategy", "s1"],
     ["approve", "--strategy", "s1", "--intent", "i1"],
     ["deny", "--strategy", "s1", "--intent", "i1"],
+    ["promote", "s1"],
 ]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors.home_assistant import CLEARED_CODE, HomeAssistantDiscovery
+from actors.home_assistant import CLEARED_CODE, HomeAssistantDiscovery, entity_slug
 from daemon.config import HomeAssistantConfig
 from protocol.topics import Topics
 
@@ -115,7 +115,7 @@ def _keys(value: Any) -> set[str]:
 
 def test_every_payload_passes_the_2026_4_options() -> None:
     configs = discovery()
-    assert len(configs) == 12
+    assert len(configs) == 14
     for topic, payload in configs.items():
         prefix, component, node, object_id, last = topic.split("/")
         assert (prefix, node, last) == ("homeassistant", "tradeguard", "config")
@@ -179,3 +179,35 @@ def test_code_boxes_have_a_state_topic_the_daemon_clears(box: str) -> None:
     assert payload["min"] <= len(cleared.payload) <= payload["max"]
     assert cleared.payload == CLEARED_CODE
     assert "pattern" not in payload
+
+
+def test_each_strategy_has_a_mode_sensor_from_its_state() -> None:
+    configs = discovery()
+    for sid in ("s1", "s2"):
+        sensor = configs[f"homeassistant/sensor/tradeguard/mode_{sid}/config"]
+        assert validate("sensor", sensor) == []
+        assert sensor["default_entity_id"] == f"sensor.tradeguard_mode_{sid}"
+        assert sensor["name"] == f"Trading mode ({sid})"
+        assert sensor["state_topic"] == f"tradeguard/v1/strategy/{sid}/state"
+        assert sensor["value_template"] == "{{ value_json.mode | default(None) }}"
+        assert (sensor["device_class"], sensor["options"]) == ("enum", ["paper", "live"])
+        assert sensor["availability_topic"] == "tradeguard/v1/daemon/status"
+
+
+def test_entity_ids_follow_home_assistant_s_rule_whatever_the_strategy_id() -> None:
+    # Strategy ids may hold capitals and '-'; entity ids may not (nor __ or an edge _).
+    valid = re.compile(r"^(?!.+__)(?!_)[\da-z_]+(?<!_)\.(?!_)[\da-z_]+(?<!_)$")
+    ha = HomeAssistantDiscovery(
+        HomeAssistantConfig(enabled=True),
+        Topics("tradeguard"),
+        frozenset({"Trend-Follow", "s_1", "x--y_"}),
+        "9.9",
+    )
+    bodies = [msgspec.json.decode(m.payload) for m in ha.discovery_messages()]
+    for body in bodies:
+        assert valid.fullmatch(body["default_entity_id"]), body["default_entity_id"]
+    ids = {b["default_entity_id"] for b in bodies}
+    assert {"sensor.tradeguard_mode_trend_follow", "binary_sensor.tradeguard_kill_s_1"} <= ids
+    assert "sensor.tradeguard_mode_x_y" in ids
+    assert len({b["unique_id"] for b in bodies}) == len(bodies)
+    assert entity_slug("tradeguard_kill_global") == "tradeguard_kill_global"
