@@ -121,9 +121,11 @@ class BrokerGateway(Actor):
         submit_deadline_s: float = 30.0,
         account_poll_s: float = 5.0,
         workers: int = 4,
+        account: str | None = None,
     ) -> None:
-        """Wire the gateway; ``tracked`` are the journal's unfinished orders."""
-        super().__init__("broker_gateway", halt=halt)
+        """Wire it; ``tracked``: unfinished orders of ``account`` (None: ``[broker]``)."""
+        super().__init__("broker_gateway" + (f".{account}" if account else ""), halt=halt)
+        self.account = account
         self._adapter = adapter = AlpacaAdapter(
             AlpacaEndpoints(url, stream_url, data_url, key_id, secret_key),
             timeout_s=request_timeout_s,
@@ -141,11 +143,8 @@ class BrokerGateway(Actor):
             request_timeout_s, reconcile_interval_s, quiet_reconcile_s, submit_deadline_s,
             account_poll_s,
         )  # fmt: skip
-        self._gate = gate
-        self._inputs = (submissions, cancels, kill_changes)
-        self._updates = updates
-        self._settlements = settlements
-        self._workers = workers
+        self._gate, self._updates, self._settlements = gate, updates, settlements
+        self._inputs, self._workers = (submissions, cancels, kill_changes), workers
         self._jobs = JobQueue()
         self._posts = PostsInFlight()
         self._reconcile_now = anyio.Event()
@@ -434,7 +433,7 @@ class BrokerGateway(Actor):
         if change.flatten:
             targets = [change.strategy_id] if change.strategy_id else list(self._updates)
             for sid in targets:
-                await self._updates[sid].send(FlattenNow(strategy_id=sid))
+                await self._updates[sid].send(FlattenNow(strategy_id=sid, account=self.account))
 
     async def _cancel_all(self) -> None:
         """Every open order at the broker (bulk ``DELETE /v2/orders``), then wait for legs."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Final, assert_never
+from typing import Any, Final, assert_never
 
 import anyio
 import msgspec
@@ -26,20 +26,32 @@ from actors.channels import (
     JournalSink,
     KillChanged,
     KillSettled,
+    ModeChange,
     Publish,
 )
-from actors.core.kill_rules import authorised_detail, describe
-from actors.core.rows import TOTP_KEY, AuditRow, MetaRow, Row, SwitchRow
+from actors.core.kill_rules import (
+    Privileged,
+    authorised_detail,
+    describe,
+    lockout_caller,
+    promotion,
+    queue_full,
+    refusal,
+    switch_row,
+)
+from actors.core.rows import TOTP_KEY, AuditRow, MetaRow, Row
 from actors.core.trading_state import GLOBAL, PAUSE_PREFIX, KillGate
 from protocol.codec import DecodeFailure, encode
 from protocol.messages import (
     Approve,
     AuditRecord,
+    Demote,
     Deny,
     Disengage,
     Engage,
     KillState,
     Pause,
+    Promote,
     ResetCircuit,
     Resume,
     SwitchState,
@@ -84,8 +96,10 @@ class KillSwitchAuthority(Actor):
         settlements: MemoryObjectReceiveStream[KillSettled] | None = None,
         per_user_lockout: bool = False,
         reset_circuit: Callable[[str | None], Awaitable[str]] | None = None,
-        approvals: Mapping[str, Callable[[ApprovalDecision], Awaitable[None]]] | None = None,
+        approvals: Mapping[str, Callable[[ApprovalDecision | ModeChange], Awaitable[None]]]
+        | None = None,
         is_pending: Callable[[str, str], bool] | None = None,
+        settlement_sources: int = 1,
         halt: TradingHalt,
     ) -> None:
         """Wire the authority; see the class docstring."""
@@ -111,6 +125,8 @@ class KillSwitchAuthority(Actor):
         # Whether (strategy, intent) waits for a person: approving anything else is refused.
         self._is_pending = is_pending
         self._lock = anyio.Lock()
+        self._settlement_sources = settlement_sources
+        self._settled_parts: dict[str, int] = {}
 
     async def _run(self) -> None:
         await self._publish_state()
@@ -125,25 +141,14 @@ class KillSwitchAuthority(Actor):
     async def _route_command(self, inbound: InboundKillCommand) -> None:
         """Engage at once; queue commands that need a code check for their own task."""
         match inbound.command:
-            case Disengage() | Resume() | ResetCircuit() | Approve() | Deny() as command:
+            case (
+                Disengage() | Resume() | ResetCircuit() | Approve() | Deny() | Promote() as command
+            ):
                 try:
                     self._privileged_send.send_nowait(inbound)
                 except anyio.WouldBlock:
-                    kind, strategy_id = (
-                        ("kill.disengage", command.strategy_id)
-                        if isinstance(command, Disengage)
-                        else describe(command)
-                    )
                     await self._audit(
-                        AuditRecord(
-                            type=kind,
-                            ok=False,
-                            ts=time.time(),
-                            strategy_id=strategy_id,
-                            source=command.source or inbound.origin,
-                            detail=f"denied: more than {PRIVILEGED_QUEUE} privileged commands "
-                            "waiting; try again",
-                        )
+                        queue_full(command, inbound.origin, PRIVILEGED_QUEUE, time.time())
                     )
             case _:
                 await self._handle_command(inbound)
@@ -157,6 +162,10 @@ class KillSwitchAuthority(Actor):
         assert self._settlements is not None
         async for settled in self._settlements:
             key = settled.strategy_id or GLOBAL
+            self._settled_parts[key] = self._settled_parts.get(key, 0) + 1
+            if self._settled_parts[key] < self._settlement_sources:
+                continue  # another account's gateway has not settled yet
+            self._settled_parts[key] = 0
             async with self._lock:
                 current = self.gate.switch(key)
                 if not current.engaged or current.settled:
@@ -212,10 +221,16 @@ class KillSwitchAuthority(Actor):
                     reason=command.reason or "paused",
                     source=command.source or inbound.origin,
                 )
-            case Resume() | ResetCircuit() | Approve() | Deny():
+            case Demote():
+                await self._demote(command, source=command.source or inbound.origin)
+            case Resume() | ResetCircuit() | Approve() | Deny() | Promote():
                 if inbound.user is not None:
                     command = msgspec.structs.replace(command, operator=inbound.user)
-                await self._privileged(command, inbound.origin, caller=self._caller(inbound))
+                await self._privileged(
+                    command,
+                    inbound.origin,
+                    caller=self._caller(inbound),
+                )
             case _:
                 assert_never(command)
 
@@ -255,7 +270,7 @@ class KillSwitchAuthority(Actor):
                 detail=detail + (" (flatten)" if flatten else ""),
                 ts=now,
             )
-            await self._journal.write(_switch_row(key, state), AuditRow(record=record), urgent=True)
+            await self._journal.write(switch_row(key, state), AuditRow(record=record), urgent=True)
             self.gate.set_switch(key, state)
             log.warning(
                 "kill.engaged",
@@ -286,16 +301,12 @@ class KillSwitchAuthority(Actor):
         """
         if not self.gate.switch(key).engaged:
             self.gate.set_switch(key, self._engaged(reason, source, now))
+            self._settled_parts[key] = 0
             log.warning("kill.gate_closed", strategy_id=strategy_id, source=source)
         self._engages[key] = self._engages.get(key, 0) + 1
 
     def _caller(self, inbound: InboundKillCommand) -> str:
-        """Whose failures a code check counts against (see ``per_user_lockout``)."""
-        if not self._per_user_lockout:
-            return ""
-        if inbound.user is not None:
-            return f"admin/{inbound.user}"
-        return "homeassistant" if inbound.origin == "homeassistant" else ""
+        return lockout_caller(inbound, per_user=self._per_user_lockout)
 
     async def disengage(
         self,
@@ -346,7 +357,7 @@ class KillSwitchAuthority(Actor):
                 detail=f"{released} ({verdict.detail})",
                 ts=now,
             )
-            writes += [_switch_row(key, SwitchState()), AuditRow(record=record)]
+            writes += [switch_row(key, SwitchState()), AuditRow(record=record)]
             await self._journal.write(*writes, urgent=True)
             self.gate.set_switch(key, SwitchState())
             log.warning(
@@ -373,7 +384,7 @@ class KillSwitchAuthority(Actor):
             writes: list[Row] = [AuditRow(record=record)]
             state = SwitchState(engaged=True, since=now, reason=reason, source=source)
             if ok:
-                writes.append(_switch_row(PAUSE_PREFIX + strategy_id, state))
+                writes.append(switch_row(PAUSE_PREFIX + strategy_id, state))
             await self._journal.write(*writes)
             if ok:
                 self.gate.set_pause(strategy_id, state)
@@ -433,10 +444,8 @@ class KillSwitchAuthority(Actor):
         await self._publish_audit(record)
         return None
 
-    async def _privileged(
-        self, command: Resume | ResetCircuit | Approve | Deny, origin: str, *, caller: str = ""
-    ) -> bool:
-        """Commands that need an admin code: resume, circuit reset, approve and deny."""
+    async def _privileged(self, command: Privileged, origin: str, *, caller: str = "") -> bool:
+        """Commands that need an admin code: resume, circuit reset, approve, deny, promote."""
         now = time.time()
         source = command.source or origin
         kind, strategy_id = describe(command)
@@ -472,6 +481,10 @@ class KillSwitchAuthority(Actor):
             return False
         async with self._lock:
             verdict, writes = authorised
+            if isinstance(command, Promote):  # its order manager checks the paper record, audits
+                await self._journal.write(*writes, urgent=True)
+                await self._forward(promotion(command, source=source, how=verdict.detail))
+                return True
             record = AuditRecord(
                 type=kind,
                 ok=True,
@@ -483,13 +496,34 @@ class KillSwitchAuthority(Actor):
                 ts=now,
             )
             if isinstance(command, Resume):
-                writes.append(_switch_row(PAUSE_PREFIX + command.strategy_id, SwitchState()))
+                writes.append(switch_row(PAUSE_PREFIX + command.strategy_id, SwitchState()))
             await self._journal.write(*writes, AuditRow(record=record), urgent=True)
             await self._apply_privileged(command)
             await self._publish_audit(record)
             return True
 
-    async def _apply_privileged(self, command: Resume | ResetCircuit | Approve | Deny) -> None:
+    async def _forward(self, message: ApprovalDecision | ModeChange) -> None:
+        forward = self._approvals.get(message.strategy_id)
+        if forward is not None:
+            await forward(message)
+
+    async def _demote(self, command: Demote, *, source: str) -> None:
+        """A demotion needs no code (a safety action): its order manager carries it out."""
+        if command.strategy_id not in self._strategies:
+            detail = f"unknown strategy {command.strategy_id!r}"
+            await self._refuse("mode.demote", None, source=source, detail=detail, now=time.time())
+            return
+        await self._forward(
+            ModeChange(
+                strategy_id=command.strategy_id,
+                target="paper",
+                source=source,
+                flatten=command.flatten,
+                reason=command.reason,
+            )
+        )
+
+    async def _apply_privileged(self, command: Privileged) -> None:
         """The effect of an authorised, journaled privileged command."""
         match command:
             case Resume():
@@ -503,16 +537,14 @@ class KillSwitchAuthority(Actor):
                 outcome = await self._reset_circuit(command.operator)
                 log.warning("circuit.reset", operator=command.operator, outcome=outcome)
             case Approve() | Deny():
-                forward = self._approvals.get(command.strategy_id)
-                if forward is not None:
-                    await forward(
-                        ApprovalDecision(
-                            strategy_id=command.strategy_id,
-                            intent_id=command.intent_id,
-                            approved=isinstance(command, Approve),
-                            operator=command.operator,
-                        )
+                await self._forward(
+                    ApprovalDecision(
+                        strategy_id=command.strategy_id,
+                        intent_id=command.intent_id,
+                        approved=isinstance(command, Approve),
+                        operator=command.operator,
                     )
+                )
 
     # ------------------------------------------------------------------ triggers and HA
 
@@ -536,29 +568,9 @@ class KillSwitchAuthority(Actor):
         await self._journal.write(AuditRow(record=record), urgent=True)
         await self._publish_audit(record)
 
-    async def _refuse(
-        self,
-        kind: str,
-        strategy_id: str | None,
-        *,
-        source: str,
-        detail: str,
-        now: float,
-        operator: str | None = None,
-    ) -> None:
-        """Audit a refused command (journaled, then published)."""
-        await self._audit(
-            AuditRecord(
-                type=kind,
-                ok=False,
-                scope="strategy" if strategy_id else GLOBAL,
-                strategy_id=strategy_id,
-                source=source,
-                operator=operator,
-                detail=detail,
-                ts=now,
-            )
-        )
+    async def _refuse(self, kind: str, strategy_id: str | None, **fields: Any) -> None:
+        """Audit a refused command (journaled, then published): see :func:`refusal`."""
+        await self._audit(refusal(kind, strategy_id, **fields))
 
     async def _announce(self, record: AuditRecord, change: KillChanged | None) -> None:
         """Publish the new state and the audit record, then tell every listener."""
@@ -570,13 +582,3 @@ class KillSwitchAuthority(Actor):
 
     async def _publish_audit(self, record: AuditRecord) -> None:
         await self._outbound.send(Publish(topic=self._topics.audit, payload=encode(record)))
-
-
-def _switch_row(key: str, state: SwitchState) -> SwitchRow:
-    return SwitchRow(
-        scope_key=key,
-        engaged=state.engaged,
-        since=state.since,
-        reason=state.reason,
-        source=state.source,
-    )

@@ -15,7 +15,7 @@ state twice without a fill being counted twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from typing import Final, assert_never
 
 import anyio
@@ -31,6 +31,7 @@ from actors.channels import (
     InboundIntent,
     JournalSink,
     KillChanged,
+    ModeChange,
     OrderMetrics,
     OrderUpdate,
     Publish,
@@ -41,17 +42,15 @@ from actors.channels import (
 from actors.core.book import (
     FINAL,
     OrderRecord,
+    Position,
     order_event,
 )
-from actors.core.order_book import (
-    OrderBook,
-    approval_refusal,
-    approval_request,
-    broker_busy,
-)
+from actors.core.order_book import OrderBook, approval_refusal, broker_busy
 from actors.core.risk_limits import StrategyView
 from actors.core.rows import Row
 from actors.core.trading_state import KillGate, trading_state
+from actors.mode_switch import AccountDesk, ModeSwitcher, Promotion, flatten_desk
+from actors.parked_intents import ParkedIntents
 from protocol.codec import encode
 from protocol.messages import (
     Accepted,
@@ -104,58 +103,84 @@ class OrderManager(Actor):
         *,
         strategy_id: str,
         intents: MemoryObjectReceiveStream[InboundIntent],
-        kill_changes: MemoryObjectReceiveStream[KillChanged | ApprovalDecision],
+        kill_changes: MemoryObjectReceiveStream[KillChanged | ApprovalDecision | ModeChange],
         updates: MemoryObjectReceiveStream[OrderUpdate | FlattenNow],
         outbound: MemoryObjectSendStream[Publish],
-        submissions: MemoryObjectSendStream[SubmitOrder],
-        cancels: MemoryObjectSendStream[CancelOrder],
         journal: JournalSink,
-        book: OrderBook,
-        guardian: RiskDesk,
+        desks: Mapping[str, AccountDesk],
+        mode: str,
         gate: KillGate,
         topics: Topics,
         broker_ready: anyio.Event,
         audit: Callable[[AuditRecord], None],
         halt: TradingHalt,
-        refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None,
         approval_timeout_s: float = 120.0,
         metrics: OrderMetrics | None = None,
-        admission: Callable[[int], float] | None = None,
         submit_deadline_s: float = 30.0,
+        promotion: Promotion | None = None,
     ) -> None:
-        """Wire the manager; ``book`` is this strategy's book, loaded from the journal."""
+        """Wire it; ``desks``: each account's book, guardian and queues, by ``mode``."""
         super().__init__(f"order_manager.{strategy_id}", halt=halt)
         self.strategy_id = strategy_id
         self._intents = intents
         self._kill_changes = kill_changes
         self._updates = updates
         self._outbound = outbound
-        self._submissions = submissions
-        self._cancels = cancels
         self._journal = journal
-        self.book = book
-        self.orders = self.book.orders
-        self.positions = self.book.positions
-        self._guardian = guardian
+        self.desks = desks
+        self.mode = mode
+        # Approvals are listed by the [broker] account's guardian, whatever the mode.
+        self._approvals = next(d for d in desks.values() if d.account is None).guardian
+        self._switcher = ModeSwitcher(
+            strategy_id, desks, journal, outbound, topics=topics, promotion=promotion
+        )
+        self._mode_send, self._mode_receive = anyio.create_memory_object_stream[ModeChange](8)
+        self._deciding = anyio.Lock()  # a mode change waits for the batch being decided
         self._gate = gate
         self._topics = topics
         self._event_topic = topics.event(strategy_id)
         self._broker_ready = broker_ready
         self._audit = audit
-        self._refresh_quotes = refresh_quotes
         self._metrics = metrics
-        self._approval_timeout_s = approval_timeout_s
-        self._admission = admission
         self._submit_deadline_s = submit_deadline_s
-        self._parked: dict[str, tuple[OrderIntent, float]] = {}
-        self._parked_changed = anyio.Event()
+        self._parked = ParkedIntents(
+            strategy_id,
+            self._approvals,
+            timeout_s=approval_timeout_s,
+            metrics=metrics,
+            changed=self._state_dirty_set,
+        )
         self._state_dirty = anyio.Event()
         self._early: list[bytes] = []  # rejections: published ahead of their commit
 
     @property
+    def desk(self) -> AccountDesk:
+        """The account new orders go to (the strategy's mode)."""
+        return self.desks[self.mode]
+
+    @property
+    def book(self) -> OrderBook:
+        """The strategy's book on the account of its mode."""
+        return self.desk.book
+
+    @property
+    def orders(self) -> dict[str, OrderRecord]:
+        """Orders in memory on the account of its mode."""
+        return self.book.orders
+
+    @property
+    def positions(self) -> dict[str, Position]:
+        """Positions on the account of its mode."""
+        return self.book.positions
+
+    @property
+    def _guardian(self) -> RiskDesk:
+        return self.desk.guardian
+
+    @property
     def open_orders(self) -> int:
-        """Orders not yet in a final state."""
-        return len(self.book.open)
+        """Orders not yet in a final state, on every account."""
+        return sum(len(desk.book.open) for desk in self.desks.values())
 
     async def _run(self) -> None:
         await self._publish_state()
@@ -163,11 +188,20 @@ class OrderManager(Actor):
             tg.start_soon(self._consume_kill_changes)
             tg.start_soon(self._consume_updates)
             tg.start_soon(self._state_publisher)
-            tg.start_soon(self._approval_timeouts)
+            tg.start_soon(self._parked.run_timeouts, self._approval_timeout)
+            tg.start_soon(self._mode_changes)
             await self._broker_ready.wait()
             while (batch := await receive_batch(self._intents, DECISION_BATCH)) is not None:
-                await self._handle(batch)
+                async with self._deciding:
+                    await self._handle(batch)
             tg.cancel_scope.cancel()
+
+    async def _mode_changes(self) -> None:
+        """Promotions and demotions, one at a time, while no intent is being decided."""
+        async for change in self._mode_receive:
+            async with self._deciding:
+                self.mode = await self._switcher.change(change, self.mode)
+            self._state_dirty.set()
 
     async def _handle(self, batch: list[InboundIntent]) -> None:
         """Decide a batch of intents in arrival order, journaled in one group commit.
@@ -182,8 +216,8 @@ class OrderManager(Actor):
             for i in batch
             if isinstance(i.intent, OrderIntent) and i.intent.intent_id not in self.book.decisions
         }
-        if symbols and self._refresh_quotes is not None:
-            await self._refresh_quotes(symbols)
+        if symbols and self.desk.refresh_quotes is not None:
+            await self.desk.refresh_quotes(symbols)
         for inbound in batch:
             intent = inbound.intent
             match intent:
@@ -209,7 +243,7 @@ class OrderManager(Actor):
         if isinstance(intent, CancelIntent):
             await self._cancel_intent(intent.intent_id)
             return
-        orders = self.book.open.values()
+        orders = [order for desk in self.desks.values() for order in desk.book.open.values()]
         for order in orders:
             await self._request_cancel(order)
         # One decision, even with nothing open: the strategy knows it was heard.
@@ -238,7 +272,7 @@ class OrderManager(Actor):
         for payload in answers:
             await self._outbound.send(Publish(topic=self._event_topic, payload=payload))
         for submission in submissions:
-            await self._submissions.send(submission)
+            await self.desk.submissions.send(submission)
         if submissions:
             self._state_dirty.set()
         writes.clear()
@@ -276,15 +310,16 @@ class OrderManager(Actor):
             return
         notional = self._guardian.needs_approval(self.strategy_id, intent, view, now)
         if notional is not None:
-            self._park(intent, notional, now)
+            self._parked.park(intent, notional, now)
             return
         self._accept(intent, now, writes, answers, submissions)
 
     def _broker_busy(self, *, pending: int) -> Reason | None:
         """``BROKER_BUSY`` when the queue ahead would push the POST past the deadline."""
-        if self._admission is None:
+        admission = self.desk.admission
+        if admission is None:
             return None
-        return broker_busy(self._admission(pending), self._submit_deadline_s, ADMISSION_MARGIN)
+        return broker_busy(admission(pending), self._submit_deadline_s, ADMISSION_MARGIN)
 
     def _reject(
         self,
@@ -333,40 +368,19 @@ class OrderManager(Actor):
 
     # ------------------------------------------------------------------ approvals
 
-    def _park(self, intent: OrderIntent, notional: float, now: float) -> None:
-        """Hold an intent above ``approval_above_notional`` until a person decides."""
-        request = approval_request(
-            self.strategy_id, intent, notional, now, self._approval_timeout_s
-        )
-        self._parked[intent.intent_id] = (intent, request.expires_at)
-        self._guardian.set_pending(request, (self.strategy_id, intent.intent_id))
-        self._parked_changed.set()
-        self._state_dirty.set()
-        if self._metrics is not None:
-            self._metrics.intent(self.strategy_id, "awaiting_approval")
-        log.info(
-            "intent.awaiting_approval",
-            strategy_id=self.strategy_id,
-            intent_id=intent.intent_id,
-            notional=round(notional, 2),
-        )
-
     async def _settle_parked(self, intent_id: str, *, approved: bool | None) -> None:
         """Decide a parked intent: approved, denied, or (None) timed out."""
-        parked = self._parked.pop(intent_id, None)
-        if parked is None:
+        intent = self._parked.take(intent_id)
+        if intent is None:
             return
-        intent, _expires = parked
-        self._guardian.set_pending(None, (self.strategy_id, intent_id))
-        self._state_dirty.set()
         now = time.time()
         writes: list[Row] = []
         answers: list[bytes] = []
         submissions: list[SubmitOrder] = []
-        reasons = approval_refusal(approved=approved, timeout_s=self._approval_timeout_s)
+        reasons = approval_refusal(approved=approved, timeout_s=self._parked.timeout_s)
         if approved:
-            if self._refresh_quotes is not None:
-                await self._refresh_quotes({intent.symbol})
+            if self.desk.refresh_quotes is not None:
+                await self.desk.refresh_quotes({intent.symbol})
             reasons = self._guardian.recheck_after_approval(
                 self.strategy_id, intent, now, self.strategy_view(now)
             )
@@ -376,20 +390,12 @@ class OrderManager(Actor):
             self._accept(intent, now, writes, answers, submissions)
         await self._commit(writes, answers, submissions)
 
-    async def _approval_timeouts(self) -> None:
-        while True:
-            if not self._parked:
-                await self._parked_changed.wait()
-                self._parked_changed = anyio.Event()
-                continue
-            intent_id, (_intent, expires) = min(self._parked.items(), key=lambda kv: kv[1][1])
-            delay = expires - time.time()
-            if delay > 0:
-                with anyio.move_on_after(delay):
-                    await self._parked_changed.wait()
-                    self._parked_changed = anyio.Event()
-                continue
+    async def _approval_timeout(self, intent_id: str) -> None:
+        async with self._deciding:
             await self._settle_parked(intent_id, approved=None)
+
+    def _state_dirty_set(self) -> None:
+        self._state_dirty.set()
 
     # ------------------------------------------------------------------ exposure views
 
@@ -407,7 +413,10 @@ class OrderManager(Actor):
         )
 
     async def _cancel_intent(self, intent_id: str) -> None:
-        order = self.book.order_of(intent_id)
+        order = next(
+            (o for d in self.desks.values() if (o := d.book.order_of(intent_id)) is not None),
+            None,
+        )
         if order is None:
             await self._send_event(
                 Rejected(
@@ -427,8 +436,11 @@ class OrderManager(Actor):
             return
         await self._request_cancel(order)
 
+    def _desk_of(self, account: str | None) -> AccountDesk:
+        return next(d for d in self.desks.values() if d.account == account)
+
     async def _request_cancel(self, order: OrderRecord) -> None:
-        await self._cancels.send(
+        await self._desk_of(order.account).cancels.send(
             CancelOrder(strategy_id=self.strategy_id, client_order_id=order.client_order_id)
         )
 
@@ -438,11 +450,11 @@ class OrderManager(Actor):
         while (batch := await receive_batch(self._updates)) is not None:
             writes: list[Row] = []
             events: list[OrderEvent | FillEvent] = []
-            flatten = False
+            flatten: FlattenNow | None = None
             for item in batch:
                 match item:
                     case FlattenNow():
-                        flatten = True
+                        flatten = item
                     case OrderUpdate():
                         self._apply(item, writes, events)
                     case _:
@@ -453,8 +465,8 @@ class OrderManager(Actor):
                 await self._send_event(event)
             if events:
                 self._state_dirty.set()
-            if flatten:
-                await self._flatten()
+            if flatten is not None:
+                await self._flatten(self._desk_of(flatten.account))
 
     def _apply(
         self, update: OrderUpdate, writes: list[Row], events: list[OrderEvent | FillEvent]
@@ -462,7 +474,12 @@ class OrderManager(Actor):
         """Apply one broker report to the book (:func:`actors.core.book.apply_report`)."""
         now = time.time()
         leg = update.parent_client_order_id is not None
-        applied = self.book.apply_leg(update, now) if leg else self.book.apply(update, now)
+        book, applied = self.book, None
+        for desk in self.desks.values():
+            book = desk.book
+            applied = book.apply_leg(update, now) if leg else book.apply(update, now)
+            if applied is not None:
+                break
         if applied is None:
             log.warning("order.unknown_update", client_order_id=update.client_order_id, leg=leg)
             return
@@ -471,7 +488,7 @@ class OrderManager(Actor):
             return
         writes += applied.rows
         events += applied.events
-        order = self.orders.get(update.client_order_id)
+        order = book.orders.get(update.client_order_id)
         if leg or order is None or not applied.changed:
             return
         if self._metrics is not None:
@@ -503,29 +520,9 @@ class OrderManager(Actor):
             )
         )
 
-    async def _flatten(self) -> None:
-        """Close this strategy's positions with market orders (after its cancels)."""
-        now = time.time()
-        orders = self.book.flatten(now)
-        if not orders:
-            return
-        await self._journal.write(*(row for _record, row in orders))
-        for record, _row in orders:
-            log.warning(
-                "kill.flatten",
-                strategy_id=self.strategy_id,
-                symbol=record.intent.symbol,
-                qty=record.intent.qty,
-            )
-            await self._submissions.send(
-                SubmitOrder(
-                    strategy_id=self.strategy_id,
-                    client_order_id=record.client_order_id,
-                    intent=record.intent,
-                    accepted_at=now,
-                    bypass_gate=True,
-                )
-            )
+    async def _flatten(self, desk: AccountDesk) -> None:
+        """Close this strategy's positions on ``desk``'s account (after its cancels)."""
+        await flatten_desk(desk, self.strategy_id, self._journal)
 
     # ------------------------------------------------------------------ kill and state
 
@@ -533,7 +530,10 @@ class OrderManager(Actor):
         async for change in self._kill_changes:
             match change:
                 case ApprovalDecision():
-                    await self._settle_parked(change.intent_id, approved=change.approved)
+                    async with self._deciding:
+                        await self._settle_parked(change.intent_id, approved=change.approved)
+                case ModeChange():
+                    await self._mode_send.send(change)
                 case KillChanged():
                     if change.strategy_id in (None, self.strategy_id):
                         self._state_dirty.set()
@@ -564,7 +564,9 @@ class OrderManager(Actor):
             ts=time.time(),
             realized_pnl=float(round(self.book.realized_pnl(), 6)),
             paused=self._gate.paused(self.strategy_id),
-            abstentions=self._guardian.abstentions.get(self.strategy_id, 0),
+            abstentions=sum(
+                d.guardian.abstentions.get(self.strategy_id, 0) for d in self.desks.values()
+            ),
             session_pnl=float(round(self.strategy_view(time.time()).session_pnl, 6)),
             pending_approvals=len(self._parked),
             trading=trading_state(
@@ -573,6 +575,7 @@ class OrderManager(Actor):
                 halted=self._halt.halted,
                 reduce_only=self._guardian.reduce_only,
             ).value,
+            mode="live" if self.mode == "live" else "paper",
         )
 
     async def _publish_state(self) -> None:

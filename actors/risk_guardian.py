@@ -19,7 +19,8 @@ retained daemon state and the pending-approval list.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import anyio
@@ -58,11 +59,12 @@ from actors.core.risk_limits import (
     usable_quote,
 )
 from actors.core.risk_reports import approval_list, daemon_state
-from actors.core.rows import CIRCUIT_KEY, SESSION_KEY, AuditRow, MetaRow
+from actors.core.rows import AuditRow, MetaRow, risk_keys
 from actors.core.settings import RiskConfig, StrategyConfig
 from actors.core.trading_state import KillGate
 from protocol.codec import encode
 from protocol.messages import (
+    AccountState,
     AuditRecord,
     BrokerKind,
     CircuitState,
@@ -107,6 +109,27 @@ class StrategyBookView(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AccountRole:
+    """A guardian's account, when the daemon has a paper and a live account.
+
+    Each account has a guardian of its own: equity, drawdowns, circuit, positions and
+    capital deployed are counted per account. The ``[broker]`` account's guardian
+    publishes the daemon state (with every account's figures) and the approvals.
+    """
+
+    mode: str
+    """``paper`` or ``live``."""
+    column: str | None
+    """The journal's name of the account (None: ``[broker]``)."""
+    strategies: Callable[[], Iterable[str]]
+    """The strategies trading on this account now."""
+    publishes: bool
+    accounts: Callable[[], dict[str, AccountState]] | None = None
+    on_circuit_open: Callable[[], Awaitable[None]] | None = None
+    """Instead of engaging the global switch: act on this account's strategies only."""
+
+
 class RiskGuardian(Actor):
     """Decides whether an order intent may trade, and watches the account.
 
@@ -144,17 +167,14 @@ class RiskGuardian(Actor):
         books: Mapping[str, StrategyBookView] | None = None,
         quotes: Mapping[str, Quote] | None = None,
         refresh_quotes: Callable[[set[str]], Awaitable[None]] | None = None,
+        account: AccountRole | None = None,
     ) -> None:
-        """Wire it: ``books`` and ``quotes`` (the gateway's cache) are read only."""
-        super().__init__("risk_guardian", halt=halt)
-        self._risk = risk
-        self._strategies = strategies
-        self._broker_mode = broker_mode
-        self._broker_kind = broker_kind
-        self._gate = gate
-        self._topics = topics
-        self._outbound = outbound
-        self._version = version
+        """Wire it: ``books``, ``quotes`` read only; ``account``: one of two accounts."""
+        super().__init__("risk_guardian" + (f".{account.mode}" if account else ""), halt=halt)
+        self.account = account
+        self._risk, self._strategies, self._gate = risk, strategies, gate
+        self._broker_mode, self._broker_kind = broker_mode, broker_kind
+        self._topics, self._outbound, self._version = topics, outbound, version
         self._halt_latch = halt
         self._journal = journal
         self._kill_commands = kill_commands
@@ -423,10 +443,14 @@ class RiskGuardian(Actor):
     ) -> None:
         """Journal the breaker (and audit its transitions) before they take effect."""
         records = [t.audit_record() for t in transitions]
+        if self.account is not None:
+            where = f"{self.account.mode} account: "
+            records = [msgspec.structs.replace(r, detail=where + r.detail) for r in records]
+        circuit_key, session_key = risk_keys(self.account.column if self.account else None)
         if self._journal is not None:
             await self._journal.write(
-                MetaRow(key=CIRCUIT_KEY, value=msgspec.json.encode(candidate.snapshot()).decode()),
-                MetaRow(key=SESSION_KEY, value=msgspec.json.encode(session).decode()),
+                MetaRow(key=circuit_key, value=msgspec.json.encode(candidate.snapshot()).decode()),
+                MetaRow(key=session_key, value=msgspec.json.encode(session).decode()),
                 *(AuditRow(record=r) for r in records),
             )
         self.breaker = candidate
@@ -434,7 +458,10 @@ class RiskGuardian(Actor):
         for record in records:
             log.warning("circuit.transition", detail=record.detail)
             await self._outbound.send(Publish(topic=self._topics.audit, payload=encode(record)))
-        if any(t.after == "open" for t in transitions) and self._kill_commands is not None:
+        opened = any(t.after == "open" for t in transitions)
+        if opened and self.account is not None and self.account.on_circuit_open is not None:
+            await self.account.on_circuit_open()  # this account's strategies only
+        elif opened and self._kill_commands is not None:
             await self._kill_commands.send(
                 InboundKillCommand(
                     command=Engage(
@@ -458,9 +485,21 @@ class RiskGuardian(Actor):
 
     # ------------------------------------------------------------------ state
 
+    def account_state(self) -> AccountState:
+        """This account's figures for the daemon state's ``accounts``."""
+        return AccountState(
+            broker=self._broker_kind,
+            broker_connected=self.broker_connected,
+            circuit=self.breaker.state,
+            equity=self.equity,
+            daily_drawdown=self.breaker.daily_drawdown,
+            total_drawdown=self.breaker.total_drawdown,
+            strategies=sorted(self.account.strategies()) if self.account is not None else [],
+        )
+
     def daemon_state(self) -> DaemonState:
         """The retained daemon state message."""
-        return daemon_state(
+        state = daemon_state(
             version=self._version,
             mode=self._broker_mode,
             broker=self._broker_kind,
@@ -473,6 +512,9 @@ class RiskGuardian(Actor):
             external_orders=self.external_orders,
             ts=time.time(),
         )
+        if self.account is None or self.account.accounts is None:
+            return state
+        return msgspec.structs.replace(state, accounts=self.account.accounts())
 
     @property
     def circuit(self) -> CircuitState:
@@ -484,6 +526,8 @@ class RiskGuardian(Actor):
             tg.start_soon(self._watch_status)
             tg.start_soon(self._mark_loop)
             last_pending: bytes | None = None
+            while self.account is not None and not self.account.publishes:
+                await anyio.sleep_forever()  # the [broker] account's guardian publishes
             while True:
                 await self._outbound.send(
                     Publish(

@@ -1,10 +1,13 @@
-"""Every channel between the actors: bounded, created here, handed out by the wiring."""
+"""Every channel between the actors: bounded, created here, handed out by the wiring.
+
+Each broker account's own queues (orders, cancels, kill changes) are its
+:class:`~daemon.account_wiring.Account`'s.
+"""
 
 from __future__ import annotations
 
 from actors.channels import (
     ApprovalDecision,
-    CancelOrder,
     Channel,
     FlattenNow,
     Heartbeat,
@@ -12,9 +15,9 @@ from actors.channels import (
     InboundKillCommand,
     KillChanged,
     KillSettled,
+    ModeChange,
     OrderUpdate,
     Publish,
-    SubmitOrder,
     TriggerPress,
 )
 from daemon.config import Config
@@ -36,10 +39,7 @@ class Links:
         self.triggers = Channel[TriggerPress](64)
         self.intents = {sid: Channel[InboundIntent](size) for sid in self.strategies}
         self.kill_changes = {
-            sid: Channel[KillChanged | ApprovalDecision](64) for sid in self.strategies
+            sid: Channel[KillChanged | ApprovalDecision | ModeChange](64) for sid in self.strategies
         }
-        self.submissions = Channel[SubmitOrder](size)
-        self.cancels = Channel[CancelOrder](size)
         self.updates = {sid: Channel[OrderUpdate | FlattenNow](size * 4) for sid in self.strategies}
-        self.gateway_kill = Channel[KillChanged](64)
         self.audit_records = Channel[AuditRecord](1024)

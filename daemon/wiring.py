@@ -15,7 +15,7 @@ import gc
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +27,40 @@ from anyio.streams.memory import MemoryObjectSendStream
 from actors.admin_code import AdminCodeVerifier, hash_code
 from actors.audit import AuditTrail
 from actors.base import TradingHalt
-from actors.broker_gateway import BrokerGateway, TrackedOrder
+from actors.broker_gateway import BrokerGateway
 from actors.channels import (
+    BrokerStatus,
     Channel,
     InboundIntent,
     Publish,
 )
-from actors.core.book import FINAL
-from actors.core.errors import ConfigError
-from actors.core.order_book import OrderBook
 from actors.home_assistant import HomeAssistantDiscovery
 from actors.kill_sources import KillSources
 from actors.kill_switch import KillSwitchAuthority
 from actors.order_manager import OrderManager
 from actors.risk_guardian import RiskGuardian
-from daemon.broker_mode import check_mode
+from daemon.account_wiring import (
+    Account,
+    account_desk,
+    account_role,
+    account_strategies,
+    all_recovered,
+    initial_modes,
+    load_accounts,
+    promotion_of,
+    quote_refresher,
+    resolve_endpoints,
+    start_venues,
+)
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import BrokerAccess, EmbeddedMosquitto, prepare_logins
 from daemon.endpoints import GENERATED_CODE_FILE, control_endpoint, demo_code, mqtt_endpoint
 from daemon.journal import (
     Journal,
     JournalWriter,
-    load_books,
     load_gate,
     load_last_totp_step,
+    load_modes,
     load_risk_state,
 )
 from daemon.links import Links
@@ -107,6 +117,9 @@ class Daemon:
         self.mqtt_port: int | None = None
         self.broker_url: str | None = None
         self.venue: Any = None
+        self.live_venue: Any = None
+        self.gateways: dict[str, BrokerGateway] = {}
+        self.guardians: dict[str, RiskGuardian] = {}
         self.state_lock.acquire()  # one daemon per journal: before the journal is opened
         try:
             self._open(config)
@@ -126,7 +139,8 @@ class Daemon:
             self.config, self.broker_access = prepare_logins(config, self.state_path.parent)
         self.journal = Journal(self.state_path)
         self.gate = load_gate(self.journal)
-        self._books = load_books(self.journal, frozenset(config.strategies))
+        self.accounts = load_accounts(self.journal, config)
+        self.modes = initial_modes(config, load_modes(self.journal), self.accounts)
         kill = config.kill
         code_hash = kill.admin_code_hash
         self.demo_code_file: Path | None = None
@@ -145,6 +159,11 @@ class Daemon:
             window_s=kill.failure_window_s,
             lockout_s=kill.lockout_s,
         )
+
+    @property
+    def primary(self) -> Account:
+        """The ``[broker]`` account."""
+        return next(a for a in self.accounts.values() if a.column is None)
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what SIGTERM does)."""
@@ -184,58 +203,22 @@ class Daemon:
             self.notifier.close()
 
     async def _start_broker(self, root: anyio.abc.TaskGroup) -> None:
-        """Resolve the broker endpoint and keys; start the embedded paper venue if asked."""
-        broker = self.config.broker
-        if broker.kind == "sim":
-            from sim.config import SimConfig  # noqa: PLC0415  # the venue only when embedded
-            from sim.errors import SimError  # noqa: PLC0415
-            from sim.venue import PaperVenue  # noqa: PLC0415
-
-            settings = broker.sim
-            venue_state = self.state_path.parent / "paper-venue.db"
-            try:
-                self.venue = PaperVenue(
-                    SimConfig(
-                        host=settings.host,
-                        port=settings.port,
-                        seed=settings.seed,
-                        clock=settings.clock,
-                        starting_cash=settings.starting_cash,
-                        rate_limit_per_min=max(200, int(broker.rate_limit_per_min) + 10),
-                        # The paper account lives beside the journal: both survive restarts.
-                        state_path=str(venue_state),
-                    )
-                )
-            except SimError as exc:
-                raise ConfigError(f"broker.sim: the paper venue's {venue_state}: {exc}") from exc
-            url = await root.start(self.venue.run)
-            self.broker_url = url
-            self._stream_url = url.replace("http", "ws", 1) + "/stream"
-            self._data_url = url
+        """Start the embedded paper venue of each account that has one."""
+        await start_venues(root, self.config, self.accounts, self.state_path.parent)
+        self.venue = self.primary.venue
+        self.live_venue = self.accounts["live"].venue if "live" in self.accounts else None
+        assert self.primary.endpoint is not None
+        self.broker_url = self.primary.endpoint.url
 
     def _resolve_broker(self) -> None:
-        """Resolve the endpoint and keys and check the mode, before anything starts.
+        """Resolve every account's endpoint and keys and check its mode, before anything starts.
 
         A mismatch is then a one-line error at start-up, not a daemon trading on the
         wrong account.
         """
-        broker = self.config.broker
-        if broker.kind == "sim":
-            self._keys = ("tradeguard-sim", "tradeguard-sim")
-            check_mode(mode=broker.mode, url="http://127.0.0.1", key_id="", kind="sim")
-            return
-        assert broker.url is not None
-        assert broker.stream_url is not None
-        assert broker.key_id_file is not None
-        assert broker.secret_key_file is not None
-        self.broker_url = broker.url.rstrip("/")
-        self._stream_url = broker.stream_url
-        self._data_url = (broker.data_url or "https://data.alpaca.markets").rstrip("/")
-        self._keys = (
-            read_secret(self.config, broker.key_id_file, key="broker.key_id_file"),
-            read_secret(self.config, broker.secret_key_file, key="broker.secret_key_file"),
-        )
-        check_mode(mode=broker.mode, url=self.broker_url, key_id=self._keys[0], kind=broker.kind)
+        resolve_endpoints(self.config, self.accounts)
+        if self.primary.endpoint is not None:
+            self.broker_url = self.primary.endpoint.url
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -258,19 +241,17 @@ class Daemon:
             topics=self.topics,
             halt=self.halt,
         )
-        books = {sid: OrderBook(sid, self._books[sid]) for sid in links.strategies}
-        gateway = self._gateway(links, trail, lambda: guardian)
-        guardian_out = links.outbound.sender.clone()
-        guardian = self._guardian(
-            links, writer=writer, trail=trail, outbound=guardian_out, books=books, gateway=gateway
-        )
+        services = self._account_actors(links, writer, trail)
+        guardians, gateways = self.guardians, self.gateways
+        guardian, gateway = guardians[self.primary.mode], gateways[self.primary.mode]
         ha = self._home_assistant(links)
         sources_out = links.control_outbound.sender.clone()
         sources = self._kill_sources(links, trail, ha, sources_out)
         authority_out = links.control_outbound.sender.clone()
         authority = self._authority(links, writer, guardian, sources, authority_out)
+        ready = anyio.Event()
         managers, desks = self._managers(
-            links, writer=writer, guardian=guardian, gateway=gateway, trail=trail, books=books
+            links, writer=writer, guardians=guardians, gateways=gateways, trail=trail, ready=ready
         )
         loopback = links.outbound.sender.clone()
         session = self._session(links, mqtt_port, ha, loopback)
@@ -283,12 +264,14 @@ class Daemon:
                 services=[
                     Supervised(authority, [authority_out]),
                     Supervised(sources, [sources_out]),
-                    Supervised(guardian, [guardian_out]),
                     Supervised(trail, [trail_out]),
-                    Supervised(gateway),
+                    *services,
                 ],
                 desks=desks,
-                tasks=[functools.partial(self._announce_ready, session)],
+                tasks=[
+                    functools.partial(self._announce_ready, session),
+                    functools.partial(all_recovered, gateways.values(), ready),
+                ],
                 stop_intake=functools.partial(self._stop_intake, session, links.intents),
                 shared=[
                     links.outbound.sender,
@@ -302,36 +285,67 @@ class Daemon:
         )
         log.info("daemon.stopped")
 
+    def _account_actors(
+        self, links: Links, writer: JournalWriter, trail: AuditTrail
+    ) -> list[Supervised]:
+        """Each account's gateway and guardian (in ``self.gateways``, ``self.guardians``)."""
+        guardians: dict[str, RiskGuardian] = {}
+        gateways = {
+            mode: self._gateway(links, trail, account, functools.partial(guardians.get, mode))
+            for mode, account in self.accounts.items()
+        }
+        services: list[Supervised] = []
+        for mode, account in self.accounts.items():
+            out = links.outbound.sender.clone()
+            guardians[mode] = self._guardian(
+                links, account, writer=writer, trail=trail, outbound=out, gateway=gateways[mode]
+            )
+            services += [Supervised(guardians[mode], [out]), Supervised(gateways[mode])]
+        self.gateways, self.guardians = gateways, guardians
+        return services
+
     def _guardian(
         self,
         links: Links,
+        account: Account,
         *,
         writer: JournalWriter,
         trail: AuditTrail,
         outbound: MemoryObjectSendStream[Publish],
-        books: dict[str, OrderBook],
         gateway: BrokerGateway,
     ) -> RiskGuardian:
+        """The guardian of one account: its equity, drawdowns, circuit and exposure."""
         config = self.config
-        circuit_state, session_state = load_risk_state(self.journal)
+        circuit_state, session_state = load_risk_state(self.journal, account.column)
+        kill_commands = links.kill_commands.sender.clone()
         return RiskGuardian(
             risk=config.risk,
-            strategies=config.strategies,
-            broker_mode=config.broker.mode,
-            broker_kind=config.broker.kind,
+            strategies=account_strategies(config, account.column),
+            broker_mode="live" if account.mode == "live" else "paper",
+            broker_kind=config.broker.live.kind
+            if account.column is not None and config.broker.live is not None
+            else config.broker.kind,
             gate=self.gate,
             topics=self.topics,
             outbound=outbound,
             version=self.version,
             halt=self.halt,
             journal=writer,
-            kill_commands=links.kill_commands.sender.clone(),
+            kill_commands=kill_commands,
             circuit=circuit_state,
             session=session_state,
             audit=trail.record,
-            books=books,
+            books=account.books,
             quotes=gateway.quotes,
-            refresh_quotes=self._quote_refresher(gateway),
+            refresh_quotes=quote_refresher(gateway, self.config.risk.quote_max_age_s),
+            account=account_role(
+                self.accounts,
+                account,
+                config=config,
+                managers=lambda: self.managers,
+                guardians=lambda: self.guardians,
+                kill_commands=kill_commands,
+            ),
         )
 
     def _home_assistant(self, links: Links) -> HomeAssistantDiscovery | None:
@@ -373,7 +387,7 @@ class Daemon:
         outbound: MemoryObjectSendStream[Publish],
     ) -> KillSwitchAuthority:
         listeners = [
-            links.gateway_kill.sender.send,
+            *(account.kill_changes.sender.send for account in self.accounts.values()),
             *(c.sender.send for c in links.kill_changes.values()),
             sources.on_kill_change,
         ]
@@ -390,6 +404,7 @@ class Daemon:
             is_pending=lambda sid, intent_id: (sid, intent_id) in guardian.pending_approvals,
             reset_circuit=guardian.reset_circuit,
             settlements=links.settlements.receiver,
+            settlement_sources=len(self.accounts),
             # With a login the broker is a secured one (ACL: each login writes only its own
             # admin/USER topic), so lockouts can count per login. On an open broker anyone
             # could name any USER: one shared count then, or a USER per attempt would do.
@@ -398,17 +413,22 @@ class Daemon:
         )
 
     def _gateway(
-        self, links: Links, trail: AuditTrail, guardian: Callable[[], RiskGuardian]
+        self,
+        links: Links,
+        trail: AuditTrail,
+        account: Account,
+        guardian: Callable[[], RiskGuardian | None],
     ) -> BrokerGateway:
-        """The broker gateway.
+        """The broker gateway of one account.
 
-        ``guardian`` gives the risk guardian, built after the gateway (it reads the
-        gateway's quotes); it takes the account status and the external orders.
+        ``guardian`` gives the account's risk guardian, built after the gateway (it reads
+        the gateway's quotes); it takes the account status and the external orders.
         """
 
         def external_order(strategy_id: str, client_order_id: str) -> None:
             log.warning("order.external", strategy_id=strategy_id, client_order_id=client_order_id)
-            guardian().note_external_order(client_order_id)
+            if (desk := guardian()) is not None:
+                desk.note_external_order(client_order_id)
             trail.record(
                 AuditRecord(
                     type="order.external",
@@ -416,41 +436,41 @@ class Daemon:
                     ts=time.time(),
                     strategy_id=strategy_id,
                     source="broker",
-                    detail=f"order {client_order_id} is at the broker but not in the journal",
+                    detail=f"order {client_order_id} is at the {account.mode} broker account "
+                    "but not in the journal",
                 )
             )
 
-        assert self.broker_url is not None
+        def on_status(status: BrokerStatus) -> None:
+            if (desk := guardian()) is not None:
+                desk.on_broker_status(status)
+
+        endpoint = account.endpoint
+        assert endpoint is not None
         broker = self.config.broker
         return BrokerGateway(
-            url=self.broker_url,
-            stream_url=self._stream_url,
-            data_url=self._data_url,
-            key_id=self._keys[0],
-            secret_key=self._keys[1],
+            url=endpoint.url,
+            stream_url=endpoint.stream_url,
+            data_url=endpoint.data_url,
+            key_id=endpoint.key_id,
+            secret_key=endpoint.secret_key,
             gate=self.gate,
             strategies=links.strategies,
-            submissions=links.submissions.receiver,
-            cancels=links.cancels.receiver,
-            kill_changes=links.gateway_kill.receiver,
+            submissions=account.submissions.receiver,
+            cancels=account.cancels.receiver,
+            kill_changes=account.kill_changes.receiver,
             updates={sid: c.sender for sid, c in links.updates.items()},
-            tracked={
-                coid: TrackedOrder(
-                    sid, order.broker_order_id, order.status, order.intent, order.created_ts
-                )
-                for sid, book in self._books.items()
-                for coid, order in book.orders.items()
-                if order.status not in FINAL
-            },
-            on_status=lambda status: guardian().on_broker_status(status),
+            tracked=account.tracked(),
+            on_status=on_status,
             on_external=external_order,
             halt=self.halt,
             settlements=links.settlements.sender,
-            request_timeout_s=broker.request_timeout_s,
-            rate_limit_per_min=broker.rate_limit_per_min,
+            request_timeout_s=account.settings.request_timeout_s,
+            rate_limit_per_min=account.settings.rate_limit_per_min,
             reconcile_interval_s=broker.reconcile_interval_s,
             submit_deadline_s=broker.submit_deadline_s,
             account_poll_s=broker.account_poll_s,
+            account=account.column,
         )
 
     def _managers(
@@ -458,10 +478,10 @@ class Daemon:
         links: Links,
         *,
         writer: JournalWriter,
-        guardian: RiskGuardian,
-        gateway: BrokerGateway,
+        guardians: dict[str, RiskGuardian],
+        gateways: dict[str, BrokerGateway],
         trail: AuditTrail,
-        books: dict[str, OrderBook],
+        ready: anyio.Event,
     ) -> tuple[dict[str, OrderManager], list[Supervised]]:
         """One order manager per strategy; each desk closes the outbound it was handed."""
         managers: dict[str, OrderManager] = {}
@@ -474,21 +494,21 @@ class Daemon:
                 kill_changes=links.kill_changes[sid].receiver,
                 updates=links.updates[sid].receiver,
                 outbound=outbound,
-                submissions=links.submissions.sender.clone(),
-                cancels=links.cancels.sender.clone(),
                 journal=writer,
-                book=books[sid],
-                guardian=guardian,
+                desks={
+                    mode: account_desk(account, sid, guardians[mode], gateways[mode], self.config)
+                    for mode, account in self.accounts.items()
+                },
+                mode=self.modes[sid],
                 gate=self.gate,
                 topics=self.topics,
-                broker_ready=gateway.recovered,
+                broker_ready=ready,
                 audit=trail.record,
                 halt=self.halt,
-                refresh_quotes=self._quote_refresher(gateway),
                 metrics=self.metrics,
                 approval_timeout_s=self.config.strategies[sid].approval_timeout_s,
-                admission=gateway.expected_submit_wait_s,
                 submit_deadline_s=self.config.broker.submit_deadline_s,
+                promotion=promotion_of(self.config, sid, self.state_path, self.accounts),
             )
             managers[sid] = manager
             desks.append(Supervised(manager, [outbound]))
@@ -541,18 +561,11 @@ class Daemon:
         log.warning("daemon.shutdown_timeout", waited_s=timeout)
         desks.cancel()
 
-    def _quote_refresher(self, gateway: BrokerGateway) -> Callable[[set[str]], Awaitable[None]]:
-        max_age = self.config.risk.quote_max_age_s
-
-        async def refresh(symbols: set[str]) -> None:
-            await gateway.fresh_quotes(symbols, max_age_s=max_age)
-
-        return refresh
-
     async def _announce_ready(self, session: MqttSession) -> None:
         assert self.gateway is not None
         self.notifier.status("reconciling with the broker")
-        await self.gateway.recovered.wait()
+        for gateway in self.gateways.values():
+            await gateway.recovered.wait()
         await session.connected.wait()
         await session.control_connected.wait()
         line = (

@@ -18,6 +18,7 @@ from actors.core.book import FINAL, TRANSITIONS, OrderRecord, StrategyBook, lega
 from actors.core.order_book import OrderBook
 from actors.core.rows import Row
 from actors.core.trading_state import KillGate
+from actors.mode_switch import AccountDesk
 from actors.order_manager import OrderManager
 from actors.risk_guardian import RiskGuardian
 from daemon.config import builtin_defaults
@@ -63,11 +64,17 @@ def make_manager(tmp: Path) -> tuple[OrderManager, list[AuditRecord]]:
         kill_changes=pair()[1],
         updates=pair()[1],
         outbound=pair()[0],
-        submissions=pair()[0],
-        cancels=pair()[0],
         journal=writer,
-        book=book,
-        guardian=guardian,
+        desks={
+            "paper": AccountDesk(
+                account=None,
+                book=book,
+                guardian=guardian,
+                submissions=pair()[0],
+                cancels=pair()[0],
+            )
+        },
+        mode="paper",
         gate=gate,
         topics=topics,
         broker_ready=anyio.Event(),

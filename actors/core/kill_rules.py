@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import msgspec
 
+from actors.core.messages import InboundKillCommand, ModeChange
+from actors.core.rows import SwitchRow
 from actors.core.settings import TriggerConfig
 from protocol.codec import decode_json
-from protocol.messages import Approve, Deny, ResetCircuit, Resume
+from protocol.messages import (
+    Approve,
+    AuditRecord,
+    Deny,
+    Disengage,
+    Promote,
+    ResetCircuit,
+    Resume,
+    SwitchState,
+)
+
+Privileged = Resume | ResetCircuit | Approve | Deny | Promote
+"""The commands that need an admin code (besides releasing a switch)."""
 
 
-def authorised_detail(command: Resume | ResetCircuit | Approve | Deny, how: str) -> str:
+def authorised_detail(command: Privileged, how: str) -> str:
     """The audit detail of an authorised privileged command."""
     if isinstance(command, Approve | Deny):
         return f"intent {command.intent_id}: authorised ({how})"
     return f"authorised ({how})"
 
 
-def describe(command: Resume | ResetCircuit | Approve | Deny) -> tuple[str, str | None]:
+def describe(command: Privileged) -> tuple[str, str | None]:
     """The audit type and the strategy of a privileged command."""
     match command:
         case Resume():
@@ -27,6 +41,78 @@ def describe(command: Resume | ResetCircuit | Approve | Deny) -> tuple[str, str 
             return "approval.approve", command.strategy_id
         case Deny():
             return "approval.deny", command.strategy_id
+        case Promote():
+            return "mode.promote", command.strategy_id
+
+
+def queue_full(command: Disengage | Privileged, origin: str, size: int, now: float) -> AuditRecord:
+    """The refusal of a privileged command when ``size`` already wait for a code check."""
+    kind, strategy_id = (
+        ("kill.disengage", command.strategy_id)
+        if isinstance(command, Disengage)
+        else describe(command)
+    )
+    return AuditRecord(
+        type=kind,
+        ok=False,
+        ts=now,
+        strategy_id=strategy_id,
+        source=command.source or origin,
+        detail=f"denied: more than {size} privileged commands waiting; try again",
+    )
+
+
+def refusal(
+    kind: str,
+    strategy_id: str | None,
+    *,
+    source: str,
+    detail: str,
+    now: float,
+    operator: str | None = None,
+) -> AuditRecord:
+    """The audit record of a refused command."""
+    return AuditRecord(
+        type=kind,
+        ok=False,
+        scope="strategy" if strategy_id else "global",
+        strategy_id=strategy_id,
+        source=source,
+        operator=operator,
+        detail=detail,
+        ts=now,
+    )
+
+
+def promotion(command: Promote, *, source: str, how: str) -> ModeChange:
+    """An authorised promotion, for the strategy's order manager to check and carry out."""
+    return ModeChange(
+        strategy_id=command.strategy_id,
+        target="live",
+        source=source,
+        operator=command.operator,
+        authorised=how,
+    )
+
+
+def lockout_caller(inbound: InboundKillCommand, *, per_user: bool) -> str:
+    """Whose failures a code check counts against (one shared count unless ``per_user``)."""
+    if not per_user:
+        return ""
+    if inbound.user is not None:
+        return f"admin/{inbound.user}"
+    return "homeassistant" if inbound.origin == "homeassistant" else ""
+
+
+def switch_row(key: str, state: SwitchState) -> SwitchRow:
+    """The journal row of a switch (or of a pause, under ``PAUSE_PREFIX``)."""
+    return SwitchRow(
+        scope_key=key,
+        engaged=state.engaged,
+        since=state.since,
+        reason=state.reason,
+        source=state.source,
+    )
 
 
 def matches(trigger: TriggerConfig, payload: bytes) -> bool:

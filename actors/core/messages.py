@@ -5,6 +5,8 @@ The channels that carry them are :mod:`actors.channels`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from protocol.codec import DecodeFailure
@@ -119,9 +121,14 @@ class OrderUpdate(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FlattenNow(msgspec.Struct, frozen=True, kw_only=True):
-    """The scope's cancels are done: close the strategy's positions now."""
+    """The scope's cancels are done: close the strategy's positions now.
+
+    ``account``: the account whose gateway sends it (None: the ``[broker]`` account);
+    only the positions held there are closed.
+    """
 
     strategy_id: str | None
+    account: str | None = None
 
 
 class BrokerStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,6 +145,23 @@ class BrokerStatus(msgspec.Struct, frozen=True, kw_only=True):
     positions: dict[str, tuple[float, float]] | None = None
     market_open: bool | None = None
     session: str | None = None
+
+
+class ModeChange(msgspec.Struct, frozen=True, kw_only=True):
+    """From the authority to one order manager: move the strategy to ``target``.
+
+    A promotion (``live``) arrives only after its admin code was accepted
+    (``authorised`` says how); the manager checks the paper record. A demotion
+    (``paper``) needs no code.
+    """
+
+    strategy_id: str
+    target: Literal["paper", "live"]
+    source: str
+    operator: str | None = None
+    flatten: bool = False
+    reason: str | None = None
+    authorised: str | None = None
 
 
 class ApprovalDecision(msgspec.Struct, frozen=True, kw_only=True):

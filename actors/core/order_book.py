@@ -37,9 +37,14 @@ _EPS: Final = 1e-9
 class OrderBook:
     """A strategy's book, loaded from the journal at start-up (``book``)."""
 
-    def __init__(self, strategy_id: str, book: StrategyBook) -> None:
-        """Index the journaled orders; unfinished ones count in the exposure totals."""
+    def __init__(self, strategy_id: str, book: StrategyBook, account: str | None = None) -> None:
+        """Index the journaled orders; unfinished ones count in the exposure totals.
+
+        ``account``: the broker account this book's orders go to (None: the ``[broker]``
+        account). A strategy with two accounts has two books that share ``decisions``.
+        """
         self.strategy_id = strategy_id
+        self.account = account
         self.decisions = book.decisions
         self.orders = book.orders
         self.positions = book.positions
@@ -60,6 +65,8 @@ class OrderBook:
         order = self.by_intent.get(intent_id)
         if order is None and self._lookup_order is not None:
             order = self._lookup_order(intent_id)
+            if order is not None and order.account != self.account:
+                return None  # an order of the strategy's other account
         return order
 
     def reject(self, intent: OrderIntent, reasons: list[Reason], now: float) -> tuple[bytes, Row]:
@@ -106,6 +113,7 @@ class OrderBook:
             intent=intent,
             status="pending",
             created_ts=now,
+            account=self.account,
         )
         self.orders[coid] = record
         self.open.add(record)
@@ -131,6 +139,7 @@ class OrderBook:
             intent=encode(record.intent),
             status=record.status,
             ts=now,
+            account=self.account,
         )
 
     # ------------------------------------------------------------------ broker reports
