@@ -44,6 +44,7 @@ def two_accounts(
     *,
     promotion: dict[str, Any] | None = None,
     risk: dict[str, Any] | None = None,
+    on_circuit_open: str = "demote",
     **strategies: dict[str, Any],
 ) -> Path:
     """A config with the paper account on ``venues[0]`` and the live stand-in on ``venues[1]``."""
@@ -62,6 +63,7 @@ def two_accounts(
         "key_id_file": str(state_dir / "live_key_id"),
         "secret_key_file": str(state_dir / "live_secret"),
         "request_timeout_s": 2.0,
+        "on_circuit_open": on_circuit_open,
     }
     tables["kill"] = {"admin_code_hash": hash_code(CODE)}
     tables["promotion"] = {**EASY, **(promotion or {})}
@@ -260,8 +262,9 @@ async def test_kill9_right_after_a_promotion_keeps_the_strategy_live(
             daemon.stop_quietly()
 
 
-async def test_a_live_circuit_trip_demotes_live_strategies_and_paper_keeps_trading(
-    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+@pytest.mark.parametrize("action", ["demote", "kill"])
+async def test_a_live_circuit_trip_demotes_or_kills_live_strategies_and_paper_keeps_trading(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path, action: str
 ) -> None:
     t = Topics(prefix)
     spy = {"SPY": SymbolSpec(start_price=500.0, volatility=0.0, spread_bps=0.2)}
@@ -277,6 +280,7 @@ async def test_a_live_circuit_trip_demotes_live_strategies_and_paper_keeps_tradi
             risk={"max_notional": 100_000.0},
             s1={"mode": "live", "allocation": 0.5},
             s2={"allocation": 0.5},
+            on_circuit_open=action,
         )
         async with (
             running_daemon(config) as daemon,
@@ -288,15 +292,61 @@ async def test_a_live_circuit_trip_demotes_live_strategies_and_paper_keeps_tradi
             await p.publish(t.intent("s1"), market("buy-1", qty=90, symbol="SPY"))
             await p.expect(t.event("s1"), lambda b: b.get("status") == "filled", timeout=20)
             live.set_price("SPY", 460.0)  # -3.6 % of the live account: past the daily limit
-            demoted = await p.expect(
-                t.audit, lambda a: a["type"] == "mode.demote" and a["ok"], timeout=20
-            )
-            assert demoted["source"] == "circuit_breaker"
+            kind = "mode.demote" if action == "demote" else "kill.engage"
+            acted = await p.expect(t.audit, lambda a: a["type"] == kind and a["ok"], timeout=20)
+            assert acted["source"] == "circuit_breaker"
+            assert acted["strategy_id"] == "s1"
             assert daemon.guardians["live"].circuit == "open"
             assert daemon.guardians["paper"].circuit == "closed"
-            assert daemon.managers["s1"].mode == "paper"
+            if action == "demote":
+                assert daemon.managers["s1"].mode == "paper"
+            else:
+                assert daemon.gate.blocked("s1")
+                assert daemon.managers["s1"].mode == "live"
             await p.publish(t.intent("s2"), market("after-1"))
             await p.expect(t.event("s2"), lambda b: b.get("status") == "filled", timeout=20)
             assert not daemon.gate.blocked("s2")
             kill = p.bodies(t.kill_state)[-1]
             assert not kill["global"]["engaged"]
+
+
+async def test_demote_with_flatten_closes_live_positions_and_the_global_switch_covers_both(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    async with (
+        running_venue(realistic_venue()) as paper,
+        running_venue(realistic_venue()) as live,
+    ):
+        config = two_accounts(
+            mosquitto, prefix, tmp_path, (paper, live), s1={"mode": "live"}, s2={"mode": "live"}
+        )
+        async with (
+            running_daemon(config) as daemon,
+            probe(mosquitto, t.audit, t.kill_state, f"{prefix}/v1/strategy/+/event") as p,
+        ):
+            await p.publish(t.intent("s1"), market("l-1", qty=3))
+            await p.expect(t.event("s1"), lambda b: b.get("status") == "filled", timeout=20)
+            await p.publish(
+                t.kill_command,
+                {"type": "demote", "strategy_id": "s1", "flatten": True, "source": "t-f"},
+            )
+            demoted = await p.expect(t.audit, answer("mode.demote", "t-f"), timeout=30)
+            assert demoted["ok"]
+            assert "1 live positions closed" in demoted["detail"], demoted
+            assert live.engine.position_qty("AAPL") == 0
+            # A resting order on each account (s1 now trades paper, s2 live); the global
+            # switch cancels both, and says settled once both gateways have.
+            await p.publish(t.intent("s1"), resting("r-paper"))
+            await p.publish(t.intent("s2"), resting("r-live"))
+            await poll_until(lambda: paper.engine.open_orders() and live.engine.open_orders())
+            assert daemon.managers["s1"].mode == "paper"
+            await p.publish(t.kill_command, {"type": "engage", "scope": "global"})
+            settled = await p.expect(
+                t.kill_state,
+                lambda s: s["global"]["engaged"] and s["global"]["settled"],
+                timeout=30,
+            )
+            assert settled["global"]["settled"]
+            assert not paper.engine.open_orders()
+            assert not live.engine.open_orders()
