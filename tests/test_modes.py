@@ -339,7 +339,7 @@ async def test_demote_with_flatten_closes_live_positions_and_the_global_switch_c
             # switch cancels both, and says settled once both gateways have.
             await p.publish(t.intent("s1"), resting("r-paper"))
             await p.publish(t.intent("s2"), resting("r-live"))
-            await poll_until(lambda: paper.engine.open_orders() and live.engine.open_orders())
+            await poll_until(lambda: bool(paper.engine.open_orders() and live.engine.open_orders()))
             assert daemon.managers["s1"].mode == "paper"
             await p.publish(t.kill_command, {"type": "engage", "scope": "global"})
             settled = await p.expect(
