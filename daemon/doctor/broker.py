@@ -1,5 +1,9 @@
 """The doctor's broker checks: trading mode, a login to the venue, and its clock.
 
+Each account is checked: ``[broker]``, then the live account of ``[broker.live]``
+when one is set (its checks named ``live ...``, its mode by
+:func:`daemon.broker_mode.check_live_account`).
+
 A broker endpoint whose mode disagrees with the config (paper keys, live URL) is not
 contacted at all: sending keys to the wrong venue is what the check exists to prevent.
 Otherwise the broker gets two GETs (``/v2/clock``, ``/v2/account``). Failures are
@@ -11,15 +15,18 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
+import msgspec
 import requests
 
 from actors.core.errors import BrokerError
-from daemon.broker_mode import LIVE_HOST, check_mode
-from daemon.config import Config
+from daemon.broker_mode import LIVE_HOST, check_live_account, check_mode, url_host
+from daemon.config import Config, SimSettings
 from daemon.doctor.configuration import SecretFile
 from daemon.doctor.probes import check_port, running_daemon
 from daemon.doctor.results import CheckResult, skip
@@ -31,26 +38,106 @@ SKEW_FAIL_S: Final = 5.0
 NTP_FIX: Final = "enable NTP (timedatectl set-ntp true) and check `timedatectl status`"
 
 
+@dataclass(frozen=True)
+class _Account:
+    """One broker account as the checks see it: ``[broker]`` or ``[broker.live]``."""
+
+    section: str
+    """The config table: ``broker`` or ``broker.live``."""
+    label: str
+    """Put before each check's name: empty for ``[broker]``, ``live `` for the live account."""
+    kind: str
+    url: str | None
+    timeout_s: float
+    sim: SimSettings
+    check_mode: Callable[[str, str], None]
+    """Raises :class:`BrokerError` when the account disagrees with (url, key id)."""
+    agrees: str
+    """What a passing mode check says, e.g. ``paper mode``."""
+    fix: Callable[[str], str]
+    """How to fix a failing mode check, given the URL."""
+
+
 def check_broker(config: Config, secrets: dict[str, SecretFile]) -> list[CheckResult]:
-    """The trading mode against the endpoint and key, then the venue's answer and clock."""
+    """Each account's mode against its endpoint and key, then the venue's answer and clock.
+
+    The ``[broker]`` account's checks are ``broker mode``, ``broker`` and ``clock``
+    (``broker port`` for the built-in venue); with ``[broker.live]`` the live account's
+    follow as ``live broker mode``, ``live broker``, ``live clock``, ``live broker port``.
+    """
+    results = _check_account(config, secrets, _broker_account(config))
+    if config.broker.live is not None:
+        results += _check_account(config, secrets, _live_account(config))
+    return results
+
+
+def _broker_account(config: Config) -> _Account:
     broker = config.broker
-    if broker.kind == "sim":
-        return _check_sim_venue(config)
-    assert broker.url is not None
-    url = broker.url.rstrip("/")
-    key_id = secrets["broker.key_id_file"].secret
-    secret_key = secrets["broker.secret_key_file"].secret
+
+    def check(url: str, key_id: str) -> None:
+        check_mode(mode=broker.mode, url=url, key_id=key_id, kind=broker.kind)
+
+    return _Account(
+        section="broker",
+        label="",
+        kind=broker.kind,
+        url=broker.url,
+        timeout_s=broker.request_timeout_s,
+        sim=broker.sim,
+        check_mode=check,
+        agrees=f"{broker.mode} mode",
+        fix=lambda url: _mode_fix(config, url),
+    )
+
+
+def _live_account(config: Config) -> _Account:
+    live = config.broker.live
+    assert live is not None
+
+    def check(url: str, key_id: str) -> None:
+        check_live_account(url=url, key_id=key_id, kind=live.kind, rehearsal=live.rehearsal)
+
+    return _Account(
+        section="broker.live",
+        label="live ",
+        kind=live.kind,
+        url=live.url,
+        timeout_s=live.request_timeout_s,
+        sim=live.sim,
+        check_mode=check,
+        agrees="the rehearsal (a paper stand-in)" if live.rehearsal else "the live account",
+        fix=lambda url: _live_fix(rehearsal=live.rehearsal, url=url),
+    )
+
+
+def _check_account(
+    config: Config, secrets: dict[str, SecretFile], account: _Account
+) -> list[CheckResult]:
+    if account.kind == "sim":
+        return _named(_check_sim_venue(config, account), account.label)
+    assert account.url is not None
+    url = account.url.rstrip("/")
+    key_id = secrets[f"{account.section}.key_id_file"].secret
+    secret_key = secrets[f"{account.section}.secret_key_file"].secret
     # An unreadable key id must not be blamed for a mode mismatch: check the URL rule
     # with a placeholder live-looking key; the secret line already names the file.
-    mode = _mode_result(config, url=url, key_id=key_id if key_id is not None else "AK")
+    mode = _mode_result(account, url=url, key_id=key_id if key_id is not None else "AK")
     if mode.status == "FAIL":
-        why = "broker.mode disagrees with broker.url: keys are not sent there"
-        return [mode, skip("broker", why), skip("clock", why)]
+        what = "broker.mode" if account.section == "broker" else "the live account"
+        why = f"{what} disagrees with {account.section}.url: keys are not sent there"
+        return _named([mode, skip("broker", why), skip("clock", why)], account.label)
     if key_id is None or secret_key is None:
         why = "the broker keys cannot be read"
-        return [mode, skip("broker", why), skip("clock", why)]
+        return _named([mode, skip("broker", why), skip("clock", why)], account.label)
     headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret_key}
-    timeout = min(broker.request_timeout_s, HTTP_TIMEOUT_S)
+    venue = _ask_venue(url, headers, min(account.timeout_s, HTTP_TIMEOUT_S), account.section)
+    return _named([mode, *venue], account.label)
+
+
+def _ask_venue(
+    url: str, headers: dict[str, str], timeout: float, section: str
+) -> list[CheckResult]:
+    """The venue's answer to ``/v2/clock`` and ``/v2/account``, and its clock against ours."""
     with requests.Session() as session:
         try:
             sent = time.time()
@@ -62,21 +149,27 @@ def check_broker(config: Config, secrets: dict[str, SecretFile]) -> list[CheckRe
                 else clock
             )
         except requests.RequestException as exc:
-            return [mode, _http_failure(exc, url), skip("clock", "broker unreachable")]
+            return [_http_failure(exc, url, section), skip("clock", "broker unreachable")]
     if not clock.ok or not account.ok:
         return [
-            mode,
-            _http_refusal(clock if not clock.ok else account, url),
+            _http_refusal(clock if not clock.ok else account, url, section),
             skip("clock", "the broker refused the request"),
         ]
-    return [mode, _account_result(url, clock, account), _clock_result(clock, sent, received)]
+    return [_account_result(url, clock, account), _clock_result(clock, sent, received)]
 
 
-def _check_sim_venue(config: Config) -> list[CheckResult]:
-    settings = config.broker.sim
+def _named(results: list[CheckResult], label: str) -> list[CheckResult]:
+    """The live account's checks carry ``live `` before their names."""
+    if not label:
+        return results
+    return [msgspec.structs.replace(r, check=f"{label}{r.check}") for r in results]
+
+
+def _check_sim_venue(config: Config, account: _Account) -> list[CheckResult]:
+    settings = account.sim
     url = f"http://{settings.host}:{settings.port}"
     return [
-        _mode_result(config, url=url, key_id="tradeguard-sim"),
+        _mode_result(account, url=url, key_id=""),
         CheckResult(
             check="broker",
             status="PASS",
@@ -88,7 +181,8 @@ def _check_sim_venue(config: Config) -> list[CheckResult]:
             settings.port,
             user="the built-in paper venue",
             busy="another paper venue or a running tradeguard daemon uses it",
-            fix="stop whatever listens there, or set broker.sim.port (0 picks a free port)",
+            fix=f"stop whatever listens there, or set {account.section}.sim.port "
+            "(0 picks a free port)",
             owner=running_daemon(config),
         ),
         CheckResult(
@@ -99,25 +193,24 @@ def _check_sim_venue(config: Config) -> list[CheckResult]:
     ]
 
 
-def _mode_result(config: Config, *, url: str, key_id: str) -> CheckResult:
-    broker = config.broker
+def _mode_result(account: _Account, *, url: str, key_id: str) -> CheckResult:
     try:
-        check_mode(mode=broker.mode, url=url, key_id=key_id, kind=broker.kind)
+        account.check_mode(url, key_id)
     except BrokerError as exc:
         return CheckResult(
-            check="broker mode", status="FAIL", detail=str(exc), fix=_mode_fix(config, url)
+            check="broker mode", status="FAIL", detail=str(exc), fix=account.fix(url)
         )
     return CheckResult(
         check="broker mode",
         status="PASS",
-        detail=f"{broker.mode} mode agrees with {url}"
-        + (" and the key id" if broker.kind == "alpaca" else ""),
+        detail=f"{account.agrees} agrees with {url}"
+        + (" and the key id" if account.kind == "alpaca" else ""),
     )
 
 
 def _mode_fix(config: Config, url: str) -> str:
     mode = config.broker.mode
-    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    host = url_host(url)
     if config.broker.kind == "sim":
         return 'the built-in venue is paper only: set broker.mode = "paper"'
     if mode == "paper":
@@ -137,13 +230,31 @@ def _mode_fix(config: Config, url: str) -> str:
     )
 
 
-def _http_failure(exc: requests.RequestException, url: str) -> CheckResult:
+def _live_fix(*, rehearsal: bool, url: str) -> str:
+    if rehearsal:
+        return (
+            "a rehearsal is paper: set broker.live.url = https://paper-api.alpaca.markets "
+            '(or the built-in venue, kind = "sim"); only to trade real money set '
+            "broker.live.rehearsal = false with live (AK...) keys"
+        )
+    if url_host(url) != LIVE_HOST:
+        return (
+            f"the live account needs broker.live.url = https://{LIVE_HOST}; for a paper "
+            "stand-in set broker.live.rehearsal = true"
+        )
+    return (
+        "put a live key pair (key id AK...) in broker.live.key_id_file / "
+        "broker.live.secret_key_file, or set broker.live.rehearsal = true for a paper stand-in"
+    )
+
+
+def _http_failure(exc: requests.RequestException, url: str, section: str) -> CheckResult:
     if isinstance(exc, requests.exceptions.SSLError):
         return CheckResult(
             check="broker",
             status="FAIL",
             detail=f"TLS with {url} failed: {exc}",
-            fix="check broker.url (https for Alpaca) and the system CA certificates "
+            fix=f"check {section}.url (https for Alpaca) and the system CA certificates "
             "(apt-get install ca-certificates)",
         )
     if isinstance(exc, requests.Timeout):
@@ -151,38 +262,39 @@ def _http_failure(exc: requests.RequestException, url: str) -> CheckResult:
             check="broker",
             status="FAIL",
             detail=f"no answer from {url} within {HTTP_TIMEOUT_S:g} s",
-            fix="check broker.url, the network and any proxy ($HTTPS_PROXY)",
+            fix=f"check {section}.url, the network and any proxy ($HTTPS_PROXY)",
         )
     return CheckResult(
         check="broker",
         status="FAIL",
         detail=f"cannot reach {url}: {_short(exc)}",
-        fix="check broker.url (the Alpaca base URL, without /v2) and that the venue is running",
+        fix=f"check {section}.url (the Alpaca base URL, without /v2) and that the venue is running",
     )
 
 
-def _http_refusal(response: requests.Response, url: str) -> CheckResult:
+def _http_refusal(response: requests.Response, url: str, section: str) -> CheckResult:
     path = response.request.path_url if response.request is not None else "?"
     if response.status_code in {401, 403}:
         return CheckResult(
             check="broker",
             status="FAIL",
             detail=f"the broker refused the keys (HTTP {response.status_code} on {path})",
-            fix="put a key pair for this endpoint in broker.key_id_file / "
-            "broker.secret_key_file (paper keys PK... for paper-api, live keys AK... for api)",
+            fix=f"put a key pair for this endpoint in {section}.key_id_file / "
+            f"{section}.secret_key_file (paper keys PK... for paper-api, live keys AK... for api)",
         )
     if response.status_code == 404:
         return CheckResult(
             check="broker",
             status="FAIL",
             detail=f"no Alpaca trading API at {url} (HTTP 404 on {path})",
-            fix="set broker.url to the base URL without /v2, e.g. https://paper-api.alpaca.markets",
+            fix=f"set {section}.url to the base URL without /v2, "
+            "e.g. https://paper-api.alpaca.markets",
         )
     return CheckResult(
         check="broker",
         status="FAIL",
         detail=f"{url} answered HTTP {response.status_code} on {path}",
-        fix="check the broker's status page, then broker.url",
+        fix=f"check the broker's status page, then {section}.url",
     )
 
 

@@ -10,7 +10,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from actors.admin_code import check_hash_format
 from actors.core.errors import ConfigError, TradeguardError
@@ -24,6 +24,8 @@ SECRET_KEYS: Final = (
     ("mqtt", "password_file"),
     ("broker", "key_id_file"),
     ("broker", "secret_key_file"),
+    ("broker.live", "key_id_file"),
+    ("broker.live", "secret_key_file"),
     ("kill", "totp_secret_file"),
 )
 CREDENTIAL_SOURCE_DIR: Final = Path("/etc/tradeguard/credentials")
@@ -81,13 +83,22 @@ def _configured_secrets(config: Config) -> list[tuple[str, str]]:
     return [
         (section, name)
         for section, name in SECRET_KEYS
-        if getattr(getattr(config, section), name) is not None
+        if _setting(config, section, name) is not None
     ]
+
+
+def _setting(config: Config, section: str, name: str) -> str | None:
+    """``section.name`` of the config (``broker.live.key_id_file``); None when unset or absent."""
+    value: Any = config
+    for part in (*section.split("."), name):
+        value = getattr(value, part, None)
+    return value if isinstance(value, str) else None
 
 
 def _load_secret(config: Config, section: str, name: str) -> SecretFile:
     key = f"{section}.{name}"
-    value: str = getattr(getattr(config, section), name)
+    value = _setting(config, section, name)
+    assert value is not None  # only configured secrets are loaded
     path = _locate_secret(config, value)
     try:
         secret = read_secret(config, str(path) if path is not None else value, key=key)
