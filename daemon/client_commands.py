@@ -189,9 +189,11 @@ def _mode_answer(record: AuditRecord) -> int:
         for reason in record.reasons:
             print(f"  - {one_line(reason.message)}", file=sys.stderr)
         return EXIT_USAGE
-    if record.detail.startswith("denied: "):
+    if record.detail.startswith("denied: ") and not _is_refusal(record):
         print(record.detail)
         return EXIT_DENIED
+    # Nothing to do, no such account, or an unknown strategy (which the code check names
+    # "denied: unknown strategy ..." once the code is right: the one wording read here).
     return _refused(record)
 
 

@@ -293,6 +293,14 @@ async def test_unmet_evidence_lists_each_criterion_and_exits_2(
             "tradeguard: error: unknown strategy 'nosuch'\n",
         ),
         (
+            # The code check names an unknown strategy once the code is right.
+            ["promote", "nosuch"],
+            {"detail": "denied: unknown strategy 'nosuch'"},
+            2,
+            "",
+            "tradeguard: error: unknown strategy 'nosuch'\n",
+        ),
+        (
             ["promote", "s1"],
             {"detail": "s1 is live already"},
             2,
