@@ -34,6 +34,7 @@ from actors.core.kill_rules import (
     authorised_detail,
     describe,
     lockout_caller,
+    nothing_to_authorise,
     promotion,
     queue_full,
     refusal,
@@ -454,16 +455,8 @@ class KillSwitchAuthority(Actor):
             code: str | None = None  # nothing to reset: refused like a wrong code
         else:
             code = command.code
-        if (
-            isinstance(command, Approve | Deny)
-            and self._is_pending is not None
-            and not self._is_pending(command.strategy_id, command.intent_id)
-        ):
-            # Before the code check: nothing to authorise, and no code step is used up.
-            detail = (
-                f"no intent {command.intent_id} of strategy {command.strategy_id} "
-                "is waiting for approval"
-            )
+        detail = nothing_to_authorise(command, self._strategies, self._is_pending)
+        if detail is not None:  # before the code check: no code step is used up
             await self._refuse(
                 kind, strategy_id, source=source, detail=detail, now=now, operator=command.operator
             )

@@ -482,32 +482,50 @@ def orders(
     return EXIT_OK
 
 
+def _journaled_fills(config: Config) -> list[tuple[Any, ...]]:
+    """(strategy, account, symbol, side, qty, price) of every fill, in order.
+
+    A journal the daemon has not opened since accounts came (schema 1) has no
+    ``account`` column: every fill is then the ``[broker]`` account's.
+    """
+    columns = "strategy_id, {}, symbol, side, qty, price FROM fills ORDER BY id"
+    try:
+        return _read_journal(config, "SELECT " + columns.format("account"))
+    except JournalError:
+        return _read_journal(config, "SELECT " + columns.format("NULL"))
+
+
 def positions(config: Config, *, as_json: bool) -> int:
-    """Print every strategy's positions, rebuilt from the journaled fills (the daemon's book)."""
-    book: dict[tuple[str, str], Position] = {}
-    for sid, symbol, side, qty, price in _read_journal(
-        config, "SELECT strategy_id, symbol, side, qty, price FROM fills ORDER BY id"
-    ):
-        book.setdefault((sid, symbol), Position()).apply(1 if side == "buy" else -1, qty, price)
+    """Print every strategy's positions, rebuilt from the journaled fills (the daemon's book).
+
+    With a paper and a live account, each account's positions are apart (``account``).
+    """
+    book: dict[tuple[str, str, str], Position] = {}
+    for sid, column, symbol, side, qty, price in _journaled_fills(config):
+        account = column or config.broker.mode  # NULL: the [broker] account
+        position = book.setdefault((sid, account, symbol), Position())
+        position.apply(1 if side == "buy" else -1, qty, price)
     records: list[dict[str, Any]] = [
         {
             "strategy_id": sid,
+            "account": account,
             "symbol": symbol,
             "qty": p.qty,
             "avg_price": p.avg_price,
             "realized_pnl": p.realized_pnl,
         }
-        for (sid, symbol), p in sorted(book.items())
+        for (sid, account, symbol), p in sorted(book.items())
     ]
     if as_json:
         print(json.dumps(records, indent=2))
         return EXIT_OK
     from rich.table import Table  # noqa: PLC0415
 
-    table = Table("strategy", "symbol", "qty", "avg price", "realized P&L")
+    table = Table("strategy", "account", "symbol", "qty", "avg price", "realized P&L")
     for r in records:
         table.add_row(
             r["strategy_id"],
+            r["account"],
             r["symbol"],
             f"{r['qty']:g}",
             f"{r['avg_price']:.2f}",

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from actors.admin_code import AdminCodeVerifier, check_hash_format
 from actors.core.errors import ConfigError, EmbeddedBrokerError
-from daemon.broker_mode import check_mode
+from daemon.broker_mode import check_live_account, check_mode
 from daemon.config import Config, read_secret, resolve_path
 from daemon.embedded_broker import DAEMON_LOGIN, OPERATOR_LOGIN, find_mosquitto
 from daemon.endpoints import check_mqtt_login
@@ -45,6 +45,7 @@ def check_setup(config: Config) -> None:
         )
     _check_mqtt(config)
     _check_broker(config)
+    _check_live(config)
     _check_kill(config)
     _check_state(config)
     if config.metrics.enabled:
@@ -109,6 +110,30 @@ def _check_broker(config: Config) -> None:
     key_id = read_secret(config, broker.key_id_file, key="broker.key_id_file")
     read_secret(config, broker.secret_key_file, key="broker.secret_key_file")
     check_mode(mode=broker.mode, url=broker.url.rstrip("/"), key_id=key_id, kind=broker.kind)
+
+
+def _check_live(config: Config) -> None:
+    """``[broker.live]`` as ``run`` checks it: the live guard, or a rehearsal never on live."""
+    live = config.broker.live
+    if live is None:
+        return
+    if live.kind == "sim":
+        check_live_account(url=SIM_URL, key_id="", kind="sim", rehearsal=live.rehearsal)
+        _check_bind_host(live.sim.host, key="broker.live.sim.host")
+        return
+    assert live.url is not None  # parse_config has made sure that kind "alpaca" names all four
+    assert live.stream_url is not None
+    assert live.key_id_file is not None
+    assert live.secret_key_file is not None
+    _check_url(live.url, key="broker.live.url", schemes=("http", "https"))
+    _check_url(live.stream_url, key="broker.live.stream_url", schemes=("ws", "wss"))
+    if live.data_url is not None:
+        _check_url(live.data_url, key="broker.live.data_url", schemes=("http", "https"))
+    key_id = read_secret(config, live.key_id_file, key="broker.live.key_id_file")
+    read_secret(config, live.secret_key_file, key="broker.live.secret_key_file")
+    check_live_account(
+        url=live.url.rstrip("/"), key_id=key_id, kind=live.kind, rehearsal=live.rehearsal
+    )
 
 
 def _check_url(url: str, *, key: str, schemes: tuple[str, ...]) -> None:

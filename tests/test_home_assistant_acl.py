@@ -47,3 +47,15 @@ def test_home_assistant_reads_the_code_boxes_state_and_cannot_write_it(
     assert daemon_login.publish(f"{P}/v1/kill/state", after) == 0
     before = phone.wait_for(f"{P}/v1/kill/state", after)
     assert not [m for m in before if m.topic.startswith(f"{P}/v1/ha/")]
+
+
+def test_home_assistant_reads_each_strategy_state_for_its_mode_sensor(
+    connect: Login,  # noqa: F811  # the imported fixture
+) -> None:
+    """The mode sensors read ``P/v1/strategy/SID/state``; Home Assistant cannot write it."""
+    ha, daemon = connect("homeassistant"), connect("tradeguard")
+    assert ha.subscribe(f"{P}/v1/strategy/+/state") < 0x80
+    marker = token()
+    assert daemon.publish(f"{P}/v1/strategy/s1/state", marker) == 0
+    ha.wait_for(f"{P}/v1/strategy/s1/state", marker)
+    assert ha.publish(f"{P}/v1/strategy/s1/state", token()) == NOT_AUTHORIZED

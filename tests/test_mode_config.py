@@ -6,10 +6,13 @@ neighbour: what the rule allows is checked beside what it refuses.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from actors.admin_code import hash_code
 from actors.core.errors import BrokerError, ConfigError
+from daemon.account_wiring import resolve_live
 from daemon.broker_mode import LIVE_HOST, check_live_account, check_mode
 from daemon.config import (
     LiveAccountConfig,
@@ -19,6 +22,7 @@ from daemon.config import (
     parse_config,
     strategy_mode,
 )
+from daemon.preflight import check_setup
 
 LIVE_URL = f"https://{LIVE_HOST}"
 PAPER_URL = "https://paper-api.alpaca.markets"
@@ -320,3 +324,35 @@ def test_the_live_account_struct_defaults() -> None:
         "demote",
         8791,
     )
+
+
+# ---------------------------------------------------------------- check-config as run
+
+
+@pytest.mark.parametrize(
+    ("url", "key_id", "rehearsal", "words"),
+    [
+        (PAPER_URL, "AKLIVEKEY", False, "broker.live"),  # a live account on the paper URL
+        (LIVE_URL, "PKPAPERKEY", False, "AK"),  # the live URL with a paper key
+        (LIVE_URL, "AKLIVEKEY", True, "rehearsal"),  # a rehearsal pointed at live trading
+    ],
+)
+def test_check_config_refuses_the_live_accounts_that_run_refuses(
+    tmp_path: Path, url: str, key_id: str, rehearsal: bool, words: str
+) -> None:
+    (tmp_path / "live-key").write_text(key_id + "\n")
+    (tmp_path / "live-secret").write_text("secret\n")
+    text = (
+        "[strategies.s1]\n"
+        "[broker.live]\n"
+        f"url = '{url}'\nstream_url = 'wss://{url.split('://')[1]}/stream'\n"
+        f"key_id_file = 'live-key'\nsecret_key_file = 'live-secret'\n"
+        f"rehearsal = {'true' if rehearsal else 'false'}\n"
+    )
+    config = parse_config(text, source=str(tmp_path / "tradeguard.toml"))
+    with pytest.raises(BrokerError) as preflight:
+        check_setup(config)
+    with pytest.raises(BrokerError) as start:
+        resolve_live(config)
+    assert str(preflight.value) == str(start.value)
+    assert words in str(preflight.value)

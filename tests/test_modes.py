@@ -7,13 +7,16 @@ against both venues, a real journal; the venues keep Alpaca's rate limit and lat
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from harness import (
+    VENV_BIN,
     DaemonProcess,
     Mosquitto,
     poll_until,
@@ -90,6 +93,10 @@ def journal(state_dir: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return db.execute(sql, params).fetchall()
 
 
+def filled(client_order_id: str) -> Any:
+    return lambda b: b.get("client_order_id") == client_order_id and b.get("status") == "filled"
+
+
 def answer(kind: str, source: str) -> Any:
     return lambda a: a["type"] == kind and a.get("source") == source
 
@@ -133,6 +140,25 @@ async def test_a_promoted_strategy_trades_live_and_the_other_stays_on_paper(
             assert daemon.managers["s1"].mode == "live"
             rows = journal(tmp_path, "SELECT account FROM orders WHERE client_order_id = 's1-l-1'")
             assert rows == [("live",)]
+            for sid, coid in (("s1", "s1-l-1"), ("s2", "s2-p-2")):
+                await p.expect(t.event(sid), filled(coid), timeout=20)
+        # `tradeguard positions` keeps each account's positions apart.
+        shown = subprocess.run(  # our own console script
+            [str(VENV_BIN / "tradeguard"), "positions", "--json", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        held = {
+            (r["strategy_id"], r["account"], r["symbol"]): r["qty"]
+            for r in json.loads(shown.stdout)
+        }
+        assert held == {
+            ("s1", "paper", "AAPL"): 1,
+            ("s1", "live", "MSFT"): 1,
+            ("s2", "paper", "MSFT"): 1,
+        }
 
 
 async def test_promotion_without_a_code_with_a_wrong_one_or_short_of_evidence_is_refused(

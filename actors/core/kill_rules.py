@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from actors.core.messages import InboundKillCommand, ModeChange
@@ -82,6 +84,30 @@ def refusal(
         detail=detail,
         ts=now,
     )
+
+
+def nothing_to_authorise(
+    command: Privileged,
+    strategies: frozenset[str],
+    is_pending: Callable[[str, str], bool] | None,
+) -> str | None:
+    """Why ``command`` is refused before its code is checked (None: check the code).
+
+    An approval of an intent that waits for nobody, or a promotion of an unknown
+    strategy, has nothing to authorise: refused at once, and no code step is used up.
+    """
+    if (
+        isinstance(command, Approve | Deny)
+        and is_pending is not None
+        and not is_pending(command.strategy_id, command.intent_id)
+    ):
+        return (
+            f"no intent {command.intent_id} of strategy {command.strategy_id} "
+            "is waiting for approval"
+        )
+    if isinstance(command, Promote) and command.strategy_id not in strategies:
+        return f"unknown strategy {command.strategy_id!r}"
+    return None
 
 
 def promotion(command: Promote, *, source: str, how: str) -> ModeChange:
