@@ -375,3 +375,17 @@ def promotion_of(
     return Promotion(
         rules=config.promotion, allocation=config.strategies[sid].allocation, record=record
     )
+
+
+def reset_circuits(
+    guardians: Mapping[str, RiskGuardian],
+) -> Callable[[str | None], Awaitable[str]]:
+    """``reset_circuit`` for the authority: it closes every account's circuit breaker."""
+
+    async def reset(operator: str | None) -> str:
+        outcomes = [(mode, await g.reset_circuit(operator)) for mode, g in guardians.items()]
+        if len(outcomes) == 1:
+            return outcomes[0][1]
+        return "; ".join(f"{mode} account: {outcome}" for mode, outcome in outcomes)
+
+    return reset

@@ -49,6 +49,7 @@ from daemon.account_wiring import (
     load_accounts,
     promotion_of,
     quote_refresher,
+    reset_circuits,
     resolve_endpoints,
     start_venues,
 )
@@ -402,7 +403,7 @@ class Daemon:
             listeners=listeners,
             approvals={sid: c.sender.send for sid, c in links.kill_changes.items()},
             is_pending=lambda sid, intent_id: (sid, intent_id) in guardian.pending_approvals,
-            reset_circuit=guardian.reset_circuit,
+            reset_circuit=reset_circuits(self.guardians),
             settlements=links.settlements.receiver,
             settlement_sources=len(self.accounts),
             # With a login the broker is a secured one (ACL: each login writes only its own

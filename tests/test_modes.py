@@ -334,6 +334,14 @@ async def test_a_live_circuit_trip_demotes_or_kills_live_strategies_and_paper_ke
             assert not daemon.gate.blocked("s2")
             kill = p.bodies(t.kill_state)[-1]
             assert not kill["global"]["engaged"]
+            # One reset closes every account's circuit (the live one was open).
+            await p.publish(
+                t.kill_command, {"type": "reset_circuit", "code": CODE, "source": "t-r"}
+            )
+            assert (await p.expect(t.audit, answer("circuit.reset", "t-r")))["ok"]
+            closed = await p.expect(t.audit, lambda a: a["type"] == "circuit.closed")
+            assert closed["detail"].startswith("live account: open -> closed: reset by"), closed
+            assert daemon.guardians["live"].circuit == "closed"
 
 
 async def test_demote_with_flatten_closes_live_positions_and_the_global_switch_covers_both(
