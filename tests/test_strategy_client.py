@@ -61,6 +61,7 @@ async def test_submit_gets_one_decision_and_follows_the_order(
         assert positions == [
             {
                 "strategy_id": "s1",
+                "account": "paper",
                 "symbol": "AAPL",
                 "qty": 2.0,
                 "avg_price": pytest.approx(orders[0]["filled_avg_price"]),
