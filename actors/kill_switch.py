@@ -410,10 +410,11 @@ class KillSwitchAuthority(Actor):
             The verdict and the writes that must go with the effect (the used TOTP step),
             or None when refused.
         """
-        # scrypt costs ~0.1 s: off the event loop, so intents and engages keep flowing.
-        verdict = await anyio.to_thread.run_sync(
-            functools.partial(self._verifier.verify, code, caller=caller)
-        )
+        check = functools.partial(self._verifier.verify, code, caller=caller)
+        # scrypt costs ~0.1 s: off the event loop, so intents and engages keep flowing. A
+        # locked-out caller's attempt is refused without one: no thread hop for it.
+        locked = self._verifier.locked(caller)
+        verdict = check() if locked else await anyio.to_thread.run_sync(check)
         if verdict.ok and strategy_id is not None and strategy_id not in self._strategies:
             verdict = msgspec.structs.replace(
                 verdict, ok=False, detail=f"unknown strategy {strategy_id!r}"
@@ -433,7 +434,10 @@ class KillSwitchAuthority(Actor):
             detail=f"denied: {verdict.detail}",
             ts=now,
         )
-        await self._journal.write(*writes, AuditRow(record=record), urgent=True)
+        # A refusal changes nothing: journaled with the decisions' next group commit, not
+        # in a commit of its own ahead of them (a storm of forged codes must not delay
+        # intents), and still published only once it is durable.
+        await self._journal.write(*writes, AuditRow(record=record))
         log.warning(
             "admin.denied",
             type=kind,
