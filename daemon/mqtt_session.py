@@ -46,6 +46,7 @@ from daemon.mqtt_endpoint import (
     make_tls_context,
 )
 from daemon.mqtt_inbound import InboundRouter
+from daemon.mqtt_publisher import PubackWindow
 from protocol.topics import Topics
 
 __all__ = [
@@ -308,43 +309,30 @@ class MqttSession(Actor):
         """Publish what the actors send, in order, with up to ``PUBLISH_WINDOW`` awaiting PUBACK.
 
         Waiting for each PUBACK before the next publish would cap the daemon at one
-        round trip per event. Tasks start in FIFO order and each hands its message to
-        paho before its first await, so order on the wire is the order received here.
-        Messages not yet acknowledged when the connection drops are published again,
-        in order, on the next connection (at-least-once, as QoS 1 promises).
+        round trip per event; a task per message would cost more than the message
+        (:class:`~daemon.mqtt_publisher.PubackWindow`). Messages reach paho, and the
+        wire, in the order received here. Messages not yet acknowledged when the
+        connection drops are published again, in order, on the next connection
+        (at-least-once, as QoS 1 promises).
         """
-        window = anyio.Semaphore(PUBLISH_WINDOW)
-        async with anyio.create_task_group() as tg:
+
+        def settled(seq: int, message: Publish) -> None:
+            conn.unacked.pop(seq, None)
+            if message.retain:
+                conn.retained[message.topic] = message
+
+        with PubackWindow(client, PUBLISH_WINDOW, settled) as window:
             for seq, message in sorted(conn.unacked.items()):
-                await window.acquire()
-                tg.start_soon(self._publish_one, conn, client, seq, message, window)
+                await window.send(seq, message)
             while True:
                 try:
                     message = await conn.outbound.receive()
                 except anyio.EndOfStream:
-                    return  # the task group waits for what is in flight
-                await window.acquire()
+                    await window.drained()  # what is in flight, before ``offline``
+                    return
                 conn.seq += 1
                 conn.unacked[conn.seq] = message
-                tg.start_soon(self._publish_one, conn, client, conn.seq, message, window)
-
-    async def _publish_one(
-        self,
-        conn: _Connection,
-        client: aiomqtt.Client,
-        seq: int,
-        message: Publish,
-        window: anyio.Semaphore,
-    ) -> None:
-        try:
-            await client.publish(
-                message.topic, message.payload, qos=message.qos, retain=message.retain
-            )
-            conn.unacked.pop(seq, None)
-            if message.retain:
-                conn.retained[message.topic] = message
-        finally:
-            window.release()
+                await window.send(conn.seq, message)
 
     async def _receive(self, conn: _Connection, client: aiomqtt.Client) -> None:
         paho = client._client  # noqa: SLF001  # manual PUBACKs: aiomqtt exposes no ack()
