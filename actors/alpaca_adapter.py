@@ -162,8 +162,10 @@ class TokenBucket:
         """When a call with ``ahead`` calls before it (itself included) would be served."""
         return self._budget.expected_wait_s(ahead, time.monotonic())
 
-    async def acquire(self, *, urgent: bool = False, borrow: bool = False) -> None:
-        """Take one token, waiting as needed. Urgent callers (cancels) go first.
+    async def acquire(
+        self, *, urgent: bool = False, borrow: bool = False, order: bool = False
+    ) -> None:
+        """Take one token, waiting as needed: cancels first, then orders, then the rest.
 
         With ``borrow`` (the listing that READY waits for), an empty bucket lends
         against the broker's own window (:meth:`RateBudget.take`).
@@ -171,10 +173,14 @@ class TokenBucket:
         budget = self._budget
         if urgent:
             budget.urgent_arrived()
+        if order:
+            budget.order_arrived()
         try:
             waited = False
             while (
-                grant := budget.take(time.monotonic(), time.time(), urgent=urgent, borrow=borrow)
+                grant := budget.take(
+                    time.monotonic(), time.time(), urgent=urgent, borrow=borrow, order=order
+                )
             ) is None:
                 waited = True
                 await anyio.sleep(budget.retry_after_s())
@@ -183,6 +189,8 @@ class TokenBucket:
         finally:
             if urgent:
                 budget.urgent_left()
+            if order:
+                budget.order_left()
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -285,6 +293,7 @@ class AlpacaAdapter:
         urgent: bool = False,
         borrow: bool = False,
         precheck: Callable[[], Refusal | None] | None = None,
+        order: bool = False,
     ) -> CallResult[T]:
         """Send one request in a worker thread through the bucket; classify the outcome.
 
@@ -292,7 +301,7 @@ class AlpacaAdapter:
         the request leaves: the kill gate is checked there, not before a wait for the
         bucket or for a thread. It must read plain attributes only (safe from a thread).
         """
-        await self.bucket.acquire(urgent=urgent, borrow=borrow)
+        await self.bucket.acquire(urgent=urgent, borrow=borrow, order=order)
         client = self._client
         assert client is not None, "connect() first"
 

@@ -367,7 +367,7 @@ class BrokerGateway(Actor):
             )
         self._posts.enter()
         try:
-            return await self._link.call(request, precheck=last_check)
+            return await self._link.call(request, precheck=last_check, order=True)
         finally:
             self._posts.leave()
 

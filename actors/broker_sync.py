@@ -67,10 +67,11 @@ class BrokerLink:
         urgent: bool = False,
         borrow: bool = False,
         precheck: Callable[[], Refusal | None] | None = None,
+        order: bool = False,
     ) -> CallResult[T]:
         """One call through the adapter (:meth:`AlpacaAdapter.perform`)."""
         result = await self.adapter.perform(
-            request, urgent=urgent, borrow=borrow, precheck=precheck
+            request, urgent=urgent, borrow=borrow, precheck=precheck, order=order
         )
         if isinstance(result, Ok):
             self.set_connected(connected=True)

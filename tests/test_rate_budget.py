@@ -154,3 +154,34 @@ def test_the_admission_estimate_counts_the_tokens_then_the_order_share_of_the_ra
     assert budget.expected_wait_s(2, 0.0) == 0.0
     # Three ahead, two tokens: one short, at 75% of one token a second.
     assert budget.expected_wait_s(3, 0.0) == pytest.approx(1 / (1.0 * ORDER_SHARE_OF_RATE))
+
+
+def test_polls_and_look_ups_wait_while_an_order_waits() -> None:
+    """Cancels, then orders, then everything else: a poll never takes an order's token."""
+    budget = RateBudget(60.0, 2.0, now=0.0)
+    budget.order_arrived()
+    assert budget.take(0.0, 0.0) is None  # a poll waits behind the order
+    assert budget.take(0.0, 0.0, borrow=True) is not None  # READY's listing: no orders yet
+    budget.urgent_arrived()
+    assert budget.take(0.0, 0.0, order=True) is None  # a cancel waits: the order too
+    assert budget.take(0.0, 0.0, urgent=True) is Grant.BUCKET
+    budget.urgent_left()
+    assert budget.take(2.0, 0.0, order=True) is Grant.BUCKET
+    budget.order_left()
+    assert budget.take(3.0, 0.0) is Grant.BUCKET  # no order waits: the poll goes
+
+
+async def test_a_poll_waiting_for_the_bucket_yields_to_an_order_that_came_later() -> None:
+    bucket = TokenBucket(60.0, burst=1.0)
+    await bucket.acquire()  # the bucket is empty: the next token comes in a second
+    served: list[str] = []
+
+    async def call(name: str, *, order: bool) -> None:
+        await bucket.acquire(order=order)
+        served.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: call("poll", order=False))
+        await anyio.sleep(0.1)
+        tg.start_soon(lambda: call("order", order=True))
+    assert served == ["order", "poll"]

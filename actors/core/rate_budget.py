@@ -66,6 +66,7 @@ class RateBudget:
         self._tokens = self.capacity
         self._stamp = now
         self._urgent_waiting = 0
+        self._orders_waiting = 0
         self.borrowed = 0
         """Tokens lent so far (:attr:`Grant.LOAN`)."""
         self._taken = 0
@@ -112,10 +113,29 @@ class RateBudget:
         """An urgent caller was served, or gave up."""
         self._urgent_waiting -= 1
 
+    def order_arrived(self) -> None:
+        """An order (a POST) waits: polls, look-ups and listings wait behind it."""
+        self._orders_waiting += 1
+
+    def order_left(self) -> None:
+        """A waiting order was served, or gave up."""
+        self._orders_waiting -= 1
+
     def take(
-        self, now: float, wall: float, *, urgent: bool = False, borrow: bool = False
+        self,
+        now: float,
+        wall: float,
+        *,
+        urgent: bool = False,
+        borrow: bool = False,
+        order: bool = False,
     ) -> Grant | None:
         """Take one token if the rules allow it at ``now``; None: ask again later.
+
+        Three ranks: urgent callers (cancels) first, then orders, then everything else
+        (account polls, look-ups, reconciling listings), which waits while an order does.
+        An order admitted against the bucket (``BROKER_BUSY`` counts the tokens) is then
+        never overtaken by a poll that took its token.
 
         With ``borrow`` (the listing that READY waits for), an empty bucket lends up
         to its capacity while the broker's own window has room to spare
@@ -124,6 +144,8 @@ class RateBudget:
         the burst fits. Nobody borrows while an urgent caller waits.
         """
         self._refill(now)
+        if not (urgent or order or borrow) and self._orders_waiting > 0:
+            return None
         if self._tokens >= 1 and (urgent or self._urgent_waiting == 0):
             self._tokens -= 1
             self._taken += 1
