@@ -19,6 +19,7 @@ from harness import (
     VENV_BIN,
     DaemonProcess,
     Mosquitto,
+    base_tables,
     poll_until,
     probe,
     realistic_venue,
@@ -384,3 +385,24 @@ async def test_demote_with_flatten_closes_live_positions_and_the_global_switch_c
             assert settled["global"]["settled"]
             assert not paper.engine.open_orders()
             assert not live.engine.open_orders()
+
+
+async def test_the_embedded_venue_stands_in_for_the_live_account_in_a_rehearsal(
+    mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    t = Topics(prefix)
+    tables = base_tables(mosquitto, prefix, tmp_path, s1={"mode": "live"}, s2={})
+    tables["broker.live"] = {"kind": "sim", "rehearsal": True}
+    tables["broker.live.sim"] = {"port": 0, "clock": "always-open"}
+    tables["kill"] = {"admin_code_hash": hash_code(CODE)}
+    config = write_config(tmp_path, tables)
+    async with running_daemon(config) as daemon, probe(mosquitto, t.event("s1")) as p:
+        assert daemon.live_venue is not None
+        assert daemon.live_venue is not daemon.venue
+        await p.publish(t.intent("s1"), market("l-1"))
+        await p.expect(t.event("s1"), filled("s1-l-1"), timeout=20)
+        assert coids(daemon.live_venue) == ["s1-l-1"]
+        assert coids(daemon.venue) == []
+    # Each venue keeps its own paper account beside the journal.
+    assert (tmp_path / "paper-venue.db").exists()
+    assert (tmp_path / "paper-venue-live.db").exists()
