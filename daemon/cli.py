@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import importlib.util
 import json
 import os
 import socket
@@ -252,6 +253,11 @@ def _check_listen_host(host: str, *, option: str) -> None:
         raise ConfigError(f"{option}: cannot listen on {host!r}: {reason_of(exc)}") from exc
 
 
+def _loop_options() -> dict[str, bool]:
+    """Uvloop when it is installed (a dependency on Linux): the asyncio loop in C."""
+    return {"use_uvloop": importlib.util.find_spec("uvloop") is not None}
+
+
 def _run(config: Config) -> int:
     """Run the daemon; a failure to start is one line and exit 2, a later failure exit 1."""
     from daemon.preflight import check_setup  # noqa: PLC0415
@@ -266,7 +272,7 @@ def _run(config: Config) -> int:
 
     daemon = Daemon(config, announce=announce)
     try:
-        anyio.run(daemon.run, backend="asyncio")
+        anyio.run(daemon.run, backend="asyncio", backend_options=_loop_options())
     except (OSError, TradeguardError, BaseExceptionGroup) as exc:
         error = _leaf(exc, (TradeguardError, OSError))
         if error is None:

@@ -588,6 +588,7 @@ class Daemon:
         self.notifier.ready(line)
         session.mark_ready()
         self.ready.set()
-        log.info("daemon.ready", mqtt_port=self.mqtt_port, prefix=self.topics.prefix)
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop or asyncio
+        log.info("daemon.ready", mqtt_port=self.mqtt_port, prefix=self.topics.prefix, loop=loop)
         if self._announce is not None:
             self._announce(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -89,6 +90,9 @@ async def test_daemon_stderr_is_json_with_journald_priorities_on_the_journal(
         assert priority == PRIORITY[event["level"]], (priority, event)
     events = {event["event"]: priority for priority, event in lines}
     assert events["daemon.ready"] == 6
+    # `tradeguard run` runs on uvloop (a dependency on Linux) when it is installed.
+    ready = next(event for _priority, event in lines if event["event"] == "daemon.ready")
+    assert ready["loop"] == ("uvloop" if importlib.util.find_spec("uvloop") else "asyncio")
     assert events["kill.gate_closed"] == 4
     assert events["daemon.stopped"] == 6
     # alpaca-py imports websockets.legacy, which warns at import: a JSON warning, not raw text.
