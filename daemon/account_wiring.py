@@ -30,8 +30,8 @@ from actors.core.settings import StrategyConfig
 from actors.mode_switch import AccountDesk, Promotion
 from actors.order_manager import OrderManager
 from actors.risk_guardian import AccountRole, RiskGuardian
-from daemon.broker_mode import check_live_account, check_mode
-from daemon.config import Config, SimSettings, read_secret, strategy_mode
+from daemon.broker_mode import Endpoint, alpaca_endpoint, check_live_account, check_mode
+from daemon.config import Config, SimSettings, strategy_mode
 from daemon.evidence import paper_record
 from daemon.journal import Journal, load_books
 from protocol.messages import Demote, Engage
@@ -40,16 +40,6 @@ log = structlog.get_logger(__name__)
 
 SIM_KEYS = ("tradeguard-sim", "tradeguard-sim")
 """The key pair the daemon gives its embedded paper venue."""
-
-
-class Endpoint(NamedTuple):
-    """Where an account is and how to log in."""
-
-    url: str
-    stream_url: str
-    data_url: str
-    key_id: str
-    secret_key: str
 
 
 class AccountSettings(NamedTuple):
@@ -78,17 +68,7 @@ def resolve_primary(config: Config) -> Endpoint | None:
     if broker.kind == "sim":
         check_mode(mode=broker.mode, url="http://127.0.0.1", key_id="", kind="sim")
         return None
-    assert broker.url is not None
-    assert broker.stream_url is not None
-    assert broker.key_id_file is not None
-    assert broker.secret_key_file is not None
-    endpoint = Endpoint(
-        broker.url.rstrip("/"),
-        broker.stream_url,
-        (broker.data_url or "https://data.alpaca.markets").rstrip("/"),
-        read_secret(config, broker.key_id_file, key="broker.key_id_file"),
-        read_secret(config, broker.secret_key_file, key="broker.secret_key_file"),
-    )
+    endpoint = alpaca_endpoint(config, broker, key="broker")
     check_mode(mode=broker.mode, url=endpoint.url, key_id=endpoint.key_id, kind=broker.kind)
     return endpoint
 
@@ -106,17 +86,7 @@ def resolve_live(config: Config) -> Endpoint | None:
     if live.kind == "sim":
         check_live_account(url="http://127.0.0.1", key_id="", kind="sim", rehearsal=live.rehearsal)
         return None
-    assert live.url is not None
-    assert live.stream_url is not None
-    assert live.key_id_file is not None
-    assert live.secret_key_file is not None
-    endpoint = Endpoint(
-        live.url.rstrip("/"),
-        live.stream_url,
-        (live.data_url or "https://data.alpaca.markets").rstrip("/"),
-        read_secret(config, live.key_id_file, key="broker.live.key_id_file"),
-        read_secret(config, live.secret_key_file, key="broker.live.secret_key_file"),
-    )
+    endpoint = alpaca_endpoint(config, live, key="broker.live")
     check_live_account(
         url=endpoint.url, key_id=endpoint.key_id, kind=live.kind, rehearsal=live.rehearsal
     )

@@ -6,9 +6,10 @@ without importing alpaca-py (and pandas behind it).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 from actors.core.errors import BrokerError
+from daemon.config import BrokerConfig, Config, LiveAccountConfig, read_secret
 
 LIVE_HOST: Final = "api.alpaca.markets"
 """Alpaca's live trading host: the only host ``live`` mode may use, and ``paper`` never."""
@@ -88,3 +89,35 @@ def _check_live(*, url: str, key_id: str, account: str, why: str) -> None:
         raise BrokerError(
             f"{why} but the key id in {account}.key_id_file is not a live key (AK...)"
         )
+
+
+class Endpoint(NamedTuple):
+    """Where an account is and how to log in."""
+
+    url: str
+    stream_url: str
+    data_url: str
+    key_id: str
+    secret_key: str
+
+
+def alpaca_endpoint(
+    config: Config, account: BrokerConfig | LiveAccountConfig, *, key: str
+) -> Endpoint:
+    """An Alpaca-compatible account's URLs and keys (``key``: its table, for errors).
+
+    Raises:
+        SecretError: a key file cannot be read.
+    """
+    # parse_config has made sure that kind "alpaca" names all four.
+    assert account.url is not None
+    assert account.stream_url is not None
+    assert account.key_id_file is not None
+    assert account.secret_key_file is not None
+    return Endpoint(
+        account.url.rstrip("/"),
+        account.stream_url,
+        (account.data_url or "https://data.alpaca.markets").rstrip("/"),
+        read_secret(config, account.key_id_file, key=f"{key}.key_id_file"),
+        read_secret(config, account.secret_key_file, key=f"{key}.secret_key_file"),
+    )

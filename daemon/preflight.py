@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 from actors.admin_code import AdminCodeVerifier, check_hash_format
 from actors.core.errors import ConfigError, EmbeddedBrokerError
-from daemon.broker_mode import check_live_account, check_mode
-from daemon.config import Config, read_secret, resolve_path
+from daemon.broker_mode import alpaca_endpoint, check_live_account, check_mode
+from daemon.config import BrokerConfig, Config, LiveAccountConfig, read_secret, resolve_path
 from daemon.embedded_broker import DAEMON_LOGIN, OPERATOR_LOGIN, find_mosquitto
 from daemon.endpoints import check_mqtt_login
 from daemon.error_reasons import reason_of
@@ -98,18 +98,8 @@ def _check_broker(config: Config) -> None:
         check_mode(mode=broker.mode, url=SIM_URL, key_id="", kind="sim")
         _check_bind_host(broker.sim.host, key="broker.sim.host")
         return
-    # parse_config has made sure that kind "alpaca" names all four.
-    assert broker.url is not None
-    assert broker.stream_url is not None
-    assert broker.key_id_file is not None
-    assert broker.secret_key_file is not None
-    _check_url(broker.url, key="broker.url", schemes=("http", "https"))
-    _check_url(broker.stream_url, key="broker.stream_url", schemes=("ws", "wss"))
-    if broker.data_url is not None:
-        _check_url(broker.data_url, key="broker.data_url", schemes=("http", "https"))
-    key_id = read_secret(config, broker.key_id_file, key="broker.key_id_file")
-    read_secret(config, broker.secret_key_file, key="broker.secret_key_file")
-    check_mode(mode=broker.mode, url=broker.url.rstrip("/"), key_id=key_id, kind=broker.kind)
+    url, key_id = _check_alpaca_account(config, broker, key="broker")
+    check_mode(mode=broker.mode, url=url, key_id=key_id, kind=broker.kind)
 
 
 def _check_live(config: Config) -> None:
@@ -121,19 +111,22 @@ def _check_live(config: Config) -> None:
         check_live_account(url=SIM_URL, key_id="", kind="sim", rehearsal=live.rehearsal)
         _check_bind_host(live.sim.host, key="broker.live.sim.host")
         return
-    assert live.url is not None  # parse_config has made sure that kind "alpaca" names all four
-    assert live.stream_url is not None
-    assert live.key_id_file is not None
-    assert live.secret_key_file is not None
-    _check_url(live.url, key="broker.live.url", schemes=("http", "https"))
-    _check_url(live.stream_url, key="broker.live.stream_url", schemes=("ws", "wss"))
-    if live.data_url is not None:
-        _check_url(live.data_url, key="broker.live.data_url", schemes=("http", "https"))
-    key_id = read_secret(config, live.key_id_file, key="broker.live.key_id_file")
-    read_secret(config, live.secret_key_file, key="broker.live.secret_key_file")
-    check_live_account(
-        url=live.url.rstrip("/"), key_id=key_id, kind=live.kind, rehearsal=live.rehearsal
-    )
+    url, key_id = _check_alpaca_account(config, live, key="broker.live")
+    check_live_account(url=url, key_id=key_id, kind=live.kind, rehearsal=live.rehearsal)
+
+
+def _check_alpaca_account(
+    config: Config, account: BrokerConfig | LiveAccountConfig, *, key: str
+) -> tuple[str, str]:
+    """An Alpaca-compatible account's URLs and secret files; its URL and key id."""
+    assert account.url is not None  # parse_config has made sure that kind "alpaca" names all four
+    assert account.stream_url is not None
+    _check_url(account.url, key=f"{key}.url", schemes=("http", "https"))
+    _check_url(account.stream_url, key=f"{key}.stream_url", schemes=("ws", "wss"))
+    if account.data_url is not None:
+        _check_url(account.data_url, key=f"{key}.data_url", schemes=("http", "https"))
+    endpoint = alpaca_endpoint(config, account, key=key)
+    return endpoint.url, endpoint.key_id
 
 
 def _check_url(url: str, *, key: str, schemes: tuple[str, ...]) -> None:
