@@ -59,6 +59,9 @@ EXPIRY_SWEEP_S: Final = 0.25
 """How often queued orders are checked against their deadline."""
 QUOTE_RETRY_S: Final = 1.0
 """After a failed quote fetch, that symbol is not fetched again for this long."""
+QUOTE_USABLE_SHARE: Final = 0.9
+"""A quote older than this share of ``quote_max_age_s`` is fetched before deciding: one
+just under the limit could age past it between this check and the guardian's."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ class BrokerGateway(Actor):
         self._last_stream_event = time.monotonic()
         self.quotes: dict[str, Quote] = {}
         self._quote_failures: dict[str, float] = {}
+        self._requote: set[str] = set()
+        self._requote_wake = anyio.Event()
         self.recovered = anyio.Event()
         self.stream_connects = self.posts = self.expired = 0
         self.gate_passes: deque[tuple[float, str]] = deque(maxlen=1024)
@@ -183,21 +188,40 @@ class BrokerGateway(Actor):
     # ------------------------------------------------------------------ quotes
 
     async def fresh_quotes(self, symbols: set[str], *, max_age_s: float) -> None:
-        """Make sure the quote cache holds a quote younger than ``max_age_s`` for each symbol.
+        """Make sure the quote cache holds a usable quote (``max_age_s``) for each symbol.
+
+        Only a symbol without one waits for a fetch. One past half its age is still
+        usable: it is re-quoted in the background, so no decision waits for market
+        data while a usable quote is at hand.
 
         Market data is a separate Alpaca service with its own limits, so this does not
         draw on the trading token bucket. A failed fetch leaves the cache as it was: the
         guardian then rejects for want of a usable quote, saying so.
         """
         now = time.time()
-        stale = sorted(
-            s
-            for s in symbols
-            if (s not in self.quotes or now - self.quotes[s].ts > max_age_s / 2)
-            and now - self._quote_failures.get(s, 0.0) > QUOTE_RETRY_S
-        )
-        if not stale:
-            return
+        missing: list[str] = []
+        for s in symbols:
+            if now - self._quote_failures.get(s, 0.0) <= QUOTE_RETRY_S:
+                continue
+            age = now - self.quotes[s].ts if s in self.quotes else None
+            if age is None or age > max_age_s * QUOTE_USABLE_SHARE:
+                missing.append(s)
+            elif age > max_age_s / 2:
+                self._requote.add(s)
+                self._requote_wake.set()
+        if missing:
+            await self._fetch_quotes(sorted(missing))
+
+    async def _requote_aging(self) -> None:
+        """Re-quote, in the background, symbols whose quotes are usable but aging."""
+        while True:
+            await self._requote_wake.wait()
+            self._requote_wake = anyio.Event()
+            symbols, self._requote = sorted(self._requote), set()
+            await self._fetch_quotes(symbols)
+
+    async def _fetch_quotes(self, stale: list[str]) -> None:
+        now = time.time()
         result = await self._adapter.latest_quotes(stale, now)
         if not isinstance(result, Ok):
             # Remembered for a moment: a data outage must not cost every intent a timeout.
@@ -205,7 +229,9 @@ class BrokerGateway(Actor):
                 self._quote_failures[symbol] = time.time()
             log.warning("quotes.fetch_failed", symbols=stale, error=result.detail[:200])
             return
-        self.quotes.update(result.value)
+        for symbol, quote in result.value.items():  # a slower fetch never puts an older back
+            if symbol not in self.quotes or quote.ts >= self.quotes[symbol].ts:
+                self.quotes[symbol] = quote
 
     # ------------------------------------------------------------------ actor body
 
@@ -224,6 +250,7 @@ class BrokerGateway(Actor):
             tg.start_soon(self._reconcile_loop)
             tg.start_soon(self._poll_account)
             tg.start_soon(self._expire_queued)
+            tg.start_soon(self._requote_aging)
 
     async def _feed_submissions(self) -> None:
         async for job in self._inputs[0]:

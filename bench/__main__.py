@@ -3,7 +3,9 @@
 1. MQTT floor: a bare aiomqtt echo (decode JSON, publish back) in its own process,
    against tradeguard's intent -> decision event (journaled, fsync'd) in its own process.
 2. Broker floor: a direct alpaca-py ``submit_order`` to the paper venue (its own
-   process), against intent -> the order event saying the venue accepted it.
+   process), against intent -> the order event saying the venue accepted it; and the
+   goal's own measure, the time to the order's arrival at the venue (the venue's
+   ``submitted_at``, same wall clock) from ``submit_order``'s call and from the intent.
 3. Kill switch: a global engage -> the retained engaged state, idle and while three
    ``mosquitto_pub -l`` clients flood 30,000 intents (engage 1 s in), beside the floor.
 4. READY after a restart with 10,000 open orders, beside an empty-journal start.
@@ -28,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +96,16 @@ def row(name: str, samples: list[float], base: list[float] | None) -> str:
     return f"| {name:<40} | {p50:8.3f} | {p99:8.3f} | {p50 / b50:8.2f} | {p99 / b99:8.2f} |"
 
 
-async def direct_submits(base_url: str, rounds: int) -> list[float]:
-    """alpaca-py straight to the venue: the floor for placing one order."""
+def arrival_ms(sent: float, order: dict[str, Any]) -> float:
+    """Milliseconds from ``sent`` (``time.time()``) to the venue's stamp of the order's arrival.
+
+    The venue is a process on this machine, so its stamp and ``sent`` share one clock.
+    """
+    return (datetime.fromisoformat(order["submitted_at"]).timestamp() - sent) * 1000
+
+
+async def direct_submits(base_url: str, rounds: int) -> tuple[list[float], list[float]]:
+    """alpaca-py straight to the venue, the floor for placing one order: round trips, arrivals."""
     from alpaca.trading.client import TradingClient  # noqa: PLC0415
     from alpaca.trading.enums import OrderSide, TimeInForce  # noqa: PLC0415
     from alpaca.trading.requests import LimitOrderRequest  # noqa: PLC0415
@@ -102,7 +113,7 @@ async def direct_submits(base_url: str, rounds: int) -> list[float]:
     client = TradingClient("PKBENCH", "bench", raw_data=True, url_override=base_url)
     run = time.time_ns()
 
-    def submit(i: int) -> float:
+    def submit(i: int) -> tuple[float, float]:
         request = LimitOrderRequest(
             symbol="AAPL",
             qty=1,
@@ -111,12 +122,27 @@ async def direct_submits(base_url: str, rounds: int) -> list[float]:
             limit_price=1.0,
             client_order_id=f"direct-{run}-{i}",
         )
-        started = time.perf_counter()
-        client.submit_order(request)
-        return (time.perf_counter() - started) * 1000
+        sent, started = time.time(), time.perf_counter()
+        order = client.submit_order(request)
+        assert isinstance(order, dict)  # raw_data
+        return (time.perf_counter() - started) * 1000, arrival_ms(sent, order)
 
     samples = [await anyio.to_thread.run_sync(submit, i) for i in range(rounds + WARMUP)]
-    return samples[WARMUP:]
+    return [s[0] for s in samples[WARMUP:]], [s[1] for s in samples[WARMUP:]]
+
+
+async def venue_arrivals(base_url: str, paths: IntentPaths, rounds: int) -> list[float]:
+    """Intent sent -> its order's arrival at the venue, for the ``o`` intents measured."""
+    from alpaca.trading.client import TradingClient  # noqa: PLC0415
+
+    client = TradingClient("PKBENCH", "bench", raw_data=True, url_override=base_url)
+
+    def arrival(i: int) -> float:
+        order = client.get_order_by_client_id(f"b1-o-{paths.run}-{i}")
+        assert isinstance(order, dict)  # raw_data
+        return arrival_ms(paths.sent[i], order)
+
+    return [await anyio.to_thread.run_sync(arrival, i) for i in range(WARMUP, rounds + WARMUP)]
 
 
 def flood_file(workdir: Path, sid: str, run: int) -> Path:
@@ -207,6 +233,11 @@ class IntentPaths:
     def __init__(self, link: MqttLink, run: int) -> None:
         self.link = link
         self.run = run
+        self.sent: dict[int, float] = {}
+        """``time.time()`` as each ``o`` intent left, for its arrival at the venue."""
+        self.started: dict[int, float] = {}
+        self.settled_decisions: list[float] = []
+        """``o`` intent -> its acceptance (ms), each sent once the order before it settled."""
 
     def intent(self, i: int, tag: str) -> bytes:
         # A resting buy 2-4 % under the market: within every limit, never filled,
@@ -246,7 +277,9 @@ class IntentPaths:
         await self.link.publish("bench/v1/strategy/b1/intent", msgspec.json.encode(body))
 
     async def order_send(self, i: int) -> None:
-        await self.link.publish("bench/v1/strategy/b1/intent", self.intent(i, "o"))
+        payload = self.intent(i, "o")
+        self.sent[i], self.started[i] = time.time(), time.perf_counter()
+        await self.link.publish("bench/v1/strategy/b1/intent", payload)
 
     @staticmethod
     def echoed(_i: int, m: Received) -> bool:
@@ -265,11 +298,10 @@ class IntentPaths:
 
     def at_venue(self, i: int, m: Received) -> bool:
         self.refuse_rejections(i, m, "o")
-        return (
-            f'"o-{self.run}-{i}"'.encode() in m.payload
-            and b'"type":"order"' in m.payload
-            and b'"status":"accepted"' in m.payload
-        )
+        ours = f'"o-{self.run}-{i}"'.encode() in m.payload
+        if ours and b'"type":"accepted"' in m.payload and i >= WARMUP:
+            self.settled_decisions.append((time.perf_counter() - self.started[i]) * 1000)
+        return ours and b'"type":"order"' in m.payload and b'"status":"accepted"' in m.payload
 
 
 @dataclass
@@ -279,8 +311,11 @@ class Results:
     floor: list[float]
     refusal: list[float]
     decision: list[float]
+    settled_decision: list[float]
     direct: list[float]
     through: list[float]
+    direct_arrival: list[float]
+    through_arrival: list[float]
     idle: list[float]
     flooded: list[float]
     commit: list[float]
@@ -298,15 +333,28 @@ async def measure_all(endpoint: MqttEndpoint, workdir: Path, base_url: str, roun
             floor = await measure(link, paths.echo_send, paths.echoed, rounds)
             refusal = await measure(link, paths.stale_send, paths.rejected, rounds)
             decision = await measure(link, paths.decision_send, paths.decided, rounds)
-            direct = await direct_submits(base_url, rounds)
+            direct, direct_arrival = await direct_submits(base_url, rounds)
             through = await measure(link, paths.order_send, paths.at_venue, rounds)
+            through_arrival = await venue_arrivals(base_url, paths, rounds)
     async with MqttLink(endpoint) as kill_link:
         with anyio.fail_after(600):
             idle, flooded = await engages(kill_link, endpoint.port, workdir)
     commit = bare_commits(workdir / "bare.db", rounds)
     ready_empty, ready_full = await ready.measure(endpoint.port, READY_ORDERS)
     return Results(
-        floor, refusal, decision, direct, through, idle, flooded, commit, ready_empty, ready_full
+        floor,
+        refusal,
+        decision,
+        paths.settled_decisions,
+        direct,
+        through,
+        direct_arrival,
+        through_arrival,
+        idle,
+        flooded,
+        commit,
+        ready_empty,
+        ready_full,
     )
 
 
@@ -338,8 +386,11 @@ def report(rounds: int, r: Results) -> None:
     print(row("bare SQLite commit (WAL, FULL)", r.commit, None))
     both = [f + c for f, c in zip(sorted(r.floor), sorted(r.commit), strict=False)]
     print(row("acceptance vs echo + bare commit", r.decision, both))
+    print(row("acceptance, no order in flight (tg)", r.settled_decision, both))
     print(row("alpaca-py submit_order -> venue (direct)", r.direct, None))
     print(row("intent -> order accepted by venue (tg)", r.through, r.direct))
+    print(row("submit_order -> arrival at venue (direct)", r.direct_arrival, None))
+    print(row("intent -> arrival at venue (tg)", r.through_arrival, r.direct_arrival))
     print(row(f"engage -> retained state, idle ({len(r.idle)})", r.idle, r.floor))
     print(row(f"engage -> state, 30k-intent flood ({len(r.flooded)})", r.flooded, r.floor))
     print(row("rejection, no open orders (restarted tg)", r.ready_empty.rejections_ms, None))
@@ -350,6 +401,8 @@ def report(rounds: int, r: Results) -> None:
             r.ready_empty.rejections_ms,
         )
     )
+    added = statistics.median(r.through_arrival) - statistics.median(r.direct_arrival)
+    print(f"\nadded latency to the venue over direct alpaca-py: p50 {added:+.2f} ms")
     print(
         f"\nREADY (process start -> READY line, Alpaca's limits): empty journal "
         f"{r.ready_empty.ready_s:.2f} s; {READY_ORDERS} open orders in the journal and at "
