@@ -150,12 +150,11 @@ class BrokerGateway(Actor):
         self._inputs, self._workers = (submissions, cancels, kill_changes), workers
         self._jobs = JobQueue()
         self._posts = PostsInFlight()
-        self._reconcile_now = anyio.Event()
         self._last_stream_event = time.monotonic()
         self.quotes: dict[str, Quote] = {}
         self._quote_failures: dict[str, float] = {}
-        self._requote: set[str] = set()
-        self._requote_wake = anyio.Event()
+        self._requote: set[str] = set()  # usable quotes to refresh in the background
+        self._reconcile_now, self._requote_wake = anyio.Event(), anyio.Event()
         self.recovered = anyio.Event()
         self.stream_connects = self.posts = self.expired = 0
         self.gate_passes: deque[tuple[float, str]] = deque(maxlen=1024)

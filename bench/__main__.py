@@ -13,8 +13,10 @@
    held at p99 <= 25 ms, for rejections and for acceptances.
 6. Release storm (:mod:`bench.release_storm`): intent latency during a storm of forged
    releases, against the same without it.
-All over one loopback mosquitto with TCP_NODELAY on both sides (5 and 6 each on one of
-their own, with daemons of their own).
+7. Engage under load (:mod:`bench.engage_load`): engage latency while intents arrive at
+   the highest rate (3) sustained on this machine, with enough engages for a p99.
+All over one loopback mosquitto with TCP_NODELAY on both sides (5, 6 and 7 each on one
+of their own, with daemons of their own).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ import anyio
 import msgspec
 
 from actors.admin_code import hash_code
-from bench import ready, release_storm, throughput
+from bench import engage_load, ready, release_storm, throughput
+from bench.engage_load import engage_once
 from bench.rig import (
     daemon_config,
     local_url,
@@ -61,7 +64,6 @@ FLOODS = 8
 FLOOD_PER_CLIENT = 10_000
 CODE = "bench-admin-code"
 KILL_STATE = "bench/v1/kill/state"
-KILL_COMMAND = "bench/v1/kill/command"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -158,29 +160,11 @@ def flood_file(workdir: Path, sid: str, run: int) -> Path:
     return path
 
 
-async def engage_once(link: MqttLink, messages: Any) -> float:
-    """Engage, wait for the retained engaged state, release; the engage's latency in ms."""
-    started = time.perf_counter()
-    await link.publish(KILL_COMMAND, b'{"type":"engage","scope":"global","source":"bench"}')
-    while True:
-        message = await anext(messages)
-        if message.topic == KILL_STATE and b'"global":{"engaged":true' in message.payload:
-            break
-    took = (time.perf_counter() - started) * 1000
-    await link.publish(
-        KILL_COMMAND, msgspec.json.encode({"type": "disengage", "scope": "global", "code": CODE})
-    )
-    while True:
-        message = await anext(messages)
-        if message.topic == KILL_STATE and b'"global":{"engaged":false' in message.payload:
-            return took
-
-
 async def engages(link: MqttLink, port: int, workdir: Path) -> tuple[list[float], list[float]]:
     """Engage latency idle, and 1 s into a flood of 30,000 intents from three clients."""
     await link.subscribe(KILL_STATE)
     messages = link.messages()
-    idle = [await engage_once(link, messages) for _ in range(ENGAGES_IDLE)]
+    idle = [await engage_once(link, messages, "bench", CODE) for _ in range(ENGAGES_IDLE)]
     pub = shutil.which("mosquitto_pub") or str(Path(find_mosquitto()).with_name("mosquitto_pub"))
     flooded: list[float] = []
     for run in range(FLOODS):
@@ -203,7 +187,7 @@ async def engages(link: MqttLink, port: int, workdir: Path) -> tuple[list[float]
                     )
                 )
         await anyio.sleep(1.0)
-        flooded.append(await engage_once(link, messages))
+        flooded.append(await engage_once(link, messages, "bench", CODE))
         for client in clients:
             await anyio.to_thread.run_sync(client.wait)
     return idle, flooded
@@ -438,7 +422,8 @@ async def main(rounds: int, load_seconds: float) -> None:
         report(rounds, results)
         tg.cancel_scope.cancel()
     print(f"\n{await throughput.main(throughput.Settings(seconds=load_seconds))}", flush=True)
-    print(f"\n{await release_storm.main(load_seconds, release_storm.RATE)}")
+    print(f"\n{await release_storm.main(load_seconds, release_storm.RATE)}", flush=True)
+    print(f"\n{await engage_load.main(load_seconds, engage_load.RATE)}")
 
 
 if __name__ == "__main__":
