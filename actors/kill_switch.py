@@ -28,6 +28,7 @@ from actors.channels import (
     KillSettled,
     ModeChange,
     Publish,
+    receive_batch,
 )
 from actors.core.kill_rules import (
     Privileged,
@@ -63,6 +64,8 @@ log = structlog.get_logger(__name__)
 
 PRIVILEGED_QUEUE: Final = 256
 """Commands waiting for a code check; more are refused (and audited) at once."""
+REFUSALS_QUEUE: Final = 4096
+"""Refusals waiting to be journaled and published (each group in one commit)."""
 
 
 class KillSwitchAuthority(Actor):
@@ -120,6 +123,11 @@ class KillSwitchAuthority(Actor):
         self._privileged_send, self._privileged_receive = anyio.create_memory_object_stream[
             InboundKillCommand
         ](PRIVILEGED_QUEUE)
+        # Refusals change nothing: their own task journals them in groups, in the normal
+        # lane, so a flood of bad commands never puts a commit ahead of an engage.
+        self._refusals, self._refusals_receive = anyio.create_memory_object_stream[AuditRecord](
+            REFUSALS_QUEUE
+        )
         self._engages: dict[str, int] = {}
         self._reset_circuit = reset_circuit
         self._approvals = dict(approvals or {})
@@ -133,6 +141,7 @@ class KillSwitchAuthority(Actor):
         await self._publish_state()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._consume_privileged)
+            tg.start_soon(self._record_refusals)
             if self._settlements is not None:
                 tg.start_soon(self._consume_settlements)
             async for inbound in self._commands:
@@ -562,8 +571,14 @@ class KillSwitchAuthority(Actor):
         )
 
     async def _audit(self, record: AuditRecord) -> None:
-        await self._journal.write(AuditRow(record=record), urgent=True)
-        await self._publish_audit(record)
+        """Record a refusal: journaled, then published, by :meth:`_record_refusals`."""
+        await self._refusals.send(record)
+
+    async def _record_refusals(self) -> None:
+        while (batch := await receive_batch(self._refusals_receive, 256)) is not None:
+            await self._journal.write(*(AuditRow(record=record) for record in batch))
+            for record in batch:
+                await self._publish_audit(record)
 
     async def _refuse(self, kind: str, strategy_id: str | None, **fields: Any) -> None:
         """Audit a refused command (journaled, then published): see :func:`refusal`."""

@@ -9,6 +9,7 @@ Only the MQTT session's modules (``daemon/mqtt_*.py``) import aiomqtt.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import ssl
@@ -26,6 +27,24 @@ NODELAY: Final = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 """Without it a QoS 1 round trip on loopback costs ~88 ms (Nagle + delayed ACK)."""
 MAX_QUEUED_INCOMING: Final = 4096
 """aiomqtt's own inbound queue, for QoS 0 messages that flow control cannot hold back."""
+
+
+class InboundQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's inbound queue: bounded for QoS 0, never full for QoS 1 and 2.
+
+    A QoS 1 message is acknowledged once routed and the broker holds the rest back
+    (Receive Maximum), so those are bounded by the broker's queue for the connection.
+    But mosquitto 2.0.11 was seen sending far past Receive Maximum while PUBACKs flow,
+    and aiomqtt drops what overflows its queue: unacknowledged, not redelivered in the
+    session; an engage behind a flood of commands was lost that way. Nothing holds
+    QoS 0 back, so only QoS 0 is dropped beyond ``MAX_QUEUED_INCOMING``.
+    """
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        """Queue ``item``; a QoS 0 message beyond the bound raises ``QueueFull``."""
+        if item.qos == 0 and self.qsize() >= MAX_QUEUED_INCOMING:
+            raise asyncio.QueueFull
+        super().put_nowait(item)
 
 
 class MqttEndpoint:
@@ -110,7 +129,7 @@ class MqttEndpoint:
             tls_context=self.tls_context,
             socket_options=(NODELAY,),
             timeout=10,
-            max_queued_incoming_messages=MAX_QUEUED_INCOMING,
+            queue_type=InboundQueue,  # unbounded but for QoS 0: see InboundQueue
         )
 
 

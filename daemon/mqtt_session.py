@@ -12,10 +12,12 @@ aiomqtt 2 does not reconnect by itself, so each plane runs the documented loop: 
 new client per attempt, capped jittered back-off, re-subscribe, and re-publish of
 the retained state it has published before.
 
-Flow control on the data plane: intents are acknowledged (PUBACK) only once they
-have been routed, and the CONNECT packet sets Receive Maximum, so the broker has at
-most that many unacknowledged intents on their way to us. A flood waits in the
-broker (bounded by its ``max_queued_messages``), not in our memory.
+Flow control on both planes: a message is acknowledged (PUBACK) only once it has
+been routed, and the CONNECT packet sets Receive Maximum, so the broker has at most
+that many unacknowledged messages on their way to us. A flood waits in the broker
+(bounded by its ``max_queued_messages``), not in our memory, and nothing is
+acknowledged that was not taken: an engage behind a flood of commands is late, never
+lost.
 
 Inbound payloads are decoded and routed by :class:`~daemon.mqtt_inbound.InboundRouter`
 (which answers on its own what needs no trading state); where and how to connect is
@@ -151,6 +153,13 @@ class MqttSession(Actor):
             username=endpoint.username,
             password=endpoint.password,
         )
+        # Both planes: at most this many unacknowledged, so the broker holds a flood.
+        control = control.with_identity(
+            client_id=control.client_id,
+            username=control.username,
+            password=control.password,
+            receive_maximum=RECEIVE_MAXIMUM,
+        )
         self._data = _Connection(Plane.DATA, data_endpoint, outbound)
         self._control = _Connection(Plane.CONTROL, control, control_outbound)
         self._topics = topics
@@ -240,9 +249,9 @@ class MqttSession(Actor):
                 else None
             )
             client = conn.endpoint.client(will=will)
-            if conn.plane is Plane.DATA:
-                # PUBACK once routed: with Receive Maximum this is end-to-end flow control.
-                client._client.manual_ack_set(on=True)  # noqa: SLF001  # aiomqtt has no switch
+            # PUBACK once routed: with Receive Maximum this is end-to-end flow control. On
+            # arrival, a flood beyond aiomqtt's queue would be acknowledged, then discarded.
+            client._client.manual_ack_set(on=True)  # noqa: SLF001  # aiomqtt has no switch
             failure: BaseException | None = None
             try:
                 async with client:
@@ -297,7 +306,7 @@ class MqttSession(Actor):
             subscriptions=len(filters),
         )
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._receive, conn, client)
+            tg.start_soon(self._receive, client)
             await self._publish_outbound(conn, client)
             if conn.plane is Plane.DATA:
                 # Outbound ended: the daemon is shutting down. Say so, then leave cleanly.
@@ -334,7 +343,7 @@ class MqttSession(Actor):
                 conn.unacked[conn.seq] = message
                 await window.send(conn.seq, message)
 
-    async def _receive(self, conn: _Connection, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: aiomqtt.Client) -> None:
         paho = client._client  # noqa: SLF001  # manual PUBACKs: aiomqtt exposes no ack()
         async for message in client.messages:
             payload = message.payload
@@ -342,7 +351,7 @@ class MqttSession(Actor):
             taken = await self._inbound.route(
                 str(message.topic), body, retained=bool(message.retain)
             )
-            if taken and conn.plane is Plane.DATA and message.qos > 0:
+            if taken and message.qos > 0:
                 # Not taken (shutting down): no PUBACK, so the broker keeps the intent in our
                 # persistent session and delivers it again after the restart.
                 paho.ack(message.mid, message.qos)

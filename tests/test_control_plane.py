@@ -407,3 +407,46 @@ async def test_kill9_during_a_rate_limited_backlog_loses_and_doubles_nothing(
                 assert online_after < 5.0, online_after
         finally:
             daemon.stop_quietly()
+
+
+async def test_an_engage_behind_a_flood_of_bad_commands_is_not_lost(
+    own_mosquitto: Mosquitto, prefix: str, tmp_path: Path
+) -> None:
+    """9,000 unreadable commands queued at the broker ahead of an engage: none is dropped.
+
+    The control plane acknowledges a command only once routed and takes at most its
+    Receive Maximum at a time: the broker holds the rest. Acknowledged on arrival, the
+    commands beyond the client library's queue were acknowledged and thrown away, and
+    an engage among them with them. Each refusal is still journaled and audited.
+    """
+    t = Topics(prefix)
+    flood = 9_000  # within the broker's queue for one connection (10,000)
+    lines = tmp_path / "bad.lines"
+    lines.write_text("not a command\n" * flood)
+    async with running_venue(realistic_venue()) as venue:
+        tables = trading_tables(own_mosquitto, prefix, tmp_path, venue.base_url)
+        async with (
+            running_daemon(write_config(tmp_path, tables)) as daemon,
+            probe(own_mosquitto, t.kill_state) as p,
+        ):
+            pub = shutil.which("mosquitto_pub") or str(
+                Path(find_mosquitto()).with_name("mosquitto_pub")
+            )
+            with lines.open("rb") as source:
+                # Returns once the broker has every one: the engage is queued behind them.
+                await anyio.to_thread.run_sync(
+                    lambda: subprocess.run(
+                        [pub, "-p", str(own_mosquitto.port), "-q", "1", "-l", "-t", t.kill_command],
+                        stdin=source,
+                        check=True,
+                    )
+                )
+            await engage_and_time(p, t)  # waits for the engaged state (10 s at most)
+
+            def refused() -> int:
+                rows = daemon.journal.query(
+                    "SELECT count(*) FROM audit WHERE type = 'kill.invalid_command'"
+                )
+                return int(rows[0][0])
+
+            await poll_until(lambda: refused() == flood)
