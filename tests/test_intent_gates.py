@@ -64,7 +64,7 @@ def test_waiting_in_the_daemon_counts_even_without_a_ts_and_wins_over_it() -> No
     assert waited == [
         Reason(
             code=C.STALE_INTENT,
-            message="intent waited 7.0 s in the daemon (limit 5 s): the broker was not reachable",
+            message="intent waited 7.0 s in the daemon before it could be decided (limit 5 s)",
         )
     ]
     old = OrderIntent(intent_id="i-6", symbol="AAPL", side="buy", qty=1.0, ts=NOW - 60.0)

@@ -61,8 +61,8 @@ def _staleness(
     """Why the intent is too old (or too far ahead) to trade, or None."""
     if received_at is not None and now - received_at > max_age:
         return (
-            f"intent waited {now - received_at:.1f} s in the daemon "
-            f"(limit {max_age:g} s): the broker was not reachable"
+            f"intent waited {now - received_at:.1f} s in the daemon before it could be "
+            f"decided (limit {max_age:g} s)"
         )
     if intent.ts is not None and abs(now - intent.ts) > max_age:
         direction = "old" if intent.ts < now else "in the future"
