@@ -141,8 +141,8 @@ def report(idle: list[float], loaded: list[float], step: Step, seconds: float) -
             (
                 f"stream: {step.sent} intents sent ({step.sent_per_s:.0f}/s), "
                 f"{len(step.latencies_ms)} answered STALE_INTENT (p99 "
-                f"{step.latency(0.99):.2f} ms), {others} answered otherwise (KILL_SWITCH while "
-                "engaged) or not at all"
+                f"{percentile(step.latencies_ms, 0.99):.2f} ms), {others} answered otherwise "
+                "(KILL_SWITCH while engaged) or not at all"
             ),
             "(goal to compare against: p99 <= 5 ms idle, <= 20 ms at the highest sustained rate)",
         ]
