@@ -107,6 +107,15 @@ class MqttEndpoint:
             receive_maximum=receive_maximum,
         )
 
+    def limited(self, receive_maximum: int) -> MqttEndpoint:
+        """The same endpoint and identity, announcing ``receive_maximum`` (MQTT 5)."""
+        return self.with_identity(
+            client_id=self.client_id,
+            username=self.username,
+            password=self.password,
+            receive_maximum=receive_maximum,
+        )
+
     def client(
         self, *, will: aiomqtt.Will | None = None, clean_start: bool = False
     ) -> aiomqtt.Client:

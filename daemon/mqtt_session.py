@@ -142,24 +142,14 @@ class MqttSession(Actor):
     ) -> None:
         """Wire the session; see the class docstring for the channels."""
         super().__init__("mqtt_session", halt=halt)
-        data_endpoint = endpoint.with_identity(
-            client_id=endpoint.client_id,
-            username=endpoint.username,
-            password=endpoint.password,
-            receive_maximum=RECEIVE_MAXIMUM,
-        )
+        # Both planes: at most this many unacknowledged, so the broker holds a flood.
+        data_endpoint = endpoint.limited(RECEIVE_MAXIMUM)
         control = control_endpoint or endpoint.with_identity(
             client_id=f"{endpoint.client_id}-control",
             username=endpoint.username,
             password=endpoint.password,
         )
-        # Both planes: at most this many unacknowledged, so the broker holds a flood.
-        control = control.with_identity(
-            client_id=control.client_id,
-            username=control.username,
-            password=control.password,
-            receive_maximum=RECEIVE_MAXIMUM,
-        )
+        control = control.limited(RECEIVE_MAXIMUM)
         self._data = _Connection(Plane.DATA, data_endpoint, outbound)
         self._control = _Connection(Plane.CONTROL, control, control_outbound)
         self._topics = topics
