@@ -21,7 +21,6 @@ stream's counted load lasts.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -33,15 +32,7 @@ import msgspec
 
 from actors.admin_code import hash_code
 from bench.open_loop import LoadPlan, Step, run_clients
-from bench.rig import (
-    daemon_config,
-    local_url,
-    start_daemon,
-    start_venue,
-    stop,
-    write_daemon_config,
-)
-from daemon.embedded_broker import EmbeddedMosquitto
+from bench.rig import lifted_daemon, own_broker
 from daemon.mqtt_session import MqttEndpoint, MqttLink, Received
 
 PREFIX = "engage"
@@ -49,7 +40,6 @@ RATE = 1500.0
 SECONDS = 10.0
 IDLE = 40
 CODE = "engage-bench-admin-code"
-UNLIMITED_PER_MIN = 1_000_000
 TABLES = (
     # Every check stays on; the stream is faster than a strategy may by default.
     "[risk]\nmax_intents_per_second = 100000.0\n"
@@ -151,51 +141,31 @@ def report(idle: list[float], loaded: list[float], step: Step, seconds: float) -
 
 async def measure(port: int, venue_port: int, seconds: float, rate: float) -> str:
     """A venue and a daemon on ``port``'s broker; idle engages, then under the stream."""
+    endpoint = MqttEndpoint(host="127.0.0.1", port=port, client_id="engager")
+    plan = LoadPlan(
+        port=port, prefix=PREFIX, strategies=("s1", "s2"), kind="stale", rate=rate, seconds=seconds
+    )
     with tempfile.TemporaryDirectory(prefix="tg-engage-") as workdir:
-        venue = await start_venue(venue_port, rate_limit=UNLIMITED_PER_MIN, quiet=True)
-        config = daemon_config(
-            Path(workdir),
-            mqtt_port=port,
-            venue_url=local_url(venue_port),
-            topic_prefix=PREFIX,
-            tables=TABLES,
-            client_id="tradeguard-engage",
-            rate_limit_per_min=float(UNLIMITED_PER_MIN),
-        )
-        path = write_daemon_config(Path(workdir), "engage", key_id="PKENGAGE", config=config)
-        daemon = await start_daemon(path, quiet=True)
-        endpoint = MqttEndpoint(host="127.0.0.1", port=port, client_id="engager")
-        plan = LoadPlan(
-            port=port,
-            prefix=PREFIX,
-            strategies=("s1", "s2"),
-            kind="stale",
-            rate=rate,
-            seconds=seconds,
-        )
-        try:
-            async with MqttLink(endpoint) as link, anyio.create_task_group() as tg:
-                await link.subscribe(f"{PREFIX}/v1/kill/state")
-                messages = link.messages()
-                idle = [await engage_once(link, messages, PREFIX, CODE) for _ in range(IDLE)]
-                engager = Engager(link, messages)
-                tg.start_soon(engager.run, seconds)
-                step = await run_clients(plan, lambda at: engager.begin(at + plan.warmup_s))
-        finally:
-            stop(daemon, venue)
+        async with (
+            lifted_daemon(
+                Path(workdir), mqtt_port=port, venue_port=venue_port, prefix=PREFIX, tables=TABLES
+            ),
+            MqttLink(endpoint) as link,
+            anyio.create_task_group() as tg,
+        ):
+            await link.subscribe(f"{PREFIX}/v1/kill/state")
+            messages = link.messages()
+            idle = [await engage_once(link, messages, PREFIX, CODE) for _ in range(IDLE)]
+            engager = Engager(link, messages)
+            tg.start_soon(engager.run, seconds)
+            step = await run_clients(plan, lambda at: engager.begin(at + plan.warmup_s))
     return report(idle, engager.latencies_ms, step, seconds)
 
 
 async def main(seconds: float, rate: float) -> str:
     """A loopback mosquitto of its own, the measurement; the report."""
-    with tempfile.TemporaryDirectory(prefix="tg-engage-mqtt-") as workdir:
-        port = 28000 + os.getpid() % 1000
-        broker = EmbeddedMosquitto(state_dir=Path(workdir), port=port)
-        async with anyio.create_task_group() as tg:
-            await tg.start(broker.run)
-            text = await measure(port, port + 1000, seconds, rate)
-            tg.cancel_scope.cancel()
-    return text
+    async with own_broker("engage", 28000) as port:
+        return await measure(port, port + 1000, seconds, rate)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -34,15 +33,7 @@ import msgspec
 
 from actors.admin_code import hash_code
 from bench.open_loop import LoadPlan, Step, run_clients
-from bench.rig import (
-    daemon_config,
-    local_url,
-    start_daemon,
-    start_venue,
-    stop,
-    write_daemon_config,
-)
-from daemon.embedded_broker import EmbeddedMosquitto
+from bench.rig import lifted_daemon, own_broker
 from daemon.mqtt_session import MqttEndpoint, MqttLink
 
 PREFIX = "storm"
@@ -51,7 +42,6 @@ SECONDS = 10.0
 WINDOW = 200
 """Forged releases sent but not yet audited, at most (the daemon queues 256 for checks)."""
 GOAL_MS = 5.0
-UNLIMITED_PER_MIN = 1_000_000
 TABLES = (
     # Every check stays on; the steady stream is faster than a strategy may by default.
     "[risk]\nmax_intents_per_second = 100000.0\n"
@@ -236,37 +226,19 @@ def report(phases: Phases, storm: Storm, seconds: float, rate: float) -> str:
 async def measure(port: int, venue_port: int, seconds: float, rate: float) -> str:
     """A venue and a daemon on ``port``'s broker; the three phases; the report."""
     with tempfile.TemporaryDirectory(prefix="tg-storm-") as workdir:
-        venue = await start_venue(venue_port, rate_limit=UNLIMITED_PER_MIN, quiet=True)
-        config = daemon_config(
-            Path(workdir),
-            mqtt_port=port,
-            venue_url=local_url(venue_port),
-            topic_prefix=PREFIX,
-            tables=TABLES,
-            client_id="tradeguard-storm",
-            rate_limit_per_min=float(UNLIMITED_PER_MIN),
-        )
-        path = write_daemon_config(Path(workdir), "storm", key_id="PKSTORM", config=config)
-        daemon = await start_daemon(path, quiet=True)
-        try:
+        async with lifted_daemon(
+            Path(workdir), mqtt_port=port, venue_port=venue_port, prefix=PREFIX, tables=TABLES
+        ):
             before = await stream(port, seconds, rate)
             during, storm = await stream_under_storm(port, seconds, rate)
             after = await stream(port, seconds, rate)
-        finally:
-            stop(daemon, venue)
     return report(Phases(before, during, after), storm, seconds, rate)
 
 
 async def main(seconds: float, rate: float) -> str:
     """A loopback mosquitto of its own, the measurement; the report."""
-    with tempfile.TemporaryDirectory(prefix="tg-storm-mqtt-") as workdir:
-        port = 26000 + os.getpid() % 1000
-        broker = EmbeddedMosquitto(state_dir=Path(workdir), port=port)
-        async with anyio.create_task_group() as tg:
-            await tg.start(broker.run)
-            text = await measure(port, port + 1000, seconds, rate)
-            tg.cancel_scope.cancel()
-    return text
+    async with own_broker("storm", 26000) as port:
+        return await measure(port, port + 1000, seconds, rate)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

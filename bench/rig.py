@@ -7,14 +7,22 @@ a paper venue on a loopback mosquitto; they differ only in the tables after
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 
+from daemon.embedded_broker import EmbeddedMosquitto
+
 BIN = Path(sys.executable).parent
 """The venv's scripts (``tradeguard``)."""
+UNLIMITED_PER_MIN = 1_000_000
+"""The broker's and the venue's request limits, lifted for figures of the daemon's capacity."""
 
 
 def local_url(port: int) -> str:
@@ -82,21 +90,71 @@ async def first_line(process: subprocess.Popen[str]) -> str:
 
 
 async def start_venue(
-    port: int, *, rate_limit: int | None = None, quiet: bool = False
+    port: int, *, rate_limit: int | None = None, quiet: bool = False, cash: int = 10_000_000
 ) -> subprocess.Popen[str]:
-    """``tradeguard sim`` with $10M of cash on ``port``, once it listens.
+    """``tradeguard sim`` with ``cash`` ($10M) on ``port``, once it listens.
 
     Args:
         port: the venue's port.
         rate_limit: requests a minute (the venue's default, Alpaca's, when None).
         quiet: drop its stderr.
+        cash: the account's starting cash.
     """
     args = [str(BIN / "tradeguard"), "sim", "--port", str(port)]
     if rate_limit is not None:
         args += ["--rate-limit", str(rate_limit)]
-    venue = start([*args, "--cash", "10000000"], quiet=quiet)
+    venue = start([*args, "--cash", str(cash)], quiet=quiet)
     await first_line(venue)
     return venue
+
+
+@asynccontextmanager
+async def own_broker(name: str, base_port: int) -> AsyncIterator[int]:
+    """A loopback mosquitto of a bench's own (``base_port`` + up to 999); its port."""
+    with tempfile.TemporaryDirectory(prefix=f"tg-{name}-mqtt-") as workdir:
+        port = base_port + os.getpid() % 1000
+        broker = EmbeddedMosquitto(state_dir=Path(workdir), port=port)
+        async with anyio.create_task_group() as tg:
+            await tg.start(broker.run)
+            yield port
+            tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def lifted_daemon(
+    workdir: Path,
+    *,
+    mqtt_port: int,
+    venue_port: int,
+    prefix: str,
+    tables: str,
+    cash: int = 10_000_000,
+) -> AsyncIterator[None]:
+    """A venue and a daemon on an empty journal in ``workdir``, both stopped on exit.
+
+    The broker's and the venue's request limits are lifted (``UNLIMITED_PER_MIN``); the
+    daemon's topic prefix and client id are its own (``prefix``): an earlier daemon's
+    persistent session may still hold intents it never took, and must not hand them on.
+    """
+    venue = await start_venue(venue_port, rate_limit=UNLIMITED_PER_MIN, quiet=True, cash=cash)
+    try:
+        config = daemon_config(
+            workdir,
+            mqtt_port=mqtt_port,
+            venue_url=local_url(venue_port),
+            topic_prefix=prefix,
+            tables=tables,
+            client_id=f"tradeguard-{prefix}",
+            rate_limit_per_min=float(UNLIMITED_PER_MIN),
+        )
+        path = write_daemon_config(workdir, prefix, key_id=f"PK{prefix.upper()}", config=config)
+        daemon = await start_daemon(path, quiet=True)
+        try:
+            yield
+        finally:
+            stop(daemon)
+    finally:
+        stop(venue)
 
 
 async def start_daemon(config: Path, *, quiet: bool = False) -> subprocess.Popen[str]:

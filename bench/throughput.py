@@ -24,27 +24,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import tempfile
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import msgspec
 
 from bench.open_loop import LoadPlan, Step, run_clients
-from bench.rig import (
-    BIN,
-    daemon_config,
-    first_line,
-    local_url,
-    start,
-    start_daemon,
-    stop,
-    write_daemon_config,
-)
-from daemon.embedded_broker import EmbeddedMosquitto
+from bench.rig import UNLIMITED_PER_MIN, lifted_daemon, own_broker
 
 RATES = (250, 500, 1000, 2000, 3000)
 SECONDS = 10.0
@@ -53,7 +41,6 @@ P99_GOAL_MS = 25.0
 RATE_GOAL = 2000
 STRATEGIES = ("t1", "t2", "t3", "t4")
 PREFIX = "tp"
-UNLIMITED_PER_MIN = 1_000_000
 CASH = 1_000_000_000
 """Room for every resting order of the fastest step under the exposure limits."""
 TABLES = (
@@ -67,44 +54,6 @@ LIMITS_LIFTED = (
     f"strategy, broker.rate_limit_per_min and the venue's limit {UNLIMITED_PER_MIN:,}/min"
 )
 KINDS = {"stale": "rejection (STALE_INTENT)", "rest": "acceptance (resting buy)"}
-
-
-@asynccontextmanager
-async def fresh_daemon(
-    root: Path, mqtt_port: int, venue_port: int, prefix: str
-) -> AsyncIterator[None]:
-    """A venue and a daemon on an empty journal, both stopped on exit.
-
-    The daemon has a topic prefix and client id of its own: an earlier daemon's
-    persistent session may still hold intents it never took, and must not hand them on.
-    """
-    workdir = Path(tempfile.mkdtemp(prefix="run-", dir=root))
-    venue = start(
-        [
-            *(str(BIN / "tradeguard"), "sim", "--port", str(venue_port)),
-            *("--rate-limit", str(UNLIMITED_PER_MIN), "--cash", str(CASH)),
-        ],
-        quiet=True,
-    )
-    try:
-        await first_line(venue)
-        config = daemon_config(
-            workdir,
-            mqtt_port=mqtt_port,
-            venue_url=local_url(venue_port),
-            topic_prefix=prefix,
-            tables=TABLES,
-            client_id=f"tradeguard-{prefix}",
-            rate_limit_per_min=float(UNLIMITED_PER_MIN),
-        )
-        path = write_daemon_config(workdir, "throughput", key_id="PKTHROUGHPUT", config=config)
-        daemon = await start_daemon(path, quiet=True)
-        try:
-            yield
-        finally:
-            stop(daemon)
-    finally:
-        stop(venue)
 
 
 def held(step: Step) -> bool:
@@ -154,7 +103,14 @@ class RateSearch:
     async def load(self, rate: int, attempt: int) -> Step:
         """One run at ``rate`` on a fresh venue and daemon."""
         prefix = f"{PREFIX}-{self.kind}-{rate}-{attempt}"
-        async with fresh_daemon(self.workdir, self.mqtt_port, self.mqtt_port + 1000, prefix):
+        async with lifted_daemon(
+            Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir)),
+            mqtt_port=self.mqtt_port,
+            venue_port=self.mqtt_port + 1000,
+            prefix=prefix,
+            tables=TABLES,
+            cash=CASH,
+        ):
             plan = LoadPlan(
                 port=self.mqtt_port,
                 prefix=prefix,
@@ -271,13 +227,8 @@ async def measure(mqtt_port: int, settings: Settings) -> dict[str, list[Step]]:
 
 async def main(settings: Settings) -> str:
     """A loopback mosquitto of its own, both searches; the report."""
-    with tempfile.TemporaryDirectory(prefix="tg-throughput-mqtt-") as workdir:
-        port = 24000 + os.getpid() % 1000
-        broker = EmbeddedMosquitto(state_dir=Path(workdir), port=port)
-        async with anyio.create_task_group() as tg:
-            await tg.start(broker.run)
-            results = await measure(port, settings)
-            tg.cancel_scope.cancel()
+    async with own_broker("throughput", 24000) as port:
+        results = await measure(port, settings)
     return report(results, settings)
 
 
