@@ -133,8 +133,7 @@ async def test_kill9_during_bursts_loses_and_doubles_nothing(
     rng = random.Random(99)
     intent_ids = [f"k{n:03d}" for n in range(500)]
     t = Topics(prefix)
-    # Rate limit lifted: ten runs of a 500-intent burst; at 190/min their POSTs alone would
-    # take over two minutes a run. This is about loss and doubling, not about pace.
+    # Rate limit lifted: ten 500-intent bursts take 2+ min each at 190/min; this is about loss.
     async with running_venue(realistic_venue(rate_limit_per_min=FAST)) as venue:
         config = write_config(
             tmp_path,
@@ -314,8 +313,7 @@ async def test_global_engage_cancels_200_open_orders_and_stops_posts(
     mosquitto: Mosquitto, prefix: str, tmp_path: Path
 ) -> None:
     t = Topics(prefix)
-    # Rate limit lifted: 200 resting orders must exist before the engage, and placing them
-    # at 190/min takes over a minute. The engage's own cancel-all is one request anyway.
+    # Rate limit lifted: 200 resting orders take a minute to place at 190/min; cancel-all is 1 call.
     async with running_venue(realistic_venue(rate_limit_per_min=FAST)) as venue:
         config = write_config(
             tmp_path,
